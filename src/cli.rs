@@ -1,0 +1,383 @@
+//! The `tokengate` command line: `tokengate token create|list|get|revoke|cleanup`.
+//!
+//! Built for people and scripts alike: `--json` prints machine-readable
+//! output, errors are one line on stderr, and the exit code is 0 on success,
+//! 2 for a usage error and 1 for anything else.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, redact_url};
+use crate::service::{CreateTokenParams, MAX_EXPIRES_IN_DAYS, TokenError, TokenInfo, TokenService};
+use crate::store::RedisStore;
+use crate::token::TokenId;
+
+/// Exit code for a usage error (bad flag, missing argument, bad value).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for every other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Retention used by `token cleanup` unless `--retention-days` says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+/// tokengate: API-token gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML); see config/tokengate.toml.
+    #[arg(long, global = true, env = "TOKENGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Redis URL; overrides TOKENGATE_REDIS_URL and the file's `[redis] url`.
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage API tokens in Redis.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `tokengate token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (the only time it is ever shown).
+    Create {
+        /// Account the token acts for (1–128 characters).
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// A label for people (1–256 characters).
+        #[arg(long)]
+        name: String,
+        /// Days until the token expires; omit for a token that never expires.
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_EXPIRES_IN_DAYS)))]
+        expires_in_days: Option<u32>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List an account's tokens (never the tokens themselves).
+    List {
+        /// The account.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show one token's record.
+    Get {
+        /// The account that owns the token.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The token id (UUID, or the 22 characters after `mk_` in the token).
+        #[arg(long, value_name = "TOKEN_ID")]
+        id: TokenId,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a token (it stops working at once; the record stays until cleanup).
+    Revoke {
+        /// The account that owns the token.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The token id.
+        #[arg(long, value_name = "TOKEN_ID")]
+        id: TokenId,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Delete tokens that expired or were revoked more than N days ago.
+    Cleanup {
+        /// Keep dead tokens this many days (0 deletes them all at once).
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_RETENTION_DAYS,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_EXPIRES_IN_DAYS)))]
+        retention_days: u32,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// Output format flags shared by the token commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses the arguments, runs the command and returns the exit code. Usage
+/// errors print one line and exit 2; `--help` and `--version` print as usual.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version: clap prints to stdout and exits 0.
+            e.exit();
+        }
+        Err(e) => {
+            eprintln!("{}", one_line_usage_error(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Runs a parsed command and returns what to print on stdout, or the one-line
+/// error message.
+pub async fn run(cli: Cli) -> Result<String, String> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(url) = cli.redis_url {
+        config.redis.url = Some(url);
+        config.validate().map_err(|e| format!("--redis-url: {e}"))?;
+    }
+    match cli.command {
+        Command::Token(command) => run_token(&config, command).await,
+    }
+}
+
+async fn run_token(config: &Config, command: TokenCommand) -> Result<String, String> {
+    let Some(url) = config.redis.url.as_deref() else {
+        return Err("token commands need Redis, and no Redis URL is set \
+                    (use --redis-url, TOKENGATE_REDIS_URL or [redis] url): \
+                    the in-memory store lives inside one running server and is gone when it stops"
+            .to_owned());
+    };
+    let store = RedisStore::connect(url, &config.redis.key_prefix)
+        .await
+        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
+    let service = TokenService::new(Arc::new(store)).with_bcrypt_cost(config.security.bcrypt_cost);
+    let fail = |e: TokenError| e.to_string();
+    match command {
+        TokenCommand::Create {
+            account,
+            name,
+            expires_in_days,
+            output,
+        } => {
+            let created = service
+                .create_token(CreateTokenParams {
+                    account_id: account,
+                    name,
+                    expires_in_days,
+                })
+                .await
+                .map_err(fail)?;
+            if output.json {
+                let mut value = serde_json::to_value(&created.info).map_err(|e| e.to_string())?;
+                value["token"] = created.token.expose_secret().into();
+                return Ok(json_line(&value));
+            }
+            let info = &created.info;
+            Ok(format!(
+                "Created token {} ({:?}) for account {:?}, {}.\n\n    {}\n\n\
+                 Store this token now: it is shown only once and cannot be recovered.\n",
+                info.id,
+                info.name,
+                info.account_id,
+                match info.expires_at {
+                    Some(at) => format!("expires {}", timestamp(at)),
+                    None => "never expires".to_owned(),
+                },
+                created.token.expose_secret(),
+            ))
+        }
+        TokenCommand::List { account, output } => {
+            let tokens = service.list_tokens(&account).await.map_err(fail)?;
+            if output.json {
+                return Ok(json_line(&tokens));
+            }
+            if tokens.is_empty() {
+                return Ok(format!("No tokens for account {account:?}.\n"));
+            }
+            Ok(table(&tokens))
+        }
+        TokenCommand::Get {
+            account,
+            id,
+            output,
+        } => {
+            let info = service
+                .get_token(id, &account)
+                .await
+                .map_err(|e| not_found(e, id, &account))?;
+            Ok(if output.json {
+                json_line(&info)
+            } else {
+                details(&info)
+            })
+        }
+        TokenCommand::Revoke {
+            account,
+            id,
+            output,
+        } => {
+            let info = service
+                .revoke_token(id, &account)
+                .await
+                .map_err(|e| not_found(e, id, &account))?;
+            Ok(if output.json {
+                json_line(&info)
+            } else {
+                format!(
+                    "Revoked token {} ({:?}) of account {:?} at {}.\n",
+                    info.id,
+                    info.name,
+                    info.account_id,
+                    info.revoked_at.map_or_else(|| "?".to_owned(), timestamp)
+                )
+            })
+        }
+        TokenCommand::Cleanup {
+            retention_days,
+            output,
+        } => {
+            let retention = Duration::from_secs(u64::from(retention_days) * 86_400);
+            let removed = service.cleanup_expired(retention).await.map_err(fail)?;
+            Ok(if output.json {
+                json_line(
+                    &serde_json::json!({ "removed": removed, "retention_days": retention_days }),
+                )
+            } else {
+                format!(
+                    "Removed {removed} token(s) expired or revoked more than {retention_days} day(s) ago.\n"
+                )
+            })
+        }
+    }
+}
+
+fn not_found(e: TokenError, id: TokenId, account: &str) -> String {
+    match e {
+        TokenError::NotFound => format!("token {id} not found for account {account:?}"),
+        e => e.to_string(),
+    }
+}
+
+fn json_line(value: &impl serde::Serialize) -> String {
+    // Serializing our own plain structs cannot fail.
+    let mut out = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    out.push('\n');
+    out
+}
+
+fn timestamp(unix: i64) -> String {
+    u64::try_from(unix).map_or_else(
+        |_| unix.to_string(),
+        |secs| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        },
+    )
+}
+
+fn optional_timestamp(unix: Option<i64>, none: &str) -> String {
+    unix.map_or_else(|| none.to_owned(), timestamp)
+}
+
+fn table(tokens: &[TokenInfo]) -> String {
+    let rows: Vec<[String; 6]> = tokens
+        .iter()
+        .map(|t| {
+            [
+                t.id.to_string(),
+                t.name.clone(),
+                t.status.as_str().to_owned(),
+                timestamp(t.created_at),
+                optional_timestamp(t.expires_at, "never"),
+                optional_timestamp(t.last_accessed, "never"),
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "STATUS", "CREATED", "EXPIRES", "LAST USED"].map(str::to_owned);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+fn details(info: &TokenInfo) -> String {
+    let mut out = String::new();
+    let fields = [
+        ("id", info.id.to_string()),
+        ("account", info.account_id.clone()),
+        ("name", info.name.clone()),
+        ("status", info.status.as_str().to_owned()),
+        ("created", timestamp(info.created_at)),
+        ("updated", timestamp(info.updated_at)),
+        ("expires", optional_timestamp(info.expires_at, "never")),
+        ("last used", optional_timestamp(info.last_accessed, "never")),
+        ("revoked", optional_timestamp(info.revoked_at, "no")),
+    ];
+    for (name, value) in fields {
+        let _ = writeln!(out, "{:<10} {value}", format!("{name}:"));
+    }
+    out
+}
+
+/// clap's error as one line: its first paragraph, lines joined, plus a pointer
+/// to `--help`.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    format!("{} (see --help)", first.join(" "))
+}
+
+/// Logs go to stderr, so stdout stays clean for `--json`. Quiet by default
+/// (`RUST_LOG` raises it).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

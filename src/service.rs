@@ -1,0 +1,513 @@
+//! [`TokenService`]: create, list, get, revoke, validate and clean up tokens.
+//!
+//! The one implementation behind the Rust API, the CLI and (later) the admin
+//! HTTP API. It owns the input rules and the validation order; the store only
+//! keeps records.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tokengate::TokenError> {
+//! use std::sync::Arc;
+//! use tokengate::{CreateTokenParams, MemoryStore, TokenService};
+//!
+//! let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+//! let created = service
+//!     .create_token(CreateTokenParams {
+//!         account_id: "acme".into(),
+//!         name: "ci".into(),
+//!         expires_in_days: Some(90),
+//!     })
+//!     .await?;
+//! let auth = service.validate_token(created.token.expose_secret()).await?;
+//! assert_eq!(auth.account_id, "acme");
+//! assert_eq!(auth.token_id, created.info.id);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::store::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::token::{self, FormatError, RandomError, Token, TokenId};
+
+/// bcrypt cost used unless configured otherwise.
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+/// Lowest bcrypt cost accepted (bcrypt's own minimum).
+pub const MIN_BCRYPT_COST: u32 = 4;
+/// Highest bcrypt cost accepted: 15 already takes seconds per hash, and every
+/// cache miss pays it.
+pub const MAX_BCRYPT_COST: u32 = 15;
+/// Longest account id, in characters.
+pub const MAX_ACCOUNT_ID_CHARS: usize = 128;
+/// Longest token name, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Longest lifetime a token can be given, in days (about ten years).
+pub const MAX_EXPIRES_IN_DAYS: u32 = 3650;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Everything that can go wrong in [`TokenService`], with whose fault it is.
+///
+/// The variants tell a bad token apart (format, not found, revoked, expired,
+/// wrong secret) for logs and metrics; clients are told only that the token is
+/// invalid (see [`TokenError::is_invalid_token`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Client: the string is not a well-formed `mk_` token.
+    #[error("invalid token format: {0}")]
+    InvalidFormat(#[from] FormatError),
+    /// Client: no such token (or it belongs to another account).
+    #[error("token not found")]
+    NotFound,
+    /// Client: the token was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// Client: the token has expired.
+    #[error("token expired")]
+    Expired,
+    /// Client: the id exists but the secret does not match its hash.
+    #[error("token secret does not match")]
+    WrongSecret,
+    /// Client: a management input breaks a rule; `field` names it.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The parameter at fault (`account_id`, `name`, `expires_in_days`, …).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Store: Redis could not answer. Fail closed: the token is not valid.
+    #[error("token store unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// Server: hashing or randomness failed (bcrypt error, blocking pool gone,
+    /// OS RNG failure).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TokenError {
+    /// Whether this error means "the presented token is not valid": the cases
+    /// a client sees as one generic 401.
+    pub fn is_invalid_token(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidFormat(_)
+                | Self::NotFound
+                | Self::Revoked
+                | Self::Expired
+                | Self::WrongSecret
+        )
+    }
+
+    fn input(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<RandomError> for TokenError {
+    fn from(e: RandomError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// The identity a valid token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthContext {
+    /// The account the token acts for.
+    pub account_id: String,
+    /// The token's id (never the token itself).
+    pub token_id: TokenId,
+}
+
+/// What [`TokenService::create_token`] needs.
+#[derive(Debug, Clone)]
+pub struct CreateTokenParams {
+    /// 1–128 characters, no control characters.
+    pub account_id: String,
+    /// 1–256 characters, no control characters.
+    pub name: String,
+    /// 1–3650, or `None` for a token that never expires.
+    pub expires_in_days: Option<u32>,
+}
+
+/// Where a token stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    /// Usable.
+    Active,
+    /// Past its `expires_at`.
+    Expired,
+    /// Revoked (whether or not it has also expired).
+    Revoked,
+}
+
+impl TokenStatus {
+    /// `"active"`, `"expired"` or `"revoked"`, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A token's record as shown to people and scripts: no hash, no plaintext.
+/// Times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// The token id (hyphenated UUID).
+    pub id: TokenId,
+    /// The owning account.
+    pub account_id: String,
+    /// The token's label.
+    pub name: String,
+    /// Active, expired or revoked, as of the call.
+    pub status: TokenStatus,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change to the record.
+    pub updated_at: i64,
+    /// Expiry time, `null` for never.
+    pub expires_at: Option<i64>,
+    /// Last successful use, `null` if never used (or not yet flushed).
+    pub last_accessed: Option<i64>,
+    /// Revocation time, `null` if not revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenInfo {
+    fn from_record(record: TokenRecord, now: i64) -> Self {
+        let status = if record.revoked_at.is_some() {
+            TokenStatus::Revoked
+        } else if record.is_expired_at(now) {
+            TokenStatus::Expired
+        } else {
+            TokenStatus::Active
+        };
+        Self {
+            id: record.id,
+            account_id: record.account_id,
+            name: record.name,
+            status,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            expires_at: record.expires_at,
+            last_accessed: record.last_accessed,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// A freshly created token: the only time its plaintext exists.
+#[derive(Debug, Clone)]
+pub struct CreatedToken {
+    /// The plaintext token. Show it once; it cannot be recovered.
+    pub token: Token,
+    /// The stored record.
+    pub info: TokenInfo,
+}
+
+/// The time source, in unix seconds. [`SystemClock`] in production; tests
+/// and simulations supply their own to move time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Token management and validation over a [`TokenStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenService {
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+    bcrypt_cost: u32,
+    bcrypt_verifications: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("store", &self.store.kind())
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// A service over `store`, with bcrypt cost 10 and the system clock.
+    pub fn new(store: Arc<dyn TokenStore>) -> Self {
+        Self {
+            store,
+            clock: Arc::new(SystemClock),
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
+            bcrypt_verifications: Arc::default(),
+        }
+    }
+
+    /// Sets the bcrypt cost for new tokens (existing hashes keep theirs).
+    ///
+    /// # Panics
+    /// Outside 4–15; configuration checks this before it gets here.
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Self {
+        assert!(
+            (MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost),
+            "bcrypt cost {cost} is outside {MIN_BCRYPT_COST}–{MAX_BCRYPT_COST}"
+        );
+        self.bcrypt_cost = cost;
+        self
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store behind this service.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    /// How many bcrypt verifications this service (and its clones) has run.
+    pub fn bcrypt_verifications(&self) -> u64 {
+        self.bcrypt_verifications.load(Ordering::Relaxed)
+    }
+
+    /// Creates a token. The returned plaintext exists nowhere else: only
+    /// `bcrypt(token)` is stored.
+    pub async fn create_token(
+        &self,
+        params: CreateTokenParams,
+    ) -> Result<CreatedToken, TokenError> {
+        check_text("account_id", &params.account_id, MAX_ACCOUNT_ID_CHARS)?;
+        check_text("name", &params.name, MAX_NAME_CHARS)?;
+        if let Some(days) = params.expires_in_days {
+            if !(1..=MAX_EXPIRES_IN_DAYS).contains(&days) {
+                return Err(TokenError::input(
+                    "expires_in_days",
+                    format!("must be between 1 and {MAX_EXPIRES_IN_DAYS} (got {days})"),
+                ));
+            }
+        }
+        let token = Token::generate()?;
+        let hash = {
+            let plaintext = token.expose_secret().to_owned();
+            let cost = self.bcrypt_cost;
+            blocking(move || bcrypt::hash(plaintext, cost)).await?
+        };
+        let now = self.clock.now();
+        let record = TokenRecord {
+            id: token.id(),
+            account_id: params.account_id,
+            name: params.name,
+            hash,
+            created_at: now,
+            updated_at: now,
+            expires_at: params
+                .expires_in_days
+                .map(|d| now + i64::from(d) * SECONDS_PER_DAY),
+            last_accessed: None,
+            revoked_at: None,
+        };
+        self.store.insert(&record).await?;
+        tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
+        Ok(CreatedToken {
+            token,
+            info: TokenInfo::from_record(record, now),
+        })
+    }
+
+    /// The account's tokens, oldest first, without hashes.
+    pub async fn list_tokens(&self, account_id: &str) -> Result<Vec<TokenInfo>, TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .list_by_account(account_id)
+            .await?
+            .into_iter()
+            .map(|r| TokenInfo::from_record(r, now))
+            .collect())
+    }
+
+    /// One token of the account. Another account's token is `NotFound`.
+    pub async fn get_token(
+        &self,
+        token_id: TokenId,
+        account_id: &str,
+    ) -> Result<TokenInfo, TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        match self.store.get(token_id).await? {
+            Some(record) if record.account_id == account_id => {
+                Ok(TokenInfo::from_record(record, self.clock.now()))
+            }
+            _ => Err(TokenError::NotFound),
+        }
+    }
+
+    /// Revokes a token of the account (a soft delete: the record stays until
+    /// cleanup) and returns its record. Revoking twice is not an error and
+    /// keeps the first `revoked_at`. Another account's token is `NotFound`.
+    pub async fn revoke_token(
+        &self,
+        token_id: TokenId,
+        account_id: &str,
+    ) -> Result<TokenInfo, TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        let outcome = self
+            .store
+            .revoke(token_id, account_id, self.clock.now())
+            .await?;
+        if outcome == RevokeOutcome::NotFound {
+            return Err(TokenError::NotFound);
+        }
+        if outcome == RevokeOutcome::Revoked {
+            tracing::info!(token_id = %token_id, account_id, "token revoked");
+        }
+        self.get_token(token_id, account_id).await
+    }
+
+    /// Checks a presented token: parse (no I/O), one store read by id,
+    /// revoked / expired checks, then one bcrypt verify on the blocking pool.
+    /// bcrypt never runs for a token that fails any earlier step.
+    pub async fn validate_token(&self, presented: &str) -> Result<AuthContext, TokenError> {
+        let id = token::parse(presented)?;
+        let record = self.store.get(id).await?.ok_or(TokenError::NotFound)?;
+        if record.revoked_at.is_some() {
+            return Err(TokenError::Revoked);
+        }
+        if record.is_expired_at(self.clock.now()) {
+            return Err(TokenError::Expired);
+        }
+        self.bcrypt_verifications.fetch_add(1, Ordering::Relaxed);
+        let presented = presented.to_owned();
+        let hash = record.hash;
+        // bcrypt::verify compares the hashes in constant time.
+        if !blocking(move || bcrypt::verify(presented, &hash)).await? {
+            return Err(TokenError::WrongSecret);
+        }
+        Ok(AuthContext {
+            account_id: record.account_id,
+            token_id: id,
+        })
+    }
+
+    /// Records that a token was used at `at` (unix seconds). Never moves the
+    /// stored time backwards.
+    pub async fn update_last_accessed(&self, token_id: TokenId, at: i64) -> Result<(), TokenError> {
+        Ok(self.store.touch(&[(token_id, at)]).await?)
+    }
+
+    /// Deletes, from every index, the tokens that expired or were revoked
+    /// more than `retention` ago. Returns how many were deleted.
+    pub async fn cleanup_expired(&self, retention: Duration) -> Result<u64, TokenError> {
+        let retention = i64::try_from(retention.as_secs())
+            .map_err(|_| TokenError::input("retention", "is too long"))?;
+        let removed = self
+            .store
+            .remove_dead(self.clock.now().saturating_sub(retention))
+            .await?;
+        tracing::info!(removed, "expired and revoked tokens cleaned up");
+        Ok(removed)
+    }
+}
+
+/// Runs CPU-bound hashing on tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+) -> Result<T, TokenError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TokenError::Internal(format!("blocking task failed: {e}")))?
+        .map_err(|e| TokenError::Internal(format!("bcrypt: {e}")))
+}
+
+/// The rule for account ids and names: 1..=max characters, not blank, no
+/// control characters (they break logs, terminals and headers).
+fn check_text(field: &'static str, value: &str, max_chars: usize) -> Result<(), TokenError> {
+    if value.trim().is_empty() {
+        return Err(TokenError::input(field, "must not be empty"));
+    }
+    // Counting stops past the limit, so a huge input costs no more than a
+    // valid one.
+    if value.chars().take(max_chars + 1).count() > max_chars {
+        return Err(TokenError::input(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(TokenError::input(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rules_name_the_field() {
+        assert!(check_text("name", "ok", 4).is_ok());
+        assert!(check_text("name", "four", 4).is_ok());
+        assert!(check_text("name", "ééééé", 4).is_err());
+        for bad in ["", "  ", "a\nb", "tab\there", "nul\0"] {
+            let err = check_text("account_id", bad, 10).unwrap_err();
+            assert!(err.to_string().starts_with("invalid account_id: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn status_prefers_revoked_over_expired() {
+        let record = TokenRecord {
+            id: TokenId::from_uuid(uuid::Uuid::nil()),
+            account_id: "a".into(),
+            name: "n".into(),
+            hash: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            expires_at: Some(10),
+            last_accessed: None,
+            revoked_at: Some(20),
+        };
+        assert_eq!(
+            TokenInfo::from_record(record.clone(), 30).status,
+            TokenStatus::Revoked
+        );
+        let active = TokenRecord {
+            revoked_at: None,
+            ..record
+        };
+        assert_eq!(
+            TokenInfo::from_record(active.clone(), 9).status,
+            TokenStatus::Active
+        );
+        assert_eq!(
+            TokenInfo::from_record(active, 10).status,
+            TokenStatus::Expired
+        );
+    }
+}

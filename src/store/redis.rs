@@ -1,0 +1,358 @@
+//! The Redis store (docs/redis-layout.md).
+//!
+//! Keys, under a configurable prefix (default `tokengate:`):
+//! - `{prefix}token:{id}`: HASH, the record;
+//! - `{prefix}account:{account_id}`: SET of token ids;
+//! - `{prefix}expiry`: ZSET id → end of life (expiry, or revocation if earlier);
+//! - `{prefix}revocations`: pub/sub channel carrying revoked ids.
+//!
+//! Every change that touches more than one key runs as one Lua script, so the
+//! indexes never disagree with the records, whatever fails in between.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::token::TokenId;
+
+/// How long to wait for a TCP connection to Redis. Short, because a caller
+/// waiting on the store is a request waiting on us.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for any one reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection attempts per outage before a call fails (the manager tries
+/// again on the next call).
+const RECONNECT_RETRIES: usize = 3;
+/// Ids handled per round trip by cleanup, so one call never builds an
+/// unbounded pipeline.
+const CLEANUP_BATCH: isize = 500;
+
+/// Creates the record, its account-index entry and its expiry-index entry, or
+/// nothing if the id exists. KEYS: token, account, expiry. ARGV: id,
+/// expires_at (or ""), then field/value pairs.
+const INSERT_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
+return 1
+";
+
+/// Soft-deletes a token of the given account and publishes its id.
+/// KEYS: token, expiry. ARGV: account_id, now, id, channel.
+/// Returns 0 not found, 1 revoked, 2 already revoked.
+const REVOKE_LUA: &str = r"
+local account = redis.call('HGET', KEYS[1], 'account_id')
+if not account or account ~= ARGV[1] then return 0 end
+local result = 2
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
+  redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2], 'updated_at', ARGV[2])
+  local eol = tonumber(ARGV[2])
+  local expires = redis.call('HGET', KEYS[1], 'expires_at')
+  if expires and tonumber(expires) < eol then eol = tonumber(expires) end
+  redis.call('ZADD', KEYS[2], eol, ARGV[3])
+  result = 1
+end
+-- Published again on a repeated revoke: a replica that missed the first
+-- message gets another chance to drop the token from its cache.
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return result
+";
+
+/// Moves last_accessed forward, never back, and never recreates a deleted
+/// record. KEYS: token. ARGV: unix seconds.
+const TOUCH_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'last_accessed') or '-1')
+if tonumber(ARGV[1]) <= current then return 0 end
+redis.call('HSET', KEYS[1], 'last_accessed', ARGV[1])
+return 1
+";
+
+/// Deletes a token from every key if its end of life is at or before the
+/// cutoff (checked again here: the id was read in an earlier round trip).
+/// KEYS: token, account, expiry. ARGV: id, cutoff. Returns 1 if deleted.
+const REMOVE_LUA: &str = r"
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+";
+
+/// Token records in Redis, through an auto-reconnecting multiplexed connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    insert: Script,
+    revoke: Script,
+    touch: Script,
+    remove: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn token(&self, id: impl std::fmt::Display) -> String {
+        format!("{}token:{id}", self.prefix)
+    }
+    fn account(&self, account_id: &str) -> String {
+        format!("{}account:{account_id}", self.prefix)
+    }
+    fn expiry(&self) -> String {
+        format!("{}expiry", self.prefix)
+    }
+    fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or
+    /// `rediss://` for TLS where built in) and checks that Redis answers.
+    /// After that, the connection reconnects by itself.
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            keys: Keys {
+                prefix: key_prefix.to_owned(),
+            },
+            insert: Script::new(INSERT_LUA),
+            revoke: Script::new(REVOKE_LUA),
+            touch: Script::new(TOUCH_LUA),
+            remove: Script::new(REMOVE_LUA),
+        })
+    }
+
+    /// The channel on which revoked token ids are published.
+    pub fn revocations_channel(&self) -> String {
+        self.keys.revocations()
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let id = record.id.to_string();
+        let mut invocation = self.insert.prepare_invoke();
+        invocation
+            .key(self.keys.token(record.id))
+            .key(self.keys.account(&record.account_id))
+            .key(self.keys.expiry())
+            .arg(&id)
+            .arg(record.expires_at.map(|e| e.to_string()).unwrap_or_default());
+        for (field, value) in encode(record) {
+            invocation.arg(field).arg(value);
+        }
+        let created: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Duplicate(record.id))
+        }
+    }
+
+    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let fields: HashMap<String, String> =
+            self.conn.clone().hgetall(self.keys.token(id)).await?;
+        decode(id, &fields)
+    }
+
+    async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn.smembers(self.keys.account(account_id)).await?;
+        // Ids in the index that do not parse cannot be ours; skip them rather
+        // than fail the whole listing.
+        let ids: Vec<TokenId> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &id in &ids {
+            pipe.hgetall(self.keys.token(id));
+        }
+        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.into_iter().zip(all) {
+            if let Some(record) = decode(id, &fields)? {
+                records.push(record);
+            }
+        }
+        records.sort_by_key(|r| (r.created_at, r.id));
+        Ok(records)
+    }
+
+    async fn revoke(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        at: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let outcome: i64 = self
+            .revoke
+            .key(self.keys.token(id))
+            .key(self.keys.expiry())
+            .arg(account_id)
+            .arg(at)
+            .arg(id.to_string())
+            .arg(self.keys.revocations())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match outcome {
+            1 => RevokeOutcome::Revoked,
+            2 => RevokeOutcome::AlreadyRevoked,
+            _ => RevokeOutcome::NotFound,
+        })
+    }
+
+    async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One round trip: load the script (a no-op when Redis has it, and it
+        // may not after a restart), then one EVALSHA per token.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(TOUCH_LUA).ignore();
+        for &(id, at) in batch {
+            pipe.invoke_script(self.touch.key(self.keys.token(id)).arg(at))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn remove_dead(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let expiry = self.keys.expiry();
+        let mut removed = 0;
+        loop {
+            let ids: Vec<String> = conn
+                .zrangebyscore_limit(&expiry, "-inf", cutoff, 0, CLEANUP_BATCH)
+                .await?;
+            if ids.is_empty() {
+                return Ok(removed);
+            }
+            // The account index key is needed as a declared key of the
+            // script, so read each token's account first.
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hget(self.keys.token(id), "account_id");
+            }
+            let accounts: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(REMOVE_LUA).ignore();
+            for (id, account) in ids.iter().zip(&accounts) {
+                pipe.invoke_script(
+                    self.remove
+                        .key(self.keys.token(id))
+                        .key(self.keys.account(account.as_deref().unwrap_or_default()))
+                        .key(&expiry)
+                        .arg(id)
+                        .arg(cutoff),
+                );
+            }
+            let deleted: Vec<u64> = pipe.query_async(&mut conn).await?;
+            removed += deleted.iter().sum::<u64>();
+            // Every id in the range left the expiry index (the script removes
+            // it whenever its score is still at or before the cutoff), so the
+            // next range read makes progress.
+            if ids.len() < CLEANUP_BATCH as usize {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// The HASH fields of a record. Absent options are absent fields.
+fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("id", record.id.to_string()),
+        ("account_id", record.account_id.clone()),
+        ("name", record.name.clone()),
+        ("hash", record.hash.clone()),
+        ("created_at", record.created_at.to_string()),
+        ("updated_at", record.updated_at.to_string()),
+    ];
+    let optional = [
+        ("expires_at", record.expires_at),
+        ("last_accessed", record.last_accessed),
+        ("revoked_at", record.revoked_at),
+    ];
+    fields.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?.to_string()))),
+    );
+    fields
+}
+
+/// Reads a record back from its HASH fields; `None` for an absent key.
+fn decode(
+    id: TokenId,
+    fields: &HashMap<String, String>,
+) -> Result<Option<TokenRecord>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |field| StoreError::Corrupt {
+        id: id.to_string(),
+        field,
+    };
+    let required = |name: &'static str| fields.get(name).cloned().ok_or_else(|| corrupt(name));
+    let number = |name: &'static str| -> Result<Option<i64>, StoreError> {
+        fields
+            .get(name)
+            .map(|v| i64::from_str(v).map_err(|_| corrupt(name)))
+            .transpose()
+    };
+    let stored_id: TokenId = required("id")?.parse().map_err(|_| corrupt("id"))?;
+    if stored_id != id {
+        return Err(corrupt("id"));
+    }
+    Ok(Some(TokenRecord {
+        id,
+        account_id: required("account_id")?,
+        name: required("name")?,
+        hash: required("hash")?,
+        created_at: number("created_at")?.ok_or_else(|| corrupt("created_at"))?,
+        updated_at: number("updated_at")?.ok_or_else(|| corrupt("updated_at"))?,
+        expires_at: number("expires_at")?,
+        last_accessed: number("last_accessed")?,
+        revoked_at: number("revoked_at")?,
+    }))
+}

@@ -1,0 +1,226 @@
+//! Test support: a real `redis-server` per test, on a free loopback port,
+//! without persistence, stopped when the handle drops; and a clock tests move.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
+
+/// Cheapest bcrypt cost: these tests are about behaviour, not hashing speed.
+pub const TEST_BCRYPT_COST: u32 = 4;
+
+/// A `redis-server` child process on 127.0.0.1.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    /// Panics (fails the test, never skips it) when redis-server is missing.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = Self { child: None, port };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port after 5 tries");
+    }
+
+    /// Starts it again on the same port (after [`RedisServer::stop`]), empty.
+    pub fn restart(&mut self) {
+        assert!(
+            self.spawn(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}); install it (apt-get install -y redis-server): \
+                     these tests need a real Redis"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.answers_ping() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    // Lost the port to someone else: try another.
+                    self.child = None;
+                    return false;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        false
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection for looking at what is in Redis.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Every key with its content rendered as text, for whole-database checks.
+    pub async fn dump(&self) -> Vec<(String, String)> {
+        let mut conn = self.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let mut cmd = match kind.as_str() {
+                "hash" => redis::cmd("HGETALL"),
+                "set" => redis::cmd("SMEMBERS"),
+                "zset" => redis::cmd("ZRANGE"),
+                "string" => redis::cmd("GETRANGE"),
+                other => panic!("unexpected key type {other} for {key}"),
+            };
+            cmd.arg(&key);
+            match kind.as_str() {
+                "zset" => cmd.arg(0).arg(-1).arg("WITHSCORES"),
+                "string" => cmd.arg(0).arg(-1),
+                _ => &mut cmd,
+            };
+            let value: Vec<String> = match kind.as_str() {
+                "string" => vec![cmd.query_async(&mut conn).await.unwrap()],
+                _ => cmd.query_async(&mut conn).await.unwrap(),
+            };
+            out.push((key, value.join("\n")));
+        }
+        out
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A clock that stands still until a test moves it.
+#[derive(Debug)]
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    /// Starts at a fixed, realistic time (2026-01-01T00:00:00Z).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(1_767_225_600)))
+    }
+
+    /// Moves time forward.
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub const DAY: i64 = 86_400;
+
+/// A TokenService on one of the two stores, with a test clock.
+pub struct Harness {
+    pub service: TokenService,
+    pub clock: Arc<TestClock>,
+    /// The Redis behind the service, when it is the Redis store.
+    pub redis: Option<RedisServer>,
+}
+
+impl Harness {
+    /// On a fresh redis-server.
+    pub async fn redis() -> Self {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "tokengate:")
+            .await
+            .unwrap();
+        Self::with_store(Arc::new(store), Some(server))
+    }
+
+    /// On the embedded in-memory store.
+    pub async fn memory() -> Self {
+        Self::with_store(Arc::new(MemoryStore::new()), None)
+    }
+
+    fn with_store(store: Arc<dyn TokenStore>, redis: Option<RedisServer>) -> Self {
+        let clock = TestClock::new();
+        let service = TokenService::new(store)
+            .with_bcrypt_cost(TEST_BCRYPT_COST)
+            .with_clock(clock.clone());
+        Self {
+            service,
+            clock,
+            redis,
+        }
+    }
+}
