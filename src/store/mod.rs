@@ -8,9 +8,11 @@
 //! in docs/redis-layout.md.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::RedisConfig;
 use crate::token::TokenId;
 
 mod memory;
@@ -18,6 +20,20 @@ mod redis;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+
+/// Opens the store the configuration names: Redis when `[redis] url` is set
+/// (connecting, and failing if Redis does not answer), else the embedded
+/// in-memory store, which logs a warning.
+pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
+    match &config.url {
+        Some(url) => {
+            let store = RedisStore::connect(url, &config.key_prefix).await?;
+            tracing::info!(url = %crate::config::redact_url(url), prefix = %config.key_prefix, "using the Redis token store");
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(MemoryStore::new())),
+    }
+}
 
 /// A stored token: everything but the plaintext, which is never stored.
 ///

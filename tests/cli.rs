@@ -1,0 +1,466 @@
+//! The `tokengate` binary end to end, against a real redis-server: what a
+//! script sees on stdout, stderr and in the exit code.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::Value;
+use support::RedisServer;
+use tokengate::{RedisStore, TokenError, TokenService};
+
+/// Runs the binary with a clean environment (no stray `TOKENGATE_*`).
+fn tokengate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tokengate")
+}
+
+/// Runs with `--redis-url` pointing at `server`.
+fn run(server: &RedisServer, args: &[&str]) -> Output {
+    let url = server.url();
+    let mut all = vec!["--redis-url", url.as_str()];
+    all.extend_from_slice(args);
+    // Cost 4 keeps the suite fast; the default (10) is tested by the service.
+    tokengate(&all, &[("TOKENGATE_SECURITY_BCRYPT_COST", "4")])
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+/// Exit code `code` with exactly one line on stderr, which contains `needle`.
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    assert!(out.stdout.is_empty(), "stdout: {}", stdout(out));
+}
+
+async fn service(server: &RedisServer) -> TokenService {
+    TokenService::new(Arc::new(
+        RedisStore::connect(&server.url(), "tokengate:")
+            .await
+            .unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn create_list_get_revoke_end_to_end() {
+    let server = RedisServer::start();
+
+    let created = json(&run(
+        &server,
+        &[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "ci",
+            "--expires-in-days",
+            "30",
+            "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(created["account_id"], "acme");
+    assert_eq!(created["name"], "ci");
+    assert_eq!(token.len(), 55);
+    let created_at = created["created_at"].as_i64().unwrap();
+    assert_eq!(
+        created["expires_at"].as_i64(),
+        Some(created_at + 30 * 86_400)
+    );
+
+    let forever = json(&run(
+        &server,
+        &[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "bot",
+            "--json",
+        ],
+    ));
+    assert_eq!(forever["expires_at"], Value::Null);
+    json(&run(
+        &server,
+        &[
+            "token",
+            "create",
+            "--account",
+            "globex",
+            "--name",
+            "x",
+            "--json",
+        ],
+    ));
+
+    // The token the CLI printed is a working token.
+    let auth = service(&server).await.validate_token(&token).await.unwrap();
+    assert_eq!(auth.token_id.to_string(), id);
+    assert_eq!(auth.account_id, "acme");
+
+    let listed = json(&run(
+        &server,
+        &["token", "list", "--account", "acme", "--json"],
+    ));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[1]["id"], forever["id"]);
+    for record in listed {
+        assert!(
+            record.get("token").is_none() && record.get("hash").is_none(),
+            "{record}"
+        );
+        assert_eq!(record["status"], "active");
+    }
+
+    let got = json(&run(
+        &server,
+        &["token", "get", "--account", "acme", "--id", &id, "--json"],
+    ));
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["name"], "ci");
+    assert!(got.get("token").is_none() && got.get("hash").is_none());
+
+    // The id can also be given in its base62 form, read off the token.
+    let got = json(&run(
+        &server,
+        &[
+            "token",
+            "get",
+            "--account",
+            "acme",
+            "--id",
+            &token[3..25],
+            "--json",
+        ],
+    ));
+    assert_eq!(got["id"], id.as_str());
+
+    let out = run(
+        &server,
+        &["token", "revoke", "--account", "acme", "--id", &id],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("Revoked token {id}")));
+    let got = json(&run(
+        &server,
+        &["token", "get", "--account", "acme", "--id", &id, "--json"],
+    ));
+    assert_eq!(got["status"], "revoked");
+    assert!(got["revoked_at"].is_i64());
+    let err = service(&server)
+        .await
+        .validate_token(&token)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Revoked), "{err:?}");
+
+    // Nothing the CLI printed after creation holds a token or a hash.
+    for args in [
+        vec!["token", "list", "--account", "acme"],
+        vec!["token", "get", "--account", "acme", "--id", &id],
+    ] {
+        let out = run(&server, &args);
+        let text = stdout(&out);
+        assert!(out.status.success());
+        assert!(text.contains(&id), "{text}");
+        assert!(!text.contains("mk_") && !text.contains("$2"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn human_create_shows_the_token_once_with_a_warning() {
+    let server = RedisServer::start();
+    let out = run(
+        &server,
+        &["token", "create", "--account", "acme", "--name", "laptop"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("mk_").count(), 1, "{text}");
+    assert!(text.contains("Store this token now"), "{text}");
+    assert!(text.contains("never expires"), "{text}");
+    let token = text
+        .split_whitespace()
+        .find(|w| w.starts_with("mk_"))
+        .unwrap();
+    service(&server).await.validate_token(token).await.unwrap();
+}
+
+#[tokio::test]
+async fn cleanup_reports_what_it_removed() {
+    let server = RedisServer::start();
+    let created = json(&run(
+        &server,
+        &[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "old",
+            "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap();
+    assert!(
+        run(
+            &server,
+            &["token", "revoke", "--account", "acme", "--id", id]
+        )
+        .status
+        .success()
+    );
+
+    let kept = json(&run(&server, &["token", "cleanup", "--json"]));
+    assert_eq!(
+        kept["removed"], 0,
+        "revoked just now: inside the 30-day default retention"
+    );
+    let removed = json(&run(
+        &server,
+        &["token", "cleanup", "--retention-days", "0", "--json"],
+    ));
+    assert_eq!(removed["removed"], 1);
+    let listed = json(&run(
+        &server,
+        &["token", "list", "--account", "acme", "--json"],
+    ));
+    assert_eq!(listed, Value::Array(vec![]));
+    let out = run(&server, &["token", "cleanup"]);
+    assert!(
+        stdout(&out).starts_with("Removed 0 token(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_the_right_exit_code() {
+    let server = RedisServer::start();
+    let created = json(&run(
+        &server,
+        &[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "n",
+            "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap();
+
+    // Usage errors: exit 2.
+    assert_fails(
+        &run(
+            &server,
+            &[
+                "token",
+                "create",
+                "--account",
+                "a",
+                "--name",
+                "n",
+                "--bogus",
+            ],
+        ),
+        2,
+        "--bogus",
+    );
+    assert_fails(
+        &run(&server, &["token", "create", "--account", "a"]),
+        2,
+        "--name",
+    );
+    assert_fails(
+        &run(
+            &server,
+            &[
+                "token",
+                "create",
+                "--account",
+                "a",
+                "--name",
+                "n",
+                "--expires-in-days",
+                "0",
+            ],
+        ),
+        2,
+        "--expires-in-days",
+    );
+    assert_fails(
+        &run(&server, &["token", "get", "--account", "a", "--id", "nope"]),
+        2,
+        "--id",
+    );
+    assert_fails(&run(&server, &["tokens"]), 2, "tokens");
+
+    // Everything else: exit 1.
+    assert_fails(
+        &run(
+            &server,
+            &["token", "get", "--account", "globex", "--id", id],
+        ),
+        1,
+        "not found",
+    );
+    assert_fails(
+        &run(
+            &server,
+            &["token", "revoke", "--account", "globex", "--id", id],
+        ),
+        1,
+        "not found",
+    );
+    assert_fails(
+        &run(
+            &server,
+            &["token", "create", "--account", "", "--name", "n"],
+        ),
+        1,
+        "account_id",
+    );
+    assert_fails(
+        &run(
+            &server,
+            &[
+                "token",
+                "create",
+                "--account",
+                "a",
+                "--name",
+                "bad\u{1b}name",
+            ],
+        ),
+        1,
+        "name",
+    );
+    let long = "x".repeat(300);
+    assert_fails(
+        &run(
+            &server,
+            &["token", "create", "--account", "a", "--name", &long],
+        ),
+        1,
+        "name",
+    );
+}
+
+#[test]
+fn token_commands_refuse_the_in_memory_store() {
+    let out = tokengate(&["token", "list", "--account", "acme"], &[]);
+    assert_fails(&out, 1, "no Redis URL");
+    assert!(stderr(&out).contains("in-memory"));
+}
+
+#[test]
+fn unreachable_redis_is_one_line_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let out = tokengate(
+        &["--redis-url", &url, "token", "list", "--account", "acme"],
+        &[],
+    );
+    assert_fails(&out, 1, "cannot connect to Redis");
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+}
+
+#[test]
+fn redis_url_precedence_is_flag_then_env_then_file() {
+    let server = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("tokengate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dead = "redis://127.0.0.1:1";
+    let good = server.url();
+    let config = dir.join("good.toml");
+    std::fs::write(
+        &config,
+        format!("[redis]\nurl = \"{good}\"\n[security]\nbcrypt_cost = 4\n"),
+    )
+    .unwrap();
+    let dead_config = dir.join("dead.toml");
+    std::fs::write(&dead_config, format!("[redis]\nurl = \"{dead}\"\n")).unwrap();
+    let list = ["token", "list", "--account", "acme", "--json"];
+    let with = |pre: &[&str], env: &[(&str, &str)]| {
+        let mut args = pre.to_vec();
+        args.extend_from_slice(&list);
+        tokengate(&args, env)
+    };
+
+    let cfg = config.to_str().unwrap();
+    let dead_cfg = dead_config.to_str().unwrap();
+    assert!(with(&["--config", cfg], &[]).status.success(), "file");
+    assert!(
+        with(&[], &[("TOKENGATE_CONFIG", cfg)]).status.success(),
+        "TOKENGATE_CONFIG"
+    );
+    assert!(
+        with(&["--config", dead_cfg], &[("TOKENGATE_REDIS_URL", &good)])
+            .status
+            .success(),
+        "env over file"
+    );
+    assert!(
+        with(
+            &["--config", dead_cfg, "--redis-url", &good],
+            &[("TOKENGATE_REDIS_URL", dead)]
+        )
+        .status
+        .success(),
+        "flag over env"
+    );
+    assert!(
+        !with(&["--config", cfg], &[("TOKENGATE_REDIS_URL", dead)])
+            .status
+            .success(),
+        "env over file"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[security]\nbcrypt_costt = 4\n").unwrap();
+    assert_fails(
+        &with(&["--config", bad.to_str().unwrap()], &[]),
+        1,
+        "security.bcrypt_costt",
+    );
+    assert_fails(
+        &with(&["--config", "/nonexistent/tokengate.toml"], &[]),
+        1,
+        "/nonexistent/tokengate.toml",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

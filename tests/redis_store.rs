@@ -1,0 +1,338 @@
+//! What the Redis store leaves in a real redis-server: the key layout of
+//! docs/redis-layout.md, no plaintext anywhere, consistent indexes, and
+//! failing closed when Redis is gone.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use support::{DAY, Harness, RedisServer, TEST_BCRYPT_COST};
+use tokengate::{
+    CreateTokenParams, CreatedToken, RedisStore, StoreError, TokenError, TokenService,
+};
+
+async fn create(service: &TokenService, account: &str, days: Option<u32>) -> CreatedToken {
+    service
+        .create_token(CreateTokenParams {
+            account_id: account.into(),
+            name: format!("token of {account}"),
+            expires_in_days: days,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_writes_record_account_index_and_expiry_index() {
+    let h = Harness::redis().await;
+    let redis = h.redis.as_ref().unwrap();
+    let expiring = create(&h.service, "acme", Some(7)).await;
+    let forever = create(&h.service, "acme", None).await;
+    let mut conn = redis.connection().await;
+
+    let key = format!("tokengate:token:{}", expiring.info.id);
+    let record: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+    assert_eq!(record["id"], expiring.info.id.to_string());
+    assert_eq!(record["account_id"], "acme");
+    assert_eq!(record["name"], "token of acme");
+    assert!(record["hash"].starts_with("$2"), "bcrypt hash expected");
+    assert_eq!(record["created_at"], expiring.info.created_at.to_string());
+    assert_eq!(
+        record["expires_at"],
+        (expiring.info.created_at + 7 * DAY).to_string()
+    );
+    assert!(!record.contains_key("revoked_at") && !record.contains_key("last_accessed"));
+
+    let members: Vec<String> = conn.smembers("tokengate:account:acme").await.unwrap();
+    let mut expected = vec![expiring.info.id.to_string(), forever.info.id.to_string()];
+    let mut members = members;
+    members.sort();
+    expected.sort();
+    assert_eq!(members, expected);
+
+    let expiry: Vec<(String, i64)> = conn
+        .zrange_withscores("tokengate:expiry", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        expiry,
+        vec![(
+            expiring.info.id.to_string(),
+            expiring.info.created_at + 7 * DAY
+        )],
+        "a token that never expires is not in the expiry index until revoked"
+    );
+}
+
+#[tokio::test]
+async fn no_key_or_value_anywhere_holds_a_plaintext_token() {
+    let h = Harness::redis().await;
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let days = if i % 2 == 0 { Some(30) } else { None };
+        tokens.push(create(&h.service, &format!("account-{}", i % 3), days).await);
+    }
+    h.service
+        .revoke_token(tokens[1].info.id, "account-1")
+        .await
+        .unwrap();
+    h.service
+        .update_last_accessed(tokens[2].info.id, 1)
+        .await
+        .unwrap();
+
+    let dump = h.redis.as_ref().unwrap().dump().await;
+    assert_eq!(dump.len(), 20 + 3 + 1, "records, account sets, expiry index");
+    for created in &tokens {
+        let text = created.token.expose_secret();
+        let secret = &text[25..49];
+        for (key, value) in &dump {
+            for haystack in [key, value] {
+                assert!(!haystack.contains(text), "plaintext token in {key}");
+                assert!(!haystack.contains(secret), "token secret in {key}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn expires_at_set_in_the_past_in_redis_is_rejected() {
+    let h = Harness::redis().await;
+    let created = create(&h.service, "acme", Some(30)).await;
+    h.service
+        .validate_token(created.token.expose_secret())
+        .await
+        .unwrap();
+    let mut conn = h.redis.as_ref().unwrap().connection().await;
+    let past = created.info.created_at - 10;
+    let _: () = conn
+        .hset(
+            format!("tokengate:token:{}", created.info.id),
+            "expires_at",
+            past,
+        )
+        .await
+        .unwrap();
+    let err = h
+        .service
+        .validate_token(created.token.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Expired), "{err:?}");
+    assert_eq!(
+        h.service.bcrypt_verifications(),
+        1,
+        "no bcrypt for the expired token"
+    );
+}
+
+#[tokio::test]
+async fn revoke_marks_the_record_indexes_it_and_publishes_the_id() {
+    let h = Harness::redis().await;
+    let redis = h.redis.as_ref().unwrap();
+    let created = create(&h.service, "acme", None).await;
+    let id = created.info.id.to_string();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("tokengate:revocations").await.unwrap();
+
+    let info = h
+        .service
+        .revoke_token(created.info.id, "acme")
+        .await
+        .unwrap();
+    let revoked_at = info.revoked_at.unwrap();
+
+    let message = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures_util::StreamExt as _;
+        pubsub.on_message().next().await
+    })
+    .await
+    .expect("no revocation message within 5 s")
+    .unwrap();
+    assert_eq!(message.get_payload::<String>().unwrap(), id);
+
+    let mut conn = redis.connection().await;
+    let key = format!("tokengate:token:{id}");
+    let stored: Option<i64> = conn.hget(&key, "revoked_at").await.unwrap();
+    assert_eq!(stored, Some(revoked_at));
+    let score: Option<i64> = conn.zscore("tokengate:expiry", &id).await.unwrap();
+    assert_eq!(
+        score,
+        Some(revoked_at),
+        "cleanup finds revoked tokens through the expiry index"
+    );
+    let member: bool = conn.sismember("tokengate:account:acme", &id).await.unwrap();
+    assert!(member, "revoke is a soft delete");
+}
+
+#[tokio::test]
+async fn cleanup_removes_dead_tokens_from_every_key() {
+    let h = Harness::redis().await;
+    let redis = h.redis.as_ref().unwrap();
+    let dead = create(&h.service, "gone", Some(1)).await;
+    let revoked = create(&h.service, "acme", None).await;
+    let alive = create(&h.service, "acme", None).await;
+    h.service
+        .revoke_token(revoked.info.id, "acme")
+        .await
+        .unwrap();
+    h.clock.advance(40 * DAY);
+    let removed = h
+        .service
+        .cleanup_expired(Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+
+    let mut conn = redis.connection().await;
+    for gone in [&dead, &revoked] {
+        let id = gone.info.id.to_string();
+        let exists: bool = conn.exists(format!("tokengate:token:{id}")).await.unwrap();
+        assert!(!exists, "record of {id} left behind");
+        let score: Option<f64> = conn.zscore("tokengate:expiry", &id).await.unwrap();
+        assert_eq!(score, None, "expiry entry of {id} left behind");
+        for account in ["gone", "acme"] {
+            let member: bool = conn
+                .sismember(format!("tokengate:account:{account}"), &id)
+                .await
+                .unwrap();
+            assert!(!member, "account entry of {id} left behind");
+        }
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "tokengate:account:acme".to_owned(),
+            format!("tokengate:token:{}", alive.info.id),
+        ],
+        "an emptied account set disappears with its last member"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_handles_more_tokens_than_one_batch() {
+    let h = Harness::redis().await;
+    // Records written straight through the store: bcrypt is not under test.
+    let store = h.service.store();
+    let now = 1_767_225_600;
+    for i in 0..1_200 {
+        let id = tokengate::Token::generate().unwrap().id();
+        store
+            .insert(&tokengate::TokenRecord {
+                id,
+                account_id: format!("a{}", i % 7),
+                name: "bulk".into(),
+                hash: "$2b$04$notarealhashnotarealhashnotarealhashnotarealhashnotar".into(),
+                created_at: now - 10 * DAY,
+                updated_at: now - 10 * DAY,
+                expires_at: Some(now - 5 * DAY + i64::from(i % 2)),
+                last_accessed: None,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        h.service.cleanup_expired(Duration::ZERO).await.unwrap(),
+        1_200
+    );
+    let dump = h.redis.as_ref().unwrap().dump().await;
+    assert!(dump.is_empty(), "{} keys left", dump.len());
+}
+
+#[tokio::test]
+async fn key_prefix_is_applied_to_every_key() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "team-a/").await.unwrap();
+    let service = TokenService::new(Arc::new(store)).with_bcrypt_cost(TEST_BCRYPT_COST);
+    let created = create(&service, "acme", Some(1)).await;
+    service.revoke_token(created.info.id, "acme").await.unwrap();
+    let keys: Vec<String> = server.dump().await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("team-a/")), "{keys:?}");
+
+    // A service with the default prefix on the same Redis sees none of it.
+    let other = TokenService::new(Arc::new(
+        RedisStore::connect(&server.url(), "tokengate:")
+            .await
+            .unwrap(),
+    ));
+    assert!(other.list_tokens("acme").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn touch_never_recreates_a_deleted_record() {
+    let h = Harness::redis().await;
+    let created = create(&h.service, "acme", Some(1)).await;
+    h.clock.advance(2 * DAY);
+    assert_eq!(h.service.cleanup_expired(Duration::ZERO).await.unwrap(), 1);
+    h.service
+        .update_last_accessed(created.info.id, 5)
+        .await
+        .unwrap();
+    assert!(h.redis.as_ref().unwrap().dump().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_a_store_error_not_a_panic() {
+    let h = Harness::redis().await;
+    let created = create(&h.service, "acme", None).await;
+    let mut conn = h.redis.as_ref().unwrap().connection().await;
+    let _: () = conn
+        .hset(
+            format!("tokengate:token:{}", created.info.id),
+            "created_at",
+            "yesterday",
+        )
+        .await
+        .unwrap();
+    let err = h
+        .service
+        .validate_token(created.token.expose_secret())
+        .await
+        .unwrap_err();
+    match err {
+        TokenError::Store(StoreError::Corrupt { field, .. }) => assert_eq!(field, "created_at"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_and_recovers_without_a_restart() {
+    let mut h = Harness::redis().await;
+    let created = create(&h.service, "acme", None).await;
+    let token = created.token.expose_secret().to_owned();
+    h.redis.as_mut().unwrap().stop();
+
+    let err = h.service.validate_token(&token).await.unwrap_err();
+    assert!(matches!(err, TokenError::Store(_)), "{err:?}");
+    assert!(!err.is_invalid_token(), "an outage is not a bad token");
+
+    // Same port, empty database: the service reconnects by itself and answers
+    // from the new (empty) store.
+    h.redis.as_mut().unwrap().restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match h.service.validate_token(&token).await {
+            Err(TokenError::NotFound) => break,
+            Err(TokenError::Store(e)) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("after restart: {other:?}"),
+        }
+    }
+    create(&h.service, "acme", None).await;
+}
