@@ -85,7 +85,11 @@ async fn no_key_or_value_anywhere_holds_a_plaintext_token() {
         .unwrap();
 
     let dump = h.redis.as_ref().unwrap().dump().await;
-    assert_eq!(dump.len(), 20 + 3 + 1, "records, account sets, expiry index");
+    assert_eq!(
+        dump.len(),
+        20 + 3 + 1,
+        "records, account sets, expiry index"
+    );
     for created in &tokens {
         let text = created.token.expose_secret();
         let secret = &text[25..49];

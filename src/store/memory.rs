@@ -169,6 +169,9 @@ mod tests {
         tracing::subscriber::with_default(subscriber, MemoryStore::new);
         let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(logs.contains("WARN"), "{logs}");
-        assert!(logs.contains("in-memory") && logs.contains("lost"), "{logs}");
+        assert!(
+            logs.contains("in-memory") && logs.contains("lost"),
+            "{logs}"
+        );
     }
 }
