@@ -15,7 +15,10 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use http::{HeaderName, Method};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::service::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
@@ -35,6 +38,166 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[security]`: hashing.
     pub security: SecurityConfig,
+    /// `[cache]`: the validation cache.
+    pub cache: CacheConfig,
+    /// `[rate_limit]`: per-token and per-client-IP limits.
+    pub rate_limit: RateLimitConfig,
+    /// `[headers]`: names of the identity headers.
+    pub headers: HeadersConfig,
+    /// `[last_accessed]`: batching of last-accessed writes.
+    pub last_accessed: LastAccessedConfig,
+    /// `[sources]`: where tokens are read from, besides `Authorization: Bearer`.
+    pub sources: SourcesConfig,
+    /// `[client_ip]`: which peers may say who the client is.
+    pub client_ip: ClientIpConfig,
+    /// `[[public_routes]]`: requests that skip authentication.
+    pub public_routes: Vec<PublicRoute>,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a valid token is trusted without asking the store: the
+    /// longest a revocation can go unnoticed by a replica that missed the
+    /// pub/sub message. Never past the token's own expiry.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    /// How long a bad token (unknown, wrong secret, revoked, expired) is
+    /// remembered, so repeats cost neither a store read nor bcrypt.
+    #[serde(with = "duration")]
+    pub negative_ttl: Duration,
+    /// Most entries kept (positive and negative together).
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests each token may make per `per_token_period` (0: no limit).
+    pub per_token_requests: u32,
+    /// The period of `per_token_requests`.
+    #[serde(with = "duration")]
+    pub per_token_period: Duration,
+    /// Requests a token may make at once after being idle.
+    pub per_token_burst: u32,
+    /// Failed authentications a client IP may make per `failed_auth_period`
+    /// before its requests get 429 (0: no limit).
+    pub failed_auth_per_ip: u32,
+    /// The period of `failed_auth_per_ip`.
+    #[serde(with = "duration")]
+    pub failed_auth_period: Duration,
+    /// Most tokens and IPs tracked by each limiter; idle ones are dropped.
+    pub max_keys: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_token_requests: 100,
+            per_token_period: Duration::from_secs(1),
+            per_token_burst: 200,
+            failed_auth_per_ip: 10,
+            failed_auth_period: Duration::from_secs(60),
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// `[headers]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadersConfig {
+    /// Carries the authenticated account id to the service.
+    pub account_id: String,
+    /// Carries the authenticated token id to the service.
+    pub token_id: String,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "X-Account-Id".to_owned(),
+            token_id: "X-Token-Id".to_owned(),
+        }
+    }
+}
+
+/// `[last_accessed]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LastAccessedConfig {
+    /// How often pending last-accessed times are written, in one round trip.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// Flush early once this many token ids wait; past twice this, new ids
+    /// are dropped until a flush succeeds (memory stays bounded while the
+    /// store is down).
+    pub max_pending: usize,
+}
+
+impl Default for LastAccessedConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(10),
+            max_pending: 10_000,
+        }
+    }
+}
+
+/// `[sources]`: `Authorization: Bearer <token>` is always read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Also read the token from the `X-API-Key` header.
+    pub api_key_header: bool,
+    /// Also read the token from this query parameter (e.g. `"api_key"`); it is
+    /// removed from the URI the service sees. Empty: off.
+    pub query_param: String,
+}
+
+/// `[client_ip]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientIpConfig {
+    /// Peers whose `X-Forwarded-For` entries are believed (CIDR blocks). The
+    /// client IP is the nearest address not in this list.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|cidr| cidr.parse().expect("a valid CIDR literal"))
+                .collect(),
+        }
+    }
+}
+
+/// `[[public_routes]]`: a request matching one skips authentication (its
+/// forged identity headers are still removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicRoute {
+    /// Matches this path and everything below it (`/health` matches
+    /// `/health` and `/health/live`, not `/healthz`), on the normalized path.
+    pub path_prefix: String,
+    /// Methods that match; empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
 /// `[redis]`
@@ -65,12 +228,20 @@ pub struct SecurityConfig {
     /// bcrypt cost for new tokens, 4–15. Each step doubles the time of every
     /// hash and of every cache-miss verification.
     pub bcrypt_cost: u32,
+    /// bcrypt verifications run at once (0: the number of CPUs). More cannot
+    /// go faster, only starve the rest of the process.
+    pub bcrypt_concurrency: usize,
+    /// Cache misses that may wait for a bcrypt slot; past this they get 503
+    /// at once instead of queueing without bound.
+    pub bcrypt_queue: usize,
 }
 
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             bcrypt_cost: DEFAULT_BCRYPT_COST,
+            bcrypt_concurrency: 0,
+            bcrypt_queue: 1_000,
         }
     }
 }
@@ -180,7 +351,19 @@ impl Config {
             return Ok(());
         };
         if let Some(toml::Value::Table(entries)) = table.get_mut(&section) {
-            entries.insert(key, env_value(value));
+            // A list key takes a comma-separated value.
+            let parsed = match entries.get(&key) {
+                Some(toml::Value::Array(_)) => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(env_value)
+                        .collect(),
+                ),
+                _ => env_value(value),
+            };
+            entries.insert(key, parsed);
         }
         *self = toml::Value::Table(table)
             .try_into()
@@ -215,7 +398,200 @@ impl Config {
                 message,
             })?;
         }
+        let s = &self.security;
+        in_range(
+            "security.bcrypt_concurrency",
+            s.bcrypt_concurrency,
+            0,
+            1_024,
+        )?;
+        in_range("security.bcrypt_queue", s.bcrypt_queue, 0, 1_000_000)?;
+
+        let c = &self.cache;
+        within(
+            "cache.ttl",
+            c.ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(3_600),
+        )?;
+        within("cache.negative_ttl", c.negative_ttl, Duration::ZERO, c.ttl)?;
+        in_range("cache.max_entries", c.max_entries, 1, 100_000_000)?;
+
+        let r = &self.rate_limit;
+        let day = Duration::from_secs(86_400);
+        in_range(
+            "rate_limit.per_token_requests",
+            r.per_token_requests,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "rate_limit.per_token_period",
+            r.per_token_period,
+            Duration::from_millis(1),
+            day,
+        )?;
+        in_range(
+            "rate_limit.per_token_burst",
+            r.per_token_burst,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "rate_limit.failed_auth_per_ip",
+            r.failed_auth_per_ip,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "rate_limit.failed_auth_period",
+            r.failed_auth_period,
+            Duration::from_millis(1),
+            day,
+        )?;
+        in_range("rate_limit.max_keys", r.max_keys, 1, 100_000_000)?;
+
+        for (key, name) in [
+            ("headers.account_id", &self.headers.account_id),
+            ("headers.token_id", &self.headers.token_id),
+        ] {
+            check_identity_header(name).map_err(|message| ConfigError::Invalid { key, message })?;
+        }
+        if crate::auth::fold_header_name(&self.headers.account_id)
+            == crate::auth::fold_header_name(&self.headers.token_id)
+        {
+            return Err(ConfigError::Invalid {
+                key: "headers.token_id",
+                message: "must differ from headers.account_id".to_owned(),
+            });
+        }
+
+        let l = &self.last_accessed;
+        within(
+            "last_accessed.flush_interval",
+            l.flush_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3_600),
+        )?;
+        in_range("last_accessed.max_pending", l.max_pending, 1, 10_000_000)?;
+
+        let q = &self.sources.query_param;
+        if q.len() > 64
+            || !q
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError::Invalid {
+                key: "sources.query_param",
+                message: "must be empty (off) or up to 64 of A-Z a-z 0-9 - _ .".to_owned(),
+            });
+        }
+        for route in &self.public_routes {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "public_routes.path_prefix",
+                message,
+            };
+            if !route.path_prefix.starts_with('/')
+                || route.path_prefix.contains('%')
+                || crate::auth::normalize_path(&route.path_prefix).is_none()
+            {
+                return Err(invalid(format!(
+                    "{:?} must be an absolute, normalized path (no //, . or .. segments, no %-escapes)",
+                    route.path_prefix
+                )));
+            }
+            for method in &route.methods {
+                Method::from_bytes(method.as_bytes()).map_err(|_| ConfigError::Invalid {
+                    key: "public_routes.methods",
+                    message: format!("{method:?} is not an HTTP method"),
+                })?;
+            }
+        }
         Ok(())
+    }
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("{value} is outside {min}–{max}"),
+        });
+    }
+    Ok(())
+}
+
+fn within(
+    key: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!(
+                "{} is outside {}–{}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// An identity header must be a valid name, and not one that proxies or
+/// HTTP itself give a meaning to.
+fn check_identity_header(name: &str) -> Result<(), String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    const RESERVED: &[&str] = &[
+        "authorization",
+        "host",
+        "connection",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-api-key",
+    ];
+    if RESERVED.contains(&parsed.as_str()) {
+        return Err(format!("{name:?} is a reserved header"));
+    }
+    Ok(())
+}
+
+/// Serde for durations as humantime strings: `"30s"`, `"5m"`, `"1h 30m"`,
+/// `"250ms"`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"30s\" or \"5m\": {e}"
+            ))
+        })
     }
 }
 

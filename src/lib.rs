@@ -34,16 +34,22 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod last_accessed;
+pub mod layer;
 pub mod service;
 pub mod store;
 pub mod token;
 
+pub use auth::{AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, Rejection};
 pub use config::{Config, ConfigError};
+pub use last_accessed::LastAccessed;
+pub use layer::{PeerAddr, TokenGateLayer, TokenGateService};
 pub use service::{
-    AuthContext, Clock, CreateTokenParams, CreatedToken, SystemClock, TokenError, TokenInfo,
-    TokenService, TokenStatus,
+    AuthContext, Clock, CreateTokenParams, CreatedToken, RevocationSink, SystemClock, TokenError,
+    TokenInfo, TokenService, TokenStatus,
 };
 pub use store::{MemoryStore, RedisStore, StoreError, TokenRecord, TokenStore};
 pub use token::{FormatError, Token, TokenId};

@@ -24,8 +24,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -83,6 +83,10 @@ pub enum TokenError {
     /// Store: Redis could not answer. Fail closed: the token is not valid.
     #[error("token store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// Server: every bcrypt slot is busy and the wait queue is full; try
+    /// again shortly.
+    #[error("too many token verifications in progress")]
+    Overloaded,
     /// Server: hashing or randomness failed (bcrypt error, blocking pool gone,
     /// OS RNG failure).
     #[error("internal error: {0}")]
@@ -216,6 +220,56 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
+/// Told when a token is revoked, so it can drop what it cached about it.
+/// The [`Authenticator`](crate::Authenticator) implements it.
+pub trait RevocationSink: Send + Sync + 'static {
+    /// `id` was revoked (here, or by another process).
+    fn revoked(&self, id: TokenId);
+    /// Revocations may have been missed (a broken subscription): forget
+    /// everything cached.
+    fn resync(&self);
+}
+
+/// Bounds bcrypt work: at most `slots` verifications run at once on the
+/// blocking pool, at most `queue` more wait, and the rest are refused at
+/// once. Without it, a flood of well-formed bad tokens would queue unbounded
+/// work and memory behind the blocking pool.
+#[derive(Debug)]
+struct BcryptGate {
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+impl BcryptGate {
+    fn new(slots: usize, queue: usize) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            waiting: AtomicUsize::new(0),
+            queue,
+        }
+    }
+
+    async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>, TokenError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(TokenError::Overloaded);
+        }
+        let permit = self.slots.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // The semaphore is never closed.
+        permit.map_err(|_| TokenError::Overloaded)
+    }
+}
+
+/// The number of CPUs, the default bcrypt concurrency.
+pub fn default_bcrypt_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The time source, in unix seconds. [`SystemClock`] in production; tests
 /// and simulations supply their own to move time.
 pub trait Clock: Send + Sync + 'static {
@@ -242,6 +296,8 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     bcrypt_cost: u32,
     bcrypt_verifications: Arc<AtomicU64>,
+    bcrypt_gate: Arc<BcryptGate>,
+    revocation_sinks: Arc<Mutex<Vec<Weak<dyn RevocationSink>>>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -261,7 +317,38 @@ impl TokenService {
             clock: Arc::new(SystemClock),
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             bcrypt_verifications: Arc::default(),
+            bcrypt_gate: Arc::new(BcryptGate::new(default_bcrypt_concurrency(), 1_000)),
+            revocation_sinks: Arc::default(),
         }
+    }
+
+    /// Bounds bcrypt verification: `concurrency` at once (0: the number of
+    /// CPUs), `queue` more waiting; past that, validation fails with
+    /// [`TokenError::Overloaded`].
+    pub fn with_bcrypt_limits(mut self, concurrency: usize, queue: usize) -> Self {
+        let concurrency = if concurrency == 0 {
+            default_bcrypt_concurrency()
+        } else {
+            concurrency
+        };
+        self.bcrypt_gate = Arc::new(BcryptGate::new(concurrency, queue));
+        self
+    }
+
+    /// Verifications waiting for a bcrypt slot right now.
+    pub fn bcrypt_queue_depth(&self) -> usize {
+        self.bcrypt_gate.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Registers `sink` to hear of every revocation made through this service
+    /// (and its clones), at once. Held weakly: dropping the sink unregisters it.
+    pub fn add_revocation_sink(&self, sink: Weak<dyn RevocationSink>) {
+        let mut sinks = self
+            .revocation_sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|s| s.strong_count() > 0);
+        sinks.push(sink);
     }
 
     /// Sets the bcrypt cost for new tokens (existing hashes keep theirs).
@@ -281,6 +368,22 @@ impl TokenService {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Now, by this service's clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The service for a configuration: bcrypt cost and limits from
+    /// `[security]`.
+    pub fn from_config(store: Arc<dyn TokenStore>, config: &crate::Config) -> Self {
+        Self::new(store)
+            .with_bcrypt_cost(config.security.bcrypt_cost)
+            .with_bcrypt_limits(
+                config.security.bcrypt_concurrency,
+                config.security.bcrypt_queue,
+            )
     }
 
     /// The store behind this service.
@@ -384,6 +487,18 @@ impl TokenService {
         if outcome == RevokeOutcome::Revoked {
             tracing::info!(token_id = %token_id, account_id, "token revoked");
         }
+        // This process's caches drop the token now; other processes hear of
+        // it through the store (Redis pub/sub).
+        let sinks: Vec<_> = self
+            .revocation_sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for sink in sinks {
+            sink.revoked(token_id);
+        }
         self.get_token(token_id, account_id).await
     }
 
@@ -391,6 +506,15 @@ impl TokenService {
     /// revoked / expired checks, then one bcrypt verify on the blocking pool.
     /// bcrypt never runs for a token that fails any earlier step.
     pub async fn validate_token(&self, presented: &str) -> Result<AuthContext, TokenError> {
+        self.validate(presented).await.map(|(auth, _)| auth)
+    }
+
+    /// As [`TokenService::validate_token`], also returning the token's expiry
+    /// (for caches, which must not outlive it).
+    pub(crate) async fn validate(
+        &self,
+        presented: &str,
+    ) -> Result<(AuthContext, Option<i64>), TokenError> {
         let id = token::parse(presented)?;
         let record = self.store.get(id).await?.ok_or(TokenError::NotFound)?;
         if record.revoked_at.is_some() {
@@ -399,17 +523,21 @@ impl TokenService {
         if record.is_expired_at(self.clock.now()) {
             return Err(TokenError::Expired);
         }
+        let permit = self.bcrypt_gate.acquire().await?;
         self.bcrypt_verifications.fetch_add(1, Ordering::Relaxed);
         let presented = presented.to_owned();
         let hash = record.hash;
         // bcrypt::verify compares the hashes in constant time.
-        if !blocking(move || bcrypt::verify(presented, &hash)).await? {
+        let matches = blocking(move || bcrypt::verify(presented, &hash)).await?;
+        drop(permit);
+        if !matches {
             return Err(TokenError::WrongSecret);
         }
-        Ok(AuthContext {
+        let auth = AuthContext {
             account_id: record.account_id,
             token_id: id,
-        })
+        };
+        Ok((auth, record.expires_at))
     }
 
     /// Records that a token was used at `at` (unix seconds). Never moves the

@@ -164,4 +164,17 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// A short name for logs: `"redis"` or `"memory"`.
     fn kind(&self) -> &'static str;
+
+    /// Starts a task that tells `sink` of revocations made by other
+    /// processes, and tells it to resync whenever it (re)subscribes, since
+    /// messages sent in between are lost. `None` for a store that other
+    /// processes cannot share (the in-memory store: the service's own
+    /// revocation hook already covers it). The task ends when `sink` is gone.
+    fn watch_revocations(
+        &self,
+        sink: std::sync::Weak<dyn crate::service::RevocationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = sink;
+        None
+    }
 }

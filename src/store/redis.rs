@@ -11,13 +11,17 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Weak;
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::service::RevocationSink;
 use crate::token::TokenId;
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
@@ -88,6 +92,7 @@ return redis.call('DEL', KEYS[1])
 /// Token records in Redis, through an auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     insert: Script,
@@ -135,8 +140,9 @@ impl RedisStore {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            client,
             conn,
             keys: Keys {
                 prefix: key_prefix.to_owned(),
@@ -295,6 +301,60 @@ impl TokenStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn watch_revocations(
+        &self,
+        sink: Weak<dyn RevocationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let client = self.client.clone();
+        let channel = self.keys.revocations();
+        Some(tokio::spawn(watch(client, channel, sink)))
+    }
+}
+
+/// Shortest and longest pause between resubscription attempts.
+const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Subscribes to the revocations channel for as long as the sink lives,
+/// resubscribing (and asking for a resync) after every break.
+async fn watch(client: redis::Client, channel: String, sink: Weak<dyn RevocationSink>) {
+    let mut backoff = RESUBSCRIBE_BACKOFF.0;
+    while sink.strong_count() > 0 {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                backoff = RESUBSCRIBE_BACKOFF.0;
+                // Pub/sub delivers at most once: whatever was published while
+                // we were not subscribed is lost, so forget everything cached.
+                let Some(strong) = sink.upgrade() else { return };
+                strong.resync();
+                drop(strong);
+                tracing::debug!(%channel, "subscribed to revocations");
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(strong) = sink.upgrade() else { return };
+                    match message
+                        .get_payload::<String>()
+                        .ok()
+                        .and_then(|p| p.parse().ok())
+                    {
+                        Some(id) => strong.revoked(id),
+                        None => tracing::warn!(%channel, "ignoring a malformed revocation message"),
+                    }
+                }
+                tracing::warn!(%channel, "revocation subscription lost; resubscribing");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to revocations; retrying"),
+            Err(_) => tracing::warn!("subscribing to revocations timed out; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
     }
 }
 

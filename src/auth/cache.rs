@@ -1,0 +1,138 @@
+//! The validation cache: moka, keyed by SHA-256 of the token, with a
+//! per-entry lifetime, single-flight misses, and revocation.
+//!
+//! Keying by a hash of the whole token (not its id) means a wrong secret for
+//! a known id cannot evict or poison the entry of the real token, and the
+//! plaintext is never kept. Entries of revoked tokens are refused through a
+//! set of recently revoked ids checked on every hit, which also covers a
+//! lookup that was in flight when the revocation arrived.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+use super::InvalidReason;
+use crate::config::CacheConfig;
+use crate::service::{AuthContext, RevocationSink};
+use crate::token::TokenId;
+
+/// What the cache remembers about one token.
+#[derive(Debug, Clone)]
+pub(crate) enum Cached {
+    /// Valid, for at most `lifetime` (capped by the token's own expiry).
+    Valid {
+        auth: AuthContext,
+        lifetime: Duration,
+    },
+    /// Not valid (remembered for the negative ttl).
+    Invalid(InvalidReason),
+}
+
+type Key = [u8; 32];
+
+struct Lifetimes {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<Key, Cached> for Lifetimes {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Cached,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            Cached::Valid { lifetime, .. } => (*lifetime).min(self.ttl),
+            Cached::Invalid(_) => self.negative_ttl,
+        })
+    }
+}
+
+/// The cache and its counters.
+pub(crate) struct AuthCache {
+    entries: moka::future::Cache<Key, Cached>,
+    /// Ids revoked within the last ttl: a positive entry for one of them is
+    /// refused, whenever it was inserted.
+    revoked: moka::sync::Cache<TokenId, ()>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl AuthCache {
+    pub(crate) fn new(config: &CacheConfig) -> Self {
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(Lifetimes {
+                    ttl: config.ttl,
+                    negative_ttl: config.negative_ttl,
+                })
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(config.ttl)
+                .build(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn key(token: &str) -> Key {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The entry for `key`, or the result of `lookup`, run once however many
+    /// callers miss on the same key at the same time. Errors are not cached.
+    pub(crate) async fn get_or_lookup<F, E>(&self, key: Key, lookup: F) -> Result<Cached, Arc<E>>
+    where
+        F: Future<Output = Result<Cached, E>>,
+        E: Send + Sync + 'static,
+    {
+        let entry = match self.entries.get(&key).await {
+            Some(hit) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                hit
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.entries.try_get_with(key, lookup).await?
+            }
+        };
+        match entry {
+            Cached::Valid { ref auth, .. } if self.revoked.contains_key(&auth.token_id) => {
+                let revoked = Cached::Invalid(InvalidReason::Revoked);
+                self.entries.insert(key, revoked.clone()).await;
+                Ok(revoked)
+            }
+            entry => Ok(entry),
+        }
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+}
+
+impl RevocationSink for AuthCache {
+    fn revoked(&self, id: TokenId) {
+        tracing::debug!(token_id = %id, "dropping revoked token from the cache");
+        self.revoked.insert(id, ());
+    }
+
+    fn resync(&self) {
+        tracing::info!("clearing the token cache (revocations may have been missed)");
+        self.entries.invalidate_all();
+    }
+}

@@ -1,0 +1,352 @@
+//! Where a request's token and client IP come from.
+//!
+//! Token sources (DESIGN §4): `Authorization: Bearer` always; `X-API-Key` and
+//! a query parameter when configured. A request that carries a token in more
+//! than one place, or two `Authorization` headers, is ambiguous and refused
+//! with 400 (RFC 6750 §2).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Uri};
+use ipnet::IpNet;
+
+use super::Rejection;
+use crate::config::{ClientIpConfig, SourcesConfig};
+
+const API_KEY_HEADER: &str = "x-api-key";
+const MULTIPLE: Rejection = Rejection::InvalidRequest("The request carries more than one token.");
+
+/// What a request presented.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    /// No token in any enabled source.
+    Nothing,
+    /// A token (not yet checked in any way).
+    Token(Cow<'a, str>),
+    /// Something in a token source that cannot be a token (not visible
+    /// ASCII, or `Bearer` with nothing after it).
+    Garbage,
+}
+
+/// The enabled token sources.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sources {
+    api_key_header: bool,
+    query_param: Option<String>,
+}
+
+impl Sources {
+    pub(crate) fn new(config: &SourcesConfig) -> Self {
+        Self {
+            api_key_header: config.api_key_header,
+            query_param: (!config.query_param.is_empty()).then(|| config.query_param.clone()),
+        }
+    }
+
+    pub(crate) fn query_param(&self) -> Option<&str> {
+        self.query_param.as_deref()
+    }
+
+    /// The one token the request carries, if any.
+    pub(crate) fn extract<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
+    ) -> Result<Presented<'a>, Rejection> {
+        let mut found: Vec<Presented<'a>> = Vec::new();
+        let mut authorization = headers.get_all(AUTHORIZATION).iter();
+        if let Some(value) = authorization.next() {
+            if authorization.next().is_some() {
+                return Err(MULTIPLE);
+            }
+            if let Some(presented) = bearer(value.as_bytes()) {
+                found.push(presented);
+            }
+        }
+        if self.api_key_header {
+            let mut values = headers.get_all(API_KEY_HEADER).iter();
+            if let Some(value) = values.next() {
+                if values.next().is_some() {
+                    return Err(MULTIPLE);
+                }
+                found.push(match value.to_str() {
+                    Ok(v) if !v.trim().is_empty() => Presented::Token(Cow::Borrowed(v.trim())),
+                    _ => Presented::Garbage,
+                });
+            }
+        }
+        if let Some(name) = &self.query_param {
+            let mut values = query_values(uri, name);
+            if let Some(value) = values.next() {
+                if values.next().is_some() {
+                    return Err(MULTIPLE);
+                }
+                found.push(value.map_or(Presented::Garbage, |v| Presented::Token(Cow::Owned(v))));
+            }
+        }
+        match found.len() {
+            0 => Ok(Presented::Nothing),
+            1 => Ok(found.remove(0)),
+            _ => Err(MULTIPLE),
+        }
+    }
+}
+
+/// `Bearer <token>`, scheme case-insensitive, one space or more. Another
+/// scheme (`Basic …`) is not a bearer token: `None`.
+fn bearer(value: &[u8]) -> Option<Presented<'_>> {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return Some(Presented::Garbage);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ').trim_end();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(Presented::Garbage);
+    }
+    Some(Presented::Token(Cow::Borrowed(token)))
+}
+
+/// The values of `name` in the query, percent-decoded (`None`: undecodable).
+fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = Option<String>> + 'a {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(move |pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| decode_query_value(value))
+        })
+}
+
+fn decode_query_value(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The URI without any `name=…` query pair, so the service never sees the
+/// token. Other pairs keep their order and encoding.
+pub(crate) fn remove_query_param(uri: &Uri, name: &str) -> Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// Who the client is, for rate limits: the socket peer, or, when the peer is
+/// a trusted proxy, the nearest `X-Forwarded-For` entry that is not.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientIp {
+    trusted: Vec<IpNet>,
+}
+
+impl ClientIp {
+    pub(crate) fn new(config: &ClientIpConfig) -> Self {
+        Self {
+            trusted: config.trusted_proxies.clone(),
+        }
+    }
+
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// `None` when the peer is unknown (an in-process service that was not
+    /// told): then no per-IP limit applies, rather than one shared by all.
+    pub(crate) fn resolve(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let mut client = canonical(peer?);
+        if !self.is_trusted(client) {
+            return Some(client);
+        }
+        // Walk the chain from the nearest hop outwards: each trusted proxy
+        // vouches for the entry before it.
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for entry in entries.iter().rev() {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = canonical(ip);
+            if !self.is_trusted(client) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// `::ffff:1.2.3.4` is 1.2.3.4: one client, one rate-limit key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    fn all_sources() -> Sources {
+        Sources::new(&SourcesConfig {
+            api_key_header: true,
+            query_param: "api_key".into(),
+        })
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_with_one_or_more_spaces() {
+        let uri: Uri = "/".parse().unwrap();
+        for value in ["Bearer abc", "bearer abc", "BEARER   abc", "Bearer abc  "] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(
+                Sources::default().extract(&h, &uri),
+                Ok(Presented::Token("abc".into())),
+                "{value}"
+            );
+        }
+        for value in ["Basic abc", "Token abc", "Bearerabc"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(
+                Sources::default().extract(&h, &uri),
+                Ok(Presented::Nothing),
+                "{value}"
+            );
+        }
+        for value in ["Bearer", "Bearer ", "Bearer a b"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(
+                Sources::default().extract(&h, &uri),
+                Ok(Presented::Garbage),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_than_one_token_is_an_invalid_request() {
+        let uri: Uri = "/x?api_key=q".parse().unwrap();
+        let two_auth = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(
+            Sources::default().extract(&two_auth, &"/".parse().unwrap()),
+            Err(MULTIPLE)
+        );
+        let bearer = headers(&[("authorization", "Bearer a")]);
+        assert_eq!(all_sources().extract(&bearer, &uri), Err(MULTIPLE));
+        let both = headers(&[("authorization", "Bearer a"), ("x-api-key", "b")]);
+        assert_eq!(
+            all_sources().extract(&both, &"/".parse().unwrap()),
+            Err(MULTIPLE)
+        );
+        let twice: Uri = "/x?api_key=a&api_key=b".parse().unwrap();
+        assert_eq!(
+            all_sources().extract(&HeaderMap::new(), &twice),
+            Err(MULTIPLE)
+        );
+        // Disabled sources are not read at all.
+        assert_eq!(
+            Sources::default().extract(&bearer, &uri),
+            Ok(Presented::Token("a".into()))
+        );
+    }
+
+    #[test]
+    fn query_param_is_decoded_and_removed() {
+        let uri: Uri = "/x?a=1&api_key=mk%5Fabc&b=2".parse().unwrap();
+        assert_eq!(
+            all_sources().extract(&HeaderMap::new(), &uri),
+            Ok(Presented::Token("mk_abc".into()))
+        );
+        assert_eq!(remove_query_param(&uri, "api_key"), "/x?a=1&b=2");
+        assert_eq!(
+            remove_query_param(&"/x?api_key=1".parse().unwrap(), "api_key"),
+            "/x"
+        );
+        assert_eq!(
+            remove_query_param(&"/x?api_keys=1".parse().unwrap(), "api_key"),
+            "/x?api_keys=1"
+        );
+    }
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let resolver = ClientIp::new(&ClientIpConfig::default());
+        let xff = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")]);
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(
+            resolver.resolve(Some(remote), &xff),
+            Some(remote),
+            "untrusted peer: XFF ignored"
+        );
+        assert_eq!(
+            resolver.resolve(Some(local), &xff),
+            Some("1.2.3.4".parse().unwrap()),
+            "nearest entry"
+        );
+        let chain = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "1.2.3.4, 127.0.0.2"),
+        ]);
+        assert_eq!(
+            resolver.resolve(Some(local), &chain),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            resolver.resolve(Some(local), &HeaderMap::new()),
+            Some(local)
+        );
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(resolver.resolve(Some(local), &garbage), Some(local));
+        assert_eq!(resolver.resolve(None, &xff), None);
+        let mapped: IpAddr = "::ffff:9.9.9.9".parse().unwrap();
+        assert_eq!(resolver.resolve(Some(mapped), &xff), Some(remote));
+    }
+}

@@ -1,0 +1,142 @@
+//! The identity headers: strip every client-sent copy, then insert the real
+//! values. One helper, used by the Layer and the proxy alike.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::service::AuthContext;
+
+/// A header name as proxies and frameworks may fold it: lowercase, with `_`
+/// and `.` read as `-` (nginx, CGI/WSGI and some Node frameworks map
+/// `X_Account_Id` and `X-Account-Id` to the same variable).
+pub fn fold_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '_' | '.' => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The names of the identity headers (default `X-Account-Id`, `X-Token-Id`).
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    account_id: HeaderName,
+    token_id: HeaderName,
+    folded: [String; 2],
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self::new("X-Account-Id", "X-Token-Id").expect("valid default header names")
+    }
+}
+
+impl IdentityHeaders {
+    /// Identity headers with these names.
+    pub fn new(account_id: &str, token_id: &str) -> Result<Self, http::header::InvalidHeaderName> {
+        Ok(Self {
+            account_id: HeaderName::from_bytes(account_id.as_bytes())?,
+            token_id: HeaderName::from_bytes(token_id.as_bytes())?,
+            folded: [fold_header_name(account_id), fold_header_name(token_id)],
+        })
+    }
+
+    /// The account-id header's name.
+    pub fn account_id_name(&self) -> &HeaderName {
+        &self.account_id
+    }
+
+    /// The token-id header's name.
+    pub fn token_id_name(&self) -> &HeaderName {
+        &self.token_id
+    }
+
+    /// Whether `name` is, or folds into, an identity header.
+    pub fn is_identity(&self, name: &str) -> bool {
+        let folded = fold_header_name(name);
+        self.folded.contains(&folded)
+    }
+
+    /// Removes every header (or trailer) that is, or folds into, an identity
+    /// header. Returns how many values were removed.
+    pub fn strip(&self, headers: &mut HeaderMap) -> usize {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.is_identity(name.as_str()))
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for name in forged {
+            if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+                removed += entry.remove_entry_mult().1.count();
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "removed client-sent identity headers");
+        }
+        removed
+    }
+
+    /// Strips client-sent copies, then inserts the real values when a token
+    /// was authenticated (a public route gets none).
+    pub fn apply(&self, headers: &mut HeaderMap, auth: Option<&AuthContext>) {
+        self.strip(headers);
+        if let Some(auth) = auth {
+            // Account ids hold no control characters (TokenService checks),
+            // so they are always valid header bytes.
+            if let Ok(value) = HeaderValue::from_bytes(auth.account_id.as_bytes()) {
+                headers.insert(self.account_id.clone(), value);
+            }
+            let id = auth.token_id.to_string();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                headers.insert(self.token_id.clone(), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenId;
+
+    #[test]
+    fn strips_every_spelling_then_inserts_the_real_values() {
+        let ids = IdentityHeaders::default();
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-account-id",
+            "X_Account_Id",
+            "x.account.id",
+            "X-TOKEN-ID",
+            "x_token.id",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("evil"),
+            );
+        }
+        headers.append("x-account-id", HeaderValue::from_static("evil2"));
+        headers.insert("x-account", HeaderValue::from_static("kept"));
+        let auth = AuthContext {
+            account_id: "acme".into(),
+            token_id: TokenId::from_uuid(uuid::Uuid::nil()),
+        };
+        ids.apply(&mut headers, Some(&auth));
+        let values: Vec<_> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert!(
+            values.iter().all(|(_, v)| !v.starts_with("evil")),
+            "{values:?}"
+        );
+        assert_eq!(headers["x-account-id"], "acme");
+        assert_eq!(
+            headers["x-token-id"],
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(headers["x-account"], "kept");
+        assert_eq!(headers.len(), 3);
+    }
+}

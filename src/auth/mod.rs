@@ -1,0 +1,324 @@
+//! The [`Authenticator`]: the hot path every front door shares (DESIGN §3).
+//!
+//! ```text
+//! public route? → client IP over the failure limit? → extract the token
+//!   → parse + checksum → cache (SHA-256 of the token) → [miss, single-flight]
+//!     store read by id → revoked / expired → bcrypt (bounded) → cache
+//!   → per-token rate limit → AuthContext, last-accessed noted in memory
+//! ```
+//!
+//! A refusal is a [`Rejection`], which front doors answer with
+//! [`Rejection::to_response`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::Arc;
+//! use http::{HeaderMap, Method, Uri};
+//! use tokengate::{AuthRequest, Authenticator, Config, Decision, MemoryStore, Rejection, TokenService};
+//!
+//! let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+//! let auth = Authenticator::new(service, &Config::default()).unwrap();
+//! let (method, uri, headers) = (Method::GET, Uri::from_static("/orders"), HeaderMap::new());
+//! let request = AuthRequest { method: &method, uri: &uri, headers: &headers, peer: None };
+//! assert_eq!(auth.check(request).await, Err(Rejection::MissingToken));
+//! # }
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Uri};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::last_accessed::LastAccessed;
+use crate::service::{AuthContext, RevocationSink, TokenError, TokenService};
+use crate::token;
+
+mod cache;
+mod extract;
+mod headers;
+mod rate_limit;
+mod rejection;
+mod routes;
+
+use self::cache::{AuthCache, Cached};
+use self::extract::{ClientIp, Presented, Sources};
+pub use self::headers::{IdentityHeaders, fold_header_name};
+use self::rate_limit::Limits;
+pub use self::rejection::{InvalidReason, Rejection};
+pub use self::routes::{PublicRoutes, normalize_path};
+
+/// When to retry after the store failed to answer.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// When to retry after bcrypt verification was overloaded.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What the Authenticator needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// The method (for public routes).
+    pub method: &'a Method,
+    /// The URI (path for public routes, query for the query-parameter source).
+    pub uri: &'a Uri,
+    /// The headers (token sources, `X-Forwarded-For`).
+    pub headers: &'a HeaderMap,
+    /// The socket peer, if known (for the per-IP failure limit).
+    pub peer: Option<IpAddr>,
+}
+
+/// An admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A public route: no token needed, no identity given.
+    Public,
+    /// A valid token.
+    Authenticated(AuthContext),
+}
+
+impl Decision {
+    /// The identity, if a token was authenticated.
+    pub fn auth(&self) -> Option<&AuthContext> {
+        match self {
+            Self::Public => None,
+            Self::Authenticated(auth) => Some(auth),
+        }
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthStats {
+    /// Validations answered from the cache.
+    pub cache_hits: u64,
+    /// Validations that had to ask the store (concurrent misses on one token
+    /// count each, though they share one lookup).
+    pub cache_misses: u64,
+    /// Entries in the cache.
+    pub cache_entries: u64,
+    /// bcrypt verifications run.
+    pub bcrypt_verifications: u64,
+    /// Verifications waiting for a bcrypt slot.
+    pub bcrypt_queue_depth: usize,
+    /// Last-accessed ids waiting to be written.
+    pub last_accessed_pending: usize,
+    /// Last-accessed batches written.
+    pub last_accessed_flushes: u64,
+}
+
+/// Authenticates requests. Cheap to clone; clones share the cache, limits
+/// and background tasks, which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: TokenService,
+    cache: Arc<AuthCache>,
+    sources: Sources,
+    client_ip: ClientIp,
+    limits: Limits,
+    headers: IdentityHeaders,
+    routes: PublicRoutes,
+    last_accessed: LastAccessed,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("service", &self.inner.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An Authenticator over `service`, configured by `config` (`[cache]`,
+    /// `[rate_limit]`, `[headers]`, `[last_accessed]`, `[sources]`,
+    /// `[client_ip]`, `[[public_routes]]`). Starts the last-accessed flusher
+    /// and, on Redis, the revocation subscriber: call within a Tokio runtime.
+    pub fn new(service: TokenService, config: &Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let headers = IdentityHeaders::new(&config.headers.account_id, &config.headers.token_id)
+            .map_err(|e| ConfigError::Invalid {
+                key: "headers",
+                message: e.to_string(),
+            })?;
+        let cache = Arc::new(AuthCache::new(&config.cache));
+        let sink: Arc<dyn RevocationSink> = cache.clone();
+        service.add_revocation_sink(Arc::downgrade(&sink));
+        let (last_accessed, flusher) =
+            LastAccessed::start(service.store().clone(), &config.last_accessed);
+        let mut tasks = vec![flusher];
+        tasks.extend(service.store().watch_revocations(Arc::downgrade(&sink)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                service,
+                cache,
+                sources: Sources::new(&config.sources),
+                client_ip: ClientIp::new(&config.client_ip),
+                limits: Limits::new(&config.rate_limit),
+                headers,
+                routes: PublicRoutes::new(&config.public_routes),
+                last_accessed,
+                tasks,
+            }),
+        })
+    }
+
+    /// The service behind this Authenticator.
+    pub fn service(&self) -> &TokenService {
+        &self.inner.service
+    }
+
+    /// The identity headers helper (shared with the proxy).
+    pub fn identity_headers(&self) -> &IdentityHeaders {
+        &self.inner.headers
+    }
+
+    /// The last-accessed recorder.
+    pub fn last_accessed(&self) -> &LastAccessed {
+        &self.inner.last_accessed
+    }
+
+    /// Whether `ip` is a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.inner.client_ip.is_trusted(ip)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AuthStats {
+        let inner = &self.inner;
+        AuthStats {
+            cache_hits: inner.cache.hits(),
+            cache_misses: inner.cache.misses(),
+            cache_entries: inner.cache.entry_count(),
+            bcrypt_verifications: inner.service.bcrypt_verifications(),
+            bcrypt_queue_depth: inner.service.bcrypt_queue_depth(),
+            last_accessed_pending: inner.last_accessed.pending(),
+            last_accessed_flushes: inner.last_accessed.flushes(),
+        }
+    }
+
+    /// Decides on one request.
+    pub async fn check(&self, request: AuthRequest<'_>) -> Result<Decision, Rejection> {
+        let inner = &self.inner;
+        if inner.routes.is_public(request.method, request.uri.path()) {
+            return Ok(Decision::Public);
+        }
+        let ip = inner.client_ip.resolve(request.peer, request.headers);
+        inner.limits.check_ip(ip)?;
+        let token = match inner.sources.extract(request.headers, request.uri)? {
+            Presented::Nothing => return Err(Rejection::MissingToken),
+            Presented::Garbage => return Err(self.failed(ip, None, InvalidReason::Format)),
+            Presented::Token(token) => token,
+        };
+        // Parse before anything else: no hashing, cache or store work for a
+        // string that cannot be a token (however long it is).
+        let token_id = match token::parse(&token) {
+            Ok(id) => id,
+            Err(_) => return Err(self.failed(ip, None, InvalidReason::Format)),
+        };
+        let service = inner.service.clone();
+        let owned = token.clone().into_owned();
+        let lookup = async move {
+            match service.validate(&owned).await {
+                Ok((auth, expires_at)) => {
+                    let lifetime = expires_at.map_or(Duration::MAX, |at| {
+                        Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
+                    });
+                    Ok(Cached::Valid { auth, lifetime })
+                }
+                Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
+            }
+        };
+        let entry = inner
+            .cache
+            .get_or_lookup(AuthCache::key(&token), lookup)
+            .await
+            .map_err(|e: Arc<TokenError>| {
+                let retry_after = match *e {
+                    TokenError::Overloaded => OVERLOAD_RETRY_AFTER,
+                    _ => STORE_RETRY_AFTER,
+                };
+                tracing::warn!(%token_id, error = %e, "cannot validate token");
+                Rejection::Unavailable { retry_after }
+            })?;
+        match entry {
+            Cached::Invalid(reason) => Err(self.failed(ip, Some(token_id), reason)),
+            Cached::Valid { auth, .. } => {
+                inner.limits.check_token(auth.token_id)?;
+                inner
+                    .last_accessed
+                    .record(auth.token_id, inner.service.now());
+                Ok(Decision::Authenticated(auth))
+            }
+        }
+    }
+
+    /// Checks an HTTP request and, when admitted, prepares it for the
+    /// service: identity headers stripped and set, the query-parameter token
+    /// removed from the URI, the [`AuthContext`] put in its extensions.
+    pub async fn authorize<B>(
+        &self,
+        mut request: Request<B>,
+        peer: Option<IpAddr>,
+    ) -> Result<Request<B>, Rejection> {
+        let decision = self
+            .check(AuthRequest {
+                method: request.method(),
+                uri: request.uri(),
+                headers: request.headers(),
+                peer,
+            })
+            .await?;
+        self.prepare(&mut request, &decision);
+        Ok(request)
+    }
+
+    /// Strips and sets identity headers, removes the query-parameter token,
+    /// and stores the identity in the extensions.
+    pub fn prepare<B>(&self, request: &mut Request<B>, decision: &Decision) {
+        self.inner
+            .headers
+            .apply(request.headers_mut(), decision.auth());
+        if let Some(name) = self.inner.sources.query_param() {
+            *request.uri_mut() = extract::remove_query_param(request.uri(), name);
+        }
+        if let Some(auth) = decision.auth() {
+            request.extensions_mut().insert(auth.clone());
+        }
+    }
+
+    /// Writes pending last-accessed times: call once on shutdown.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.last_accessed.shutdown().await {
+            tracing::warn!(error = %e, "last-accessed times could not be written on shutdown");
+        }
+    }
+
+    fn failed(
+        &self,
+        ip: Option<IpAddr>,
+        token_id: Option<token::TokenId>,
+        reason: InvalidReason,
+    ) -> Rejection {
+        tracing::debug!(token_id = ?token_id.map(|id| id.to_string()), client_ip = ?ip, reason = reason.as_str(), "token rejected");
+        match self.inner.limits.record_failure(ip) {
+            Err(limited) => limited,
+            Ok(()) => Rejection::InvalidToken(reason),
+        }
+    }
+}

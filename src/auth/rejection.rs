@@ -1,0 +1,182 @@
+//! Why a request was refused, and the one function that turns that into an
+//! HTTP response (DESIGN §4): status, `WWW-Authenticate`, rate-limit headers
+//! and a JSON body that never says which part of a token was wrong.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::service::TokenError;
+
+const REALM: &str = r#"Bearer realm="tokengate""#;
+
+/// Why a token was not accepted: kept for logs and metrics only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// Not a well-formed `mk_` token.
+    Format,
+    /// No such token.
+    NotFound,
+    /// Revoked.
+    Revoked,
+    /// Expired.
+    Expired,
+    /// The secret does not match.
+    WrongSecret,
+}
+
+impl InvalidReason {
+    /// A short name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Format => "format",
+            Self::NotFound => "not_found",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::WrongSecret => "wrong_secret",
+        }
+    }
+
+    pub(crate) fn from_error(e: &TokenError) -> Option<Self> {
+        Some(match e {
+            TokenError::InvalidFormat(_) => Self::Format,
+            TokenError::NotFound => Self::NotFound,
+            TokenError::Revoked => Self::Revoked,
+            TokenError::Expired => Self::Expired,
+            TokenError::WrongSecret => Self::WrongSecret,
+            _ => return None,
+        })
+    }
+}
+
+/// A refused request. It is answered, not raised: front doors turn it into a
+/// response with [`Rejection::to_response`], which also puts it in the
+/// response's extensions for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No token was sent: 401 without an error code (RFC 6750 §3.1).
+    MissingToken,
+    /// A token was sent and is not valid: 401 `invalid_token`.
+    InvalidToken(InvalidReason),
+    /// The request is malformed, e.g. it carries two tokens: 400
+    /// `invalid_request`.
+    InvalidRequest(&'static str),
+    /// Over a rate limit: 429.
+    RateLimited {
+        /// Which limit: `"token"` or `"failed-auth"`.
+        policy: &'static str,
+        /// Requests allowed per window.
+        quota: u32,
+        /// The window.
+        window: Duration,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The store cannot answer, or verification is overloaded, and the cache
+    /// cannot vouch for the token: 503. Never 401, never 200.
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl Rejection {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// The human message of the JSON body: the same for every bad token.
+    pub fn message(&self) -> String {
+        match self {
+            Self::MissingToken => {
+                "This API needs a token: send `Authorization: Bearer <token>`.".into()
+            }
+            Self::InvalidToken(_) => "The token is not valid.".into(),
+            Self::InvalidRequest(why) => (*why).to_owned(),
+            Self::RateLimited { retry_after, .. } => {
+                format!(
+                    "Too many requests; retry in {} s.",
+                    whole_seconds(*retry_after)
+                )
+            }
+            Self::Unavailable { retry_after } => format!(
+                "Authentication is temporarily unavailable; retry in {} s.",
+                whole_seconds(*retry_after)
+            ),
+        }
+    }
+
+    /// The full HTTP response, with this rejection in its extensions.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let www = match self {
+            Self::MissingToken => Some(REALM.to_owned()),
+            Self::InvalidToken(_) => Some(format!(r#"{REALM}, error="invalid_token""#)),
+            Self::InvalidRequest(_) => Some(format!(r#"{REALM}, error="invalid_request""#)),
+            _ => None,
+        };
+        if let Some(value) = www.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+        match self {
+            Self::RateLimited {
+                policy,
+                quota,
+                window,
+                retry_after,
+            } => {
+                let retry = whole_seconds(*retry_after);
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry));
+                // draft-ietf-httpapi-ratelimit-headers: the policy (quota per
+                // window) and the current state (r = remaining, t = seconds
+                // until there is room again).
+                let window = whole_seconds(*window);
+                if let Ok(v) = HeaderValue::from_str(&format!(r#""{policy}";q={quota};w={window}"#))
+                {
+                    headers.insert("ratelimit-policy", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!(r#""{policy}";r=0;t={retry}"#)) {
+                    headers.insert("ratelimit", v);
+                }
+            }
+            Self::Unavailable { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(whole_seconds(*retry_after)));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+}
+
+/// Seconds, rounded up, at least 1: `Retry-After: 0` invites a hot loop.
+fn whole_seconds(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
