@@ -224,3 +224,61 @@ impl Harness {
         }
     }
 }
+
+impl RedisServer {
+    /// How many times Redis ran `command` (lowercase, e.g. "hgetall") since
+    /// start or the last [`RedisServer::reset_stats`], from INFO commandstats.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let mut conn = self.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Zeroes the command counters.
+    pub async fn reset_stats(&self) {
+        let mut conn = self.connection().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A config for tests: bcrypt cost 4; everything else at its default.
+pub fn test_config() -> tokengate::Config {
+    let mut config = tokengate::Config::default();
+    config.security.bcrypt_cost = TEST_BCRYPT_COST;
+    config
+}
+
+/// A TokenService over a new connection to `server`, configured by `config`.
+pub async fn redis_service(server: &RedisServer, config: &tokengate::Config) -> TokenService {
+    let store = RedisStore::connect(&server.url(), &config.redis.key_prefix)
+        .await
+        .unwrap();
+    TokenService::from_config(Arc::new(store), config)
+}
+
+/// Creates a token that never expires and returns its plaintext.
+pub async fn new_token(service: &TokenService, account: &str) -> String {
+    service
+        .create_token(tokengate::CreateTokenParams {
+            account_id: account.into(),
+            name: "test".into(),
+            expires_in_days: None,
+        })
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}

@@ -1,0 +1,837 @@
+//! The Authenticator behind the tower Layer, against a real redis-server:
+//! cache, single-flight, negative cache, expiry, identity headers, every kind
+//! of refusal, rate limits, Redis outages, batched last-accessed writes,
+//! revocation across processes and the bcrypt bound.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use support::{RedisServer, new_token, redis_service, test_config};
+use tokengate::{AuthContext, Authenticator, Config, PeerAddr, TokenGateLayer, TokenService};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// What a client sees.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The headers the inner service received (the echo's view).
+    fn seen(&self) -> HashMap<String, Vec<String>> {
+        let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+        for pair in self.body["headers"].as_array().unwrap() {
+            let name = pair[0].as_str().unwrap().to_owned();
+            seen.entry(name)
+                .or_default()
+                .push(pair[1].as_str().unwrap().to_owned());
+        }
+        seen
+    }
+}
+
+/// The inner service: answers 200 with what it received.
+async fn echo(
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let headers: Vec<Value> = request
+        .headers()
+        .iter()
+        .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+        .collect();
+    let auth = request.extensions().get::<AuthContext>().map(|a| json!(a));
+    let body = json!({ "headers": headers, "uri": request.uri().to_string(), "auth": auth });
+    Ok(Response::new(Full::new(Bytes::from(body.to_string()))))
+}
+
+/// A redis-server, a service on it and an Authenticator behind the Layer.
+struct Gate {
+    server: RedisServer,
+    service: TokenService,
+    auth: Authenticator,
+}
+
+impl Gate {
+    async fn new(config: Config) -> Self {
+        Self::on(RedisServer::start(), config).await
+    }
+
+    async fn on(server: RedisServer, config: Config) -> Self {
+        let service = redis_service(&server, &config).await;
+        let auth = Authenticator::new(service.clone(), &config).unwrap();
+        Self {
+            server,
+            service,
+            auth,
+        }
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        send(&self.auth, request).await
+    }
+
+    async fn get(&self, token: &str) -> Reply {
+        self.send(bearer(token)).await
+    }
+}
+
+async fn send(auth: &Authenticator, request: Request<Full<Bytes>>) -> Reply {
+    let mut app = ServiceBuilder::new()
+        .layer(TokenGateLayer::new(auth.clone()))
+        .service_fn(echo);
+    let response = app.ready().await.unwrap().call(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn bearer(token: &str) -> Request<Full<Bytes>> {
+    Request::get("/orders")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap()
+}
+
+fn from_ip(mut request: Request<Full<Bytes>>, ip: &str) -> Request<Full<Bytes>> {
+    let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), 40_000);
+    request.extensions_mut().insert(PeerAddr(addr));
+    request
+}
+
+/// The same id, a valid checksum, another secret.
+fn wrong_secret(token: &str, secret: &str) -> String {
+    let id = tokengate::token::parse(token).unwrap();
+    tokengate::Token::from_parts(id, secret)
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_cached_hit_does_no_store_read() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    gate.server.reset_stats().await;
+    for _ in 0..5 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        gate.server.calls("hgetall").await,
+        1,
+        "one read, then the cache"
+    );
+    assert_eq!(gate.service.bcrypt_verifications(), 1);
+    let stats = gate.auth.stats();
+    assert_eq!((stats.cache_misses, stats.cache_hits), (1, 4));
+}
+
+#[tokio::test]
+async fn concurrent_misses_on_one_token_share_one_lookup() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    gate.server.reset_stats().await;
+    let requests = (0..100).map(|_| gate.get(&token));
+    let replies = futures_util::future::join_all(requests).await;
+    assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    assert_eq!(gate.server.calls("hgetall").await, 1);
+    assert_eq!(gate.service.bcrypt_verifications(), 1);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_remembered_for_the_negative_ttl() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    let forged = wrong_secret(&token, "WRONGWRONGWRONGWRONGWRON");
+    let unknown = tokengate::Token::generate().unwrap();
+    gate.server.reset_stats().await;
+    for _ in 0..3 {
+        assert_eq!(gate.get(&forged).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            gate.get(unknown.expose_secret()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        gate.server.calls("hgetall").await,
+        2,
+        "one read per bad token"
+    );
+    assert_eq!(
+        gate.service.bcrypt_verifications(),
+        1,
+        "one verify, for the wrong secret"
+    );
+    // The real token is unaffected by its forged sibling.
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn negative_entries_expire_after_the_negative_ttl() {
+    let mut config = test_config();
+    config.cache.negative_ttl = Duration::from_secs(1);
+    let gate = Gate::new(config).await;
+    let unknown = tokengate::Token::generate().unwrap();
+    gate.server.reset_stats().await;
+    gate.get(unknown.expose_secret()).await;
+    gate.get(unknown.expose_secret()).await;
+    assert_eq!(gate.server.calls("hgetall").await, 1);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    gate.get(unknown.expose_secret()).await;
+    assert_eq!(gate.server.calls("hgetall").await, 2);
+}
+
+#[tokio::test]
+async fn expiry_inside_the_cache_ttl_is_honoured() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    let id = tokengate::token::parse(&token).unwrap();
+    let expires_at = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+        + 2;
+    let mut conn = gate.server.connection().await;
+    let _: () = conn
+        .hset(format!("tokengate:token:{id}"), "expires_at", expires_at)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        gate.get(&token).await.status,
+        StatusCode::OK,
+        "valid for ~2 s, cache ttl 30 s"
+    );
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let reply = gate.get(&token).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "the cache entry outlived the token"
+    );
+}
+
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_service() {
+    let mut config = test_config();
+    config.public_routes = vec![tokengate::config::PublicRoute {
+        path_prefix: "/public".into(),
+        methods: vec![],
+    }];
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    let id = tokengate::token::parse(&token).unwrap().to_string();
+    let spellings = [
+        "X-Account-Id",
+        "x-account-id",
+        "X-ACCOUNT-ID",
+        "X_Account_Id",
+        "x_account_id",
+        "X.Account.Id",
+        "x-account_id",
+        "X-Token-Id",
+        "x_token_id",
+        "X.Token.Id",
+        "x-token.id",
+    ];
+    for path in ["/orders", "/public/page"] {
+        let mut builder = Request::get(path).header("authorization", format!("Bearer {token}"));
+        for name in spellings {
+            builder = builder.header(name, "evil");
+        }
+        let reply = gate.send(builder.body(Full::default()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let seen = reply.seen();
+        for (name, values) in &seen {
+            assert!(
+                !values.iter().any(|v| v == "evil"),
+                "{name}: {values:?} reached the service"
+            );
+        }
+        let identity: Vec<_> = seen
+            .keys()
+            .filter(|k| {
+                tokengate::auth::fold_header_name(k).contains("account-id")
+                    || tokengate::auth::fold_header_name(k).contains("token-id")
+            })
+            .collect();
+        if path == "/orders" {
+            assert_eq!(seen["x-account-id"], vec!["acme".to_owned()]);
+            assert_eq!(seen["x-token-id"], vec![id.clone()]);
+            assert_eq!(identity.len(), 2, "{identity:?}");
+            assert_eq!(reply.body["auth"]["account_id"], "acme");
+        } else {
+            assert!(
+                identity.is_empty(),
+                "a public route gets no identity: {identity:?}"
+            );
+            assert_eq!(reply.body["auth"], Value::Null);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_request_gets_the_right_response() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    let revoked = new_token(&gate.service, "acme").await;
+    let revoked_id = tokengate::token::parse(&revoked).unwrap();
+    gate.service.revoke_token(revoked_id, "acme").await.unwrap();
+    let expired = new_token(&gate.service, "acme").await;
+    let expired_id = tokengate::token::parse(&expired).unwrap();
+    let mut conn = gate.server.connection().await;
+    let _: () = conn
+        .hset(format!("tokengate:token:{expired_id}"), "expires_at", 1)
+        .await
+        .unwrap();
+
+    let with_auth = |value: &str| {
+        Request::get("/orders")
+            .header("authorization", value)
+            .body(Full::default())
+            .unwrap()
+    };
+    const REALM: &str = r#"Bearer realm="tokengate""#;
+    const INVALID: &str = r#"Bearer realm="tokengate", error="invalid_token""#;
+
+    // No token at all (or another scheme): 401 without an error code.
+    for request in [
+        Request::get("/orders").body(Full::default()).unwrap(),
+        with_auth("Basic dXNlcjpwdw=="),
+    ] {
+        let reply = gate.send(request).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.header("www-authenticate"), Some(REALM));
+        assert_eq!(reply.body["error"], "missing_token");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+    }
+
+    // A bad token, whatever is wrong with it: one response, word for word.
+    let bad = [
+        "Bearer".to_owned(),
+        "Bearer not-a-token".to_owned(),
+        format!("Bearer {}", &token[..54]),
+        format!("Bearer {}", token.replace("mk_", "sk_")),
+        format!(
+            "Bearer {}",
+            tokengate::Token::generate().unwrap().expose_secret()
+        ),
+        format!(
+            "Bearer {}",
+            wrong_secret(&token, "AAAAAAAAAAAAAAAAAAAAAAAA")
+        ),
+        format!("Bearer {revoked}"),
+        format!("Bearer {expired}"),
+        format!("bearer   {}", "x".repeat(8_000)),
+    ];
+    let mut bodies = Vec::new();
+    for value in &bad {
+        let reply = gate.send(with_auth(value)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{value:.40}");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(INVALID),
+            "{value:.40}"
+        );
+        bodies.push(reply.body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "bodies differ: {bodies:?}"
+    );
+    assert_eq!(bodies[0]["error"], "invalid_token");
+
+    // Two tokens: 400.
+    let two = Request::get("/orders")
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let reply = gate.send(two).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"], "invalid_request");
+
+    // And the good token still works, with scheme in any case and extra spaces.
+    assert_eq!(
+        gate.send(with_auth(&format!("BEARER   {token}")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_overlong_token_is_refused_before_any_work() {
+    let gate = Gate::new(test_config()).await;
+    gate.server.reset_stats().await;
+    let huge = format!("mk_{}", "A".repeat(100_000));
+    assert_eq!(gate.get(&huge).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gate.server.calls("hgetall").await, 0);
+    assert_eq!(gate.service.bcrypt_verifications(), 0);
+    assert_eq!(gate.auth.stats().cache_misses, 0, "not even a cache lookup");
+}
+
+#[tokio::test]
+async fn per_token_rate_limit_answers_429_with_its_headers() {
+    let mut config = test_config();
+    config.rate_limit.per_token_requests = 2;
+    config.rate_limit.per_token_period = Duration::from_secs(60);
+    config.rate_limit.per_token_burst = 2;
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    let other = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    let reply = gate.get(&token).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""token";q=2;w=60"#)
+    );
+    assert_eq!(
+        reply.header("ratelimit"),
+        Some(format!(r#""token";r=0;t={retry}"#).as_str())
+    );
+    assert_eq!(reply.body["error"], "rate_limited");
+    // Another token has its own budget.
+    assert_eq!(gate.get(&other).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_authentications_per_ip_turn_into_429_before_any_work() {
+    let mut config = test_config();
+    config.rate_limit.failed_auth_per_ip = 3;
+    config.rate_limit.failed_auth_period = Duration::from_secs(60);
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    let attacker = "203.0.113.7";
+    for i in 0..3 {
+        let bad = tokengate::Token::generate().unwrap();
+        let reply = gate
+            .send(from_ip(bearer(bad.expose_secret()), attacker))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let bad = tokengate::Token::generate().unwrap();
+    let reply = gate
+        .send(from_ip(bearer(bad.expose_secret()), attacker))
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""failed-auth";q=3;w=60"#)
+    );
+    assert!(reply.header("retry-after").is_some());
+
+    // Blocked: even a valid token from that IP is refused before any store read.
+    gate.server.reset_stats().await;
+    let reply = gate.send(from_ip(bearer(&token), attacker)).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(gate.server.calls("hgetall").await, 0);
+    assert_eq!(gate.service.bcrypt_verifications(), 0);
+
+    // Other clients are not affected.
+    assert_eq!(
+        gate.send(from_ip(bearer(&token), "198.51.100.1"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Behind a trusted proxy (loopback), the client is the X-Forwarded-For entry.
+    let mut proxied = from_ip(bearer(&token), "127.0.0.1");
+    proxied
+        .headers_mut()
+        .insert("x-forwarded-for", attacker.parse().unwrap());
+    assert_eq!(
+        gate.send(proxied).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // An untrusted peer cannot pick its identity with X-Forwarded-For.
+    let mut spoofed = from_ip(bearer(&token), attacker);
+    spoofed
+        .headers_mut()
+        .insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+    assert_eq!(
+        gate.send(spoofed).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
+    let mut gate = Gate::new(test_config()).await;
+    let cached = new_token(&gate.service, "acme").await;
+    let fresh = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&cached).await.status, StatusCode::OK);
+
+    gate.server.stop();
+    assert_eq!(
+        gate.get(&cached).await.status,
+        StatusCode::OK,
+        "cached: still served"
+    );
+    let reply = gate.get(&fresh).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "never 401, never 200"
+    );
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(reply.body["error"], "unavailable");
+    // Not cached as bad: still 503, not 401, on the next try.
+    assert_eq!(
+        gate.get(&fresh).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Redis comes back (empty, same port): no restart of ours needed.
+    gate.server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let revived = loop {
+        match gate
+            .service
+            .create_token(tokengate::CreateTokenParams {
+                account_id: "acme".into(),
+                name: "after".into(),
+                expires_in_days: None,
+            })
+            .await
+        {
+            Ok(created) => break created.token.expose_secret().to_owned(),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("store did not recover: {e}"),
+        }
+    };
+    assert_eq!(gate.get(&revived).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn last_accessed_writes_are_batched() {
+    let mut config = test_config();
+    config.last_accessed.flush_interval = Duration::from_secs(3_600);
+    let gate = Gate::new(config).await;
+    let tokens = [
+        new_token(&gate.service, "a").await,
+        new_token(&gate.service, "b").await,
+        new_token(&gate.service, "c").await,
+    ];
+    gate.server.reset_stats().await;
+    for i in 0..60 {
+        assert_eq!(gate.get(&tokens[i % 3]).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        gate.server.calls("evalsha").await,
+        0,
+        "nothing written per request"
+    );
+    assert_eq!(gate.auth.last_accessed().flush().await.unwrap(), 3);
+    assert_eq!(
+        gate.server.calls("evalsha").await,
+        3,
+        "60 requests on 3 tokens: 3 writes"
+    );
+    let mut conn = gate.server.connection().await;
+    for token in &tokens {
+        let id = tokengate::token::parse(token).unwrap();
+        let at: Option<i64> = conn
+            .hget(format!("tokengate:token:{id}"), "last_accessed")
+            .await
+            .unwrap();
+        assert!(at.is_some_and(|t| t > 1_700_000_000), "{at:?}");
+    }
+}
+
+#[tokio::test]
+async fn last_accessed_flushes_on_its_interval_early_when_full_and_on_shutdown() {
+    let mut config = test_config();
+    config.last_accessed.flush_interval = Duration::from_millis(300);
+    let gate = Gate::new(config.clone()).await;
+    let token = new_token(&gate.service, "acme").await;
+    let id = tokengate::token::parse(&token).unwrap();
+    let key = format!("tokengate:token:{id}");
+    let mut conn = gate.server.connection().await;
+    gate.get(&token).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn
+        .hget::<_, _, Option<i64>>(&key, "last_accessed")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "not flushed on its interval");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // max_pending reached: flushed without waiting for the (long) interval.
+    config.last_accessed.flush_interval = Duration::from_secs(3_600);
+    config.last_accessed.max_pending = 2;
+    let early = Gate::on(RedisServer::start(), config.clone()).await;
+    let a = new_token(&early.service, "a").await;
+    let b = new_token(&early.service, "b").await;
+    early.get(&a).await;
+    early.get(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while early.auth.stats().last_accessed_flushes == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not flushed when max_pending ids waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Shutdown writes what is pending.
+    config.last_accessed.max_pending = 10_000;
+    let last = Gate::on(RedisServer::start(), config).await;
+    let token = new_token(&last.service, "acme").await;
+    let id = tokengate::token::parse(&token).unwrap();
+    last.get(&token).await;
+    assert_eq!(last.auth.stats().last_accessed_pending, 1);
+    last.auth.shutdown().await;
+    let mut conn = last.server.connection().await;
+    let at: Option<i64> = conn
+        .hget(format!("tokengate:token:{id}"), "last_accessed")
+        .await
+        .unwrap();
+    assert!(at.is_some(), "pending last-accessed lost on shutdown");
+}
+
+#[tokio::test]
+async fn revocation_reaches_another_authenticator_within_a_second() {
+    let config = test_config();
+    let gate = Gate::new(config.clone()).await;
+    // A second replica: its own connection, service and cache.
+    let replica_service = redis_service(&gate.server, &config).await;
+    let replica = Authenticator::new(replica_service, &config).unwrap();
+    let token = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    assert_eq!(send(&replica, bearer(&token)).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the subscriber settle
+
+    let id = tokengate::token::parse(&token).unwrap();
+    gate.service.revoke_token(id, "acme").await.unwrap();
+    assert_eq!(
+        gate.get(&token).await.status,
+        StatusCode::UNAUTHORIZED,
+        "local cache dropped at once"
+    );
+    let started = Instant::now();
+    loop {
+        let status = send(&replica, bearer(&token)).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "replica still accepts after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broken_subscription_clears_the_cache_when_it_resubscribes() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = tokengate::token::parse(&token).unwrap();
+    let mut conn = gate.server.connection().await;
+    // Revoked behind our back, with no message: only a resync can notice.
+    let _: () = conn
+        .hset(format!("tokengate:token:{id}"), "revoked_at", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        gate.get(&token).await.status,
+        StatusCode::OK,
+        "still cached"
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.get(&token).await.status == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "cache not cleared after resubscribing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gate.get(&token).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_cannot_stall_cached_requests() {
+    let mut config = test_config();
+    config.security.bcrypt_cost = 12; // ~0.2 s per verify: the flood is slow work
+    config.security.bcrypt_concurrency = 1;
+    config.security.bcrypt_queue = 2;
+    config.rate_limit.failed_auth_per_ip = 0;
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+
+    // 20 distinct wrong secrets for a real id: each is a miss and a verify.
+    let flood: Vec<_> = (0..20)
+        .map(|i| {
+            let auth = gate.auth.clone();
+            let forged = wrong_secret(&token, &format!("{:0>24}", i));
+            tokio::spawn(async move { send(&auth, bearer(&forged)).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reply = gate.get(&token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let unfinished = flood.iter().filter(|task| !task.is_finished()).count();
+    assert!(
+        unfinished > 0,
+        "the cached request waited for the flood to finish"
+    );
+
+    let mut statuses = Vec::new();
+    for task in flood {
+        statuses.push(task.await.unwrap());
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    let rejected = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused + rejected, 20, "{statuses:?}");
+    assert!(
+        refused >= 17,
+        "only 1 running + 2 queued may wait: {statuses:?}"
+    );
+    assert!(
+        gate.service.bcrypt_verifications() <= 1 + 3,
+        "bounded bcrypt work"
+    );
+}
+
+#[tokio::test]
+async fn api_key_header_and_query_parameter_are_opt_in() {
+    let gate = Gate::new(test_config()).await;
+    let token = new_token(&gate.service, "acme").await;
+    let by_header = || {
+        Request::get("/x")
+            .header("x-api-key", token.as_str())
+            .body(Full::default())
+            .unwrap()
+    };
+    let by_query = || {
+        Request::get(format!("/x?a=1&api_key={token}&b=2"))
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(
+        gate.send(by_header()).await.body["error"],
+        "missing_token",
+        "off by default"
+    );
+    assert_eq!(
+        gate.send(by_query()).await.body["error"],
+        "missing_token",
+        "off by default"
+    );
+
+    let mut config = test_config();
+    config.sources.api_key_header = true;
+    config.sources.query_param = "api_key".into();
+    let gate = Gate::on(RedisServer::start(), config).await;
+    let token = new_token(&gate.service, "acme").await;
+    let reply = gate
+        .send(
+            Request::get("/x")
+                .header("x-api-key", token.as_str())
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = gate
+        .send(
+            Request::get(format!("/x?a=1&api_key={token}&b=2"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body["uri"], "/x?a=1&b=2",
+        "the token never reaches the service"
+    );
+    let both = Request::get(format!("/x?api_key={token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let reply = gate.send(both).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="tokengate", error="invalid_request""#)
+    );
+}
+
+#[tokio::test]
+async fn public_routes_skip_auth_only_on_normalized_paths() {
+    let mut config = test_config();
+    config.public_routes = vec![tokengate::config::PublicRoute {
+        path_prefix: "/health".into(),
+        methods: vec!["GET".into()],
+    }];
+    let gate = Gate::new(config).await;
+    let get = |path: &str| Request::get(path).body(Full::default()).unwrap();
+    assert_eq!(gate.send(get("/health")).await.status, StatusCode::OK);
+    assert_eq!(gate.send(get("/health/live")).await.status, StatusCode::OK);
+    for path in [
+        "/healthz",
+        "/health/../orders",
+        "/health/%2e%2e/orders",
+        "//orders",
+        "/orders",
+    ] {
+        assert_eq!(
+            gate.send(get(path)).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    let post = Request::post("/health").body(Full::default()).unwrap();
+    assert_eq!(
+        gate.send(post).await.status,
+        StatusCode::UNAUTHORIZED,
+        "GET only"
+    );
+}

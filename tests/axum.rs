@@ -1,0 +1,111 @@
+//! An axum router behind the tokengate Layer, served on a loopback port and
+//! called over HTTP, with tokens in a real redis-server.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use support::{RedisServer, new_token, redis_service, test_config};
+use tokengate::{AuthContext, Authenticator, TokenGateLayer};
+
+async fn whoami(Extension(auth): Extension<AuthContext>, headers: HeaderMap) -> String {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    json!({
+        "account_id": auth.account_id,
+        "token_id": auth.token_id,
+        "x-account-id": header("x-account-id"),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_axum_router_behind_the_layer() {
+    let server = RedisServer::start();
+    let mut config = test_config();
+    config.public_routes = vec![tokengate::config::PublicRoute {
+        path_prefix: "/health".into(),
+        methods: vec![],
+    }];
+    let service = redis_service(&server, &config).await;
+    let token = new_token(&service, "acme").await;
+    let auth = Authenticator::new(service, &config).unwrap();
+    let app = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/health", get(|| async { "ok" }))
+        .layer(
+            TokenGateLayer::new(auth)
+                .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let call = |path: &str, token: Option<&str>| {
+        let mut request =
+            Request::get(format!("http://{addr}{path}")).header("x-account-id", "forged");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::default()).unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let status = response.status();
+            let www = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                www,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    let (status, _, body) = call("/whoami", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["account_id"], "acme");
+    assert_eq!(
+        body["x-account-id"], "acme",
+        "the forged header was replaced"
+    );
+    assert_eq!(
+        body["token_id"],
+        tokengate::token::parse(&token).unwrap().to_string()
+    );
+
+    let (status, www, body) = call("/whoami", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(www.as_deref(), Some(r#"Bearer realm="tokengate""#));
+    assert_eq!(body["error"], "missing_token");
+
+    let (status, www, _) = call("/whoami", Some("mk_nope")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        www.as_deref(),
+        Some(r#"Bearer realm="tokengate", error="invalid_token""#)
+    );
+
+    let (status, _, _) = call("/health", None).await;
+    assert_eq!(status, StatusCode::OK, "public route");
+}
