@@ -761,6 +761,65 @@ mod tests {
     }
 
     #[test]
+    fn durations_lists_and_ranges() {
+        let config = load(
+            "[cache]\nttl = \"1m\"\nnegative_ttl = \"500ms\"\n",
+            &[(
+                "TOKENGATE_CLIENT_IP_TRUSTED_PROXIES",
+                "10.0.0.0/8, 192.168.0.0/16",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::from_secs(60));
+        assert_eq!(config.cache.negative_ttl, Duration::from_millis(500));
+        let nets: Vec<String> = config
+            .client_ip
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.168.0.0/16"]);
+
+        for (text, key) in [
+            ("[cache]\nttl = \"soon\"\n", "line 2, key cache.ttl"),
+            ("[cache]\nttl = \"2h\"\n", "cache.ttl"),
+            ("[cache]\nnegative_ttl = \"1m\"\n", "cache.negative_ttl"),
+            (
+                "[rate_limit]\nper_token_burst = 0\n",
+                "rate_limit.per_token_burst",
+            ),
+            (
+                "[headers]\naccount_id = \"Authorization\"\n",
+                "headers.account_id",
+            ),
+            (
+                "[headers]\ntoken_id = \"x_account.id\"\n",
+                "headers.token_id",
+            ),
+            ("[sources]\nquery_param = \"a b\"\n", "sources.query_param"),
+            (
+                "[client_ip]\ntrusted_proxies = [\"nope\"]\n",
+                "client_ip.trusted_proxies",
+            ),
+            (
+                "[[public_routes]]\npath_prefix = \"/a/../b\"\n",
+                "public_routes.path_prefix",
+            ),
+            (
+                "[[public_routes]]\npath_prefix = \"/a\"\nmethods = [\"G T\"]\n",
+                "public_routes.methods",
+            ),
+            (
+                "[last_accessed]\nflush_interval = \"1ms\"\n",
+                "last_accessed.flush_interval",
+            ),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("redis://:s3cret@host:6379/0"),
