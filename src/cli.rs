@@ -42,6 +42,9 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the front doors the config enables ([proxy], [forward_auth],
+    /// [admin]) until SIGTERM / SIGINT.
+    Serve,
     /// Manage API tokens in Redis.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -133,7 +136,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +146,25 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    if matches!(cli.command, Command::Serve) {
+        let config = match load_config(&cli) {
+            Ok(config) => config,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        init_tracing(&config.log.level, config.log.format);
+        return match runtime.block_on(crate::server::serve(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    init_tracing("warn", crate::config::LogFormat::Human);
     match runtime.block_on(run(cli)) {
         Ok(output) => {
             print!("{output}");
@@ -159,14 +180,24 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command and returns what to print on stdout, or the one-line
 /// error message.
 pub async fn run(cli: Cli) -> Result<String, String> {
-    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-    if let Some(url) = cli.redis_url {
-        config.redis.url = Some(url);
-        config.validate().map_err(|e| format!("--redis-url: {e}"))?;
-    }
+    let config = load_config(&cli)?;
     match cli.command {
         Command::Token(command) => run_token(&config, command).await,
+        Command::Serve => crate::server::serve(config)
+            .await
+            .map(|()| String::new())
+            .map_err(|e| e.to_string()),
     }
+}
+
+/// The file (if any), `TOKENGATE_*` overrides, then the flags.
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(url) = &cli.redis_url {
+        config.redis.url = Some(url.clone());
+        config.validate().map_err(|e| format!("--redis-url: {e}"))?;
+    }
+    Ok(config)
 }
 
 async fn run_token(config: &Config, command: TokenCommand) -> Result<String, String> {
@@ -371,13 +402,16 @@ fn one_line_usage_error(e: &clap::Error) -> String {
     format!("{} (see --help)", first.join(" "))
 }
 
-/// Logs go to stderr, so stdout stays clean for `--json`. Quiet by default
-/// (`RUST_LOG` raises it).
-fn init_tracing() {
+/// Logs go to stderr, so stdout stays clean for `--json`. `RUST_LOG`
+/// overrides `level`.
+fn init_tracing(level: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        crate::config::LogFormat::Human => builder.init(),
+        crate::config::LogFormat::Json => builder.json().init(),
+    }
 }

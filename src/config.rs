@@ -14,6 +14,7 @@
 //! assert!(Config::from_toml_str("[security]\nbcrypt_cots = 12\n").is_err());
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +53,119 @@ pub struct Config {
     pub client_ip: ClientIpConfig,
     /// `[[public_routes]]`: requests that skip authentication.
     pub public_routes: Vec<PublicRoute>,
+    /// `[proxy]`: the sidecar reverse proxy (`tokengate serve`).
+    pub proxy: ProxyConfig,
+    /// `[forward_auth]`: the forward-auth endpoint (`tokengate serve`).
+    pub forward_auth: ForwardAuthConfig,
+    /// `[admin]`: the admin API, health and metrics (`tokengate serve`).
+    pub admin: AdminConfig,
+    /// `[server]`: limits and timeouts shared by every listener.
+    pub server: ServerConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the proxy listens (`"127.0.0.1:8080"`); unset: no proxy.
+    pub listen: Option<SocketAddr>,
+    /// The API behind it: `http://host:port`.
+    pub upstream: Option<String>,
+    /// How long to wait for the upstream's response headers before 504.
+    #[serde(with = "duration")]
+    pub upstream_timeout: Duration,
+    /// Pass the client's `Authorization` header on to the upstream.
+    pub forward_authorization: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream: None,
+            upstream_timeout: Duration::from_secs(30),
+            forward_authorization: false,
+        }
+    }
+}
+
+/// `[forward_auth]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// Where the forward-auth endpoint listens; unset: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens; unset: off.
+    pub listen: Option<SocketAddr>,
+    /// Serve the token routes without `TOKENGATE_ADMIN_KEY`, allowed only on
+    /// a loopback address (for trying tokengate on a laptop).
+    pub allow_unauthenticated_loopback: bool,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM / SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// A client must send its request headers within this (slowloris).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Most headers in a request; more gets 431.
+    pub max_headers: usize,
+    /// Most bytes of request line and headers; more gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"human"` or `"json"` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter: `"info"`, `"debug"`, `"tokengate=debug,info"`.
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[cache]`
@@ -486,6 +600,62 @@ impl Config {
                 message: "must be empty (off) or up to 64 of A-Z a-z 0-9 - _ .".to_owned(),
             });
         }
+        let p = &self.proxy;
+        if p.listen.is_some() && p.upstream.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "proxy.upstream",
+                message: "is required when proxy.listen is set".to_owned(),
+            });
+        }
+        if let Some(upstream) = &p.upstream {
+            check_upstream(upstream).map_err(|message| ConfigError::Invalid {
+                key: "proxy.upstream",
+                message,
+            })?;
+        }
+        within(
+            "proxy.upstream_timeout",
+            p.upstream_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(3_600),
+        )?;
+        let srv = &self.server;
+        within(
+            "server.shutdown_grace",
+            srv.shutdown_grace,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?;
+        within(
+            "server.header_read_timeout",
+            srv.header_read_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?;
+        in_range("server.max_headers", srv.max_headers, 1, 1_000)?;
+        in_range(
+            "server.max_header_bytes",
+            srv.max_header_bytes,
+            8_192,
+            1_048_576,
+        )?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!(
+                    "{:?} is not a log filter like \"info\" or \"tokengate=debug\"",
+                    self.log.level
+                ),
+            });
+        }
+        if self.admin.allow_unauthenticated_loopback
+            && self.admin.listen.is_some_and(|a| !a.ip().is_loopback())
+        {
+            return Err(ConfigError::Invalid {
+                key: "admin.allow_unauthenticated_loopback",
+                message: "only allowed when admin.listen is a loopback address".to_owned(),
+            });
+        }
         for route in &self.public_routes {
             let invalid = |message: String| ConfigError::Invalid {
                 key: "public_routes.path_prefix",
@@ -593,6 +763,31 @@ mod duration {
             ))
         })
     }
+}
+
+/// An upstream is `http://host[:port]`, with no path, query or credentials.
+fn check_upstream(upstream: &str) -> Result<(), String> {
+    let uri: http::Uri = upstream
+        .parse()
+        .map_err(|e| format!("{upstream:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{upstream:?}: only http:// upstreams are supported"
+        ));
+    }
+    match uri.authority() {
+        Some(a) if !a.as_str().contains('@') => {}
+        _ => return Err(format!("{upstream:?} needs a host, and no credentials")),
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
+        return Err(format!(
+            "{upstream:?}: no path or query (requests keep their own path)"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a Redis URL without connecting.

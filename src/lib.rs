@@ -39,6 +39,13 @@ pub mod cli;
 pub mod config;
 pub mod last_accessed;
 pub mod layer;
+pub mod metrics;
+pub mod server;
+
+mod admin;
+mod forward_auth;
+mod http_util;
+mod proxy;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -47,6 +54,7 @@ pub use auth::{AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders,
 pub use config::{Config, ConfigError};
 pub use last_accessed::LastAccessed;
 pub use layer::{PeerAddr, TokenGateLayer, TokenGateService};
+pub use server::serve;
 pub use service::{
     AuthContext, Clock, CreateTokenParams, CreatedToken, RevocationSink, SystemClock, TokenError,
     TokenInfo, TokenService, TokenStatus,

@@ -27,6 +27,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Uri};
@@ -49,6 +50,7 @@ use self::extract::{ClientIp, Presented, Sources};
 pub use self::headers::{IdentityHeaders, fold_header_name};
 use self::rate_limit::Limits;
 pub use self::rejection::{InvalidReason, Rejection};
+pub(crate) use self::routes::percent_decode;
 pub use self::routes::{PublicRoutes, normalize_path};
 
 /// When to retry after the store failed to answer.
@@ -107,6 +109,29 @@ pub struct AuthStats {
     pub last_accessed_pending: usize,
     /// Last-accessed batches written.
     pub last_accessed_flushes: u64,
+    /// Decisions so far, by outcome (see [`OUTCOMES`]), in that order.
+    pub outcomes: [u64; OUTCOMES.len()],
+}
+
+/// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
+/// admitted as public, then each [`Rejection::code`].
+pub const OUTCOMES: [&str; 7] = [
+    "authenticated",
+    "public",
+    "missing_token",
+    "invalid_token",
+    "invalid_request",
+    "rate_limited",
+    "unavailable",
+];
+
+fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
+    let name = match result {
+        Ok(Decision::Authenticated(_)) => "authenticated",
+        Ok(Decision::Public) => "public",
+        Err(rejection) => rejection.code(),
+    };
+    OUTCOMES.iter().position(|o| *o == name).unwrap_or(0)
 }
 
 /// Authenticates requests. Cheap to clone; clones share the cache, limits
@@ -125,6 +150,7 @@ struct Inner {
     headers: IdentityHeaders,
     routes: PublicRoutes,
     last_accessed: LastAccessed,
+    outcomes: [AtomicU64; OUTCOMES.len()],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -173,6 +199,7 @@ impl Authenticator {
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
                 last_accessed,
+                outcomes: Default::default(),
                 tasks,
             }),
         })
@@ -209,11 +236,18 @@ impl Authenticator {
             bcrypt_queue_depth: inner.service.bcrypt_queue_depth(),
             last_accessed_pending: inner.last_accessed.pending(),
             last_accessed_flushes: inner.last_accessed.flushes(),
+            outcomes: std::array::from_fn(|i| inner.outcomes[i].load(Ordering::Relaxed)),
         }
     }
 
     /// Decides on one request.
     pub async fn check(&self, request: AuthRequest<'_>) -> Result<Decision, Rejection> {
+        let result = self.decide(request).await;
+        self.inner.outcomes[outcome_index(&result)].fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn decide(&self, request: AuthRequest<'_>) -> Result<Decision, Rejection> {
         let inner = &self.inner;
         if inner.routes.is_public(request.method, request.uri.path()) {
             return Ok(Decision::Public);

@@ -36,7 +36,8 @@ pub fn normalize_path(raw: &str) -> Option<String> {
     Some(decoded)
 }
 
-fn percent_decode(raw: &str) -> Option<String> {
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

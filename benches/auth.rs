@@ -1,0 +1,243 @@
+//! Authentication benchmarks: what a request costs to check.
+//!
+//! - `layer/cached`: a request with a cached valid token through
+//!   [`TokenGateLayer`] around a no-op service, beside `layer/no-auth
+//!   baseline`, the same service without the layer.
+//! - `miss/memory bcrypt4`: a cache miss, i.e. `TokenService::validate_token`
+//!   on the in-memory store at bcrypt cost 4 (one store read by id and one
+//!   bcrypt verify); `miss/layer bcrypt4 (fresh token)` is a miss through the
+//!   layer, each iteration presenting a token never seen before.
+//! - `lookup/ours/N` beside `lookup/seed/N` for N = 10, 100, 1,000 stored
+//!   tokens: our lookup by the id inside the token, against the seed's design
+//!   of comparing the presented token with every stored bcrypt hash in turn
+//!   (worst case: the match is the last hash, which is also what every
+//!   invalid token costs).
+//!
+//! Run: `cargo bench --bench auth`. See `docs/performance.md`.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use tokengate::{
+    Authenticator, Config, CreateTokenParams, MemoryStore, TokenGateLayer, TokenService,
+};
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt};
+
+/// bcrypt cost for every benchmark here: the lowest bcrypt allows.
+const COST: u32 = 4;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A service over a fresh in-memory store at bcrypt cost 4.
+fn memory_service() -> TokenService {
+    TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(COST)
+}
+
+/// The default configuration, with the per-token rate limit raised out of
+/// reach (the limiter still runs on every request) and the cache TTL at its
+/// maximum, so a benchmark measures admitted, cached requests.
+fn bench_config() -> Config {
+    let mut config = Config::default();
+    config.rate_limit.per_token_requests = 1_000_000;
+    config.rate_limit.per_token_period = Duration::from_millis(1);
+    config.rate_limit.per_token_burst = 10_000_000;
+    config.cache.ttl = Duration::from_secs(3_600);
+    config
+}
+
+async fn create(service: &TokenService, name: &str) -> String {
+    service
+        .create_token(CreateTokenParams {
+            account_id: "bench".into(),
+            name: name.into(),
+            expires_in_days: None,
+        })
+        .await
+        .expect("create token")
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+fn request(bearer: &HeaderValue) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::default());
+    request.headers_mut().insert(AUTHORIZATION, bearer.clone());
+    request
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).expect("header value")
+}
+
+async fn noop(_request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::default()))
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = runtime();
+    let service = memory_service();
+    let token = rt.block_on(create(&service, "layer"));
+    let auth = rt.block_on(async { Authenticator::new(service, &bench_config()) });
+    let auth = auth.expect("valid config");
+    let bearer = bearer(&token);
+
+    let mut baseline = tower::service_fn(noop);
+    let mut gated = TokenGateLayer::new(auth.clone()).layer(tower::service_fn(noop));
+
+    // Warm the cache, and make sure what follows is a 200, not a 401 or 429.
+    let status = rt.block_on(async {
+        let svc = gated.ready().await.expect("ready");
+        svc.call(request(&bearer))
+            .await
+            .expect("infallible")
+            .status()
+    });
+    assert_eq!(status, StatusCode::OK, "warm-up request was not admitted");
+    assert_eq!(auth.stats().bcrypt_verifications, 1);
+
+    let mut group = c.benchmark_group("layer");
+    group.bench_function("cached", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let svc = gated.ready().await.expect("ready");
+                let response = svc.call(request(&bearer)).await.expect("infallible");
+                debug_assert_eq!(response.status(), StatusCode::OK);
+                black_box(response)
+            })
+        })
+    });
+    group.bench_function("no-auth baseline", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let svc = baseline.ready().await.expect("ready");
+                black_box(svc.call(request(&bearer)).await.expect("infallible"))
+            })
+        })
+    });
+    group.finish();
+
+    // Every benchmarked request was answered from the cache.
+    let stats = auth.stats();
+    assert_eq!(stats.bcrypt_verifications, 1, "a cached request ran bcrypt");
+    assert_eq!(stats.cache_misses, 1, "a cached request missed the cache");
+}
+
+fn miss(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("miss");
+    // About 1.4 ms an iteration: 100 samples need more than the default 5 s.
+    group.measurement_time(Duration::from_secs(8));
+
+    // The miss path itself: parse, one store read by id, revoked / expired
+    // checks, one bcrypt verify on the blocking pool.
+    let service = memory_service();
+    let token = rt.block_on(create(&service, "miss"));
+    group.bench_function("memory bcrypt4", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    service
+                        .validate_token(black_box(&token))
+                        .await
+                        .expect("valid"),
+                )
+            })
+        })
+    });
+
+    // The same through the layer: each iteration presents a token created
+    // (outside the timing) and never presented before, so it cannot be
+    // cached.
+    let service = memory_service();
+    let auth = rt.block_on(async { Authenticator::new(service.clone(), &bench_config()) });
+    let auth = auth.expect("valid config");
+    let mut gated = TokenGateLayer::new(auth.clone()).layer(tower::service_fn(noop));
+    group.bench_function("layer bcrypt4 (fresh token)", |b| {
+        b.iter_batched(
+            || request(&bearer(&rt.block_on(create(&service, "fresh")))),
+            |request| {
+                rt.block_on(async {
+                    let svc = gated.ready().await.expect("ready");
+                    let response = svc.call(request).await.expect("infallible");
+                    assert_eq!(response.status(), StatusCode::OK);
+                    black_box(response)
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    let stats = auth.stats();
+    assert_eq!(stats.cache_hits, 0, "a fresh token was found in the cache");
+    assert_eq!(stats.cache_misses, stats.bcrypt_verifications);
+}
+
+/// The seed's design: no id in the token, so compare it with every stored
+/// hash until one matches.
+fn seed_lookup(hashes: &[String], presented: &str) -> Option<usize> {
+    hashes
+        .iter()
+        .position(|hash| bcrypt::verify(presented, hash).expect("bcrypt hash"))
+}
+
+fn lookup(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("lookup");
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+
+    for n in [10_usize, 100, 1_000] {
+        let service = memory_service();
+        let (hashes, last) = rt.block_on(async {
+            let mut hashes = Vec::with_capacity(n);
+            let mut last = String::new();
+            for i in 0..n {
+                last = create(&service, &format!("token {i}")).await;
+                let id = tokengate::token::parse(&last).expect("well-formed");
+                let record = service
+                    .store()
+                    .get(id)
+                    .await
+                    .expect("store")
+                    .expect("stored");
+                hashes.push(record.hash);
+            }
+            (hashes, last)
+        });
+        // The presented token matches the last stored hash: the seed pays n
+        // verifies, as it does for every invalid token.
+        assert_eq!(seed_lookup(&hashes, &last), Some(n - 1));
+
+        group.sample_size(30);
+        group.measurement_time(Duration::from_secs(3));
+        group.bench_with_input(BenchmarkId::new("ours", n), &last, |b, token| {
+            b.iter(|| rt.block_on(service.validate_token(black_box(token))))
+        });
+
+        // About 1 ms per verify at cost 4: 10 samples of one iteration at
+        // 1,000 tokens already take over 10 s.
+        group.sample_size(10);
+        group.measurement_time(Duration::from_millis(n as u64 * 15).max(Duration::from_secs(3)));
+        group.bench_with_input(BenchmarkId::new("seed", n), &last, |b, token| {
+            b.iter(|| seed_lookup(&hashes, black_box(token)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, layer, miss, lookup);
+criterion_main!(benches);

@@ -1,0 +1,329 @@
+//! The admin listener: the token API (through `TokenService`), health,
+//! readiness, metrics and the OpenAPI document (docs/openapi.json).
+//!
+//! The token routes need `Authorization: Bearer <TOKENGATE_ADMIN_KEY>`,
+//! compared in constant time; `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` need no key (probes and scrapers).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::percent_decode;
+use crate::http_util::{self, Body};
+use crate::metrics::Metrics;
+use crate::service::{CreateTokenParams, TokenError, TokenService};
+use crate::token::TokenId;
+
+/// The OpenAPI 3 document, kept in the repository and served as is.
+pub(crate) const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+/// Largest request body accepted (a create request is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
+
+/// The admin API's state.
+pub(crate) struct Admin {
+    service: TokenService,
+    metrics: Arc<Metrics>,
+    /// SHA-256 of the admin key; `None`: no key needed (loopback only).
+    key_digest: Option<[u8; 32]>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+impl Admin {
+    pub(crate) fn new(service: TokenService, metrics: Arc<Metrics>, key: Option<&str>) -> Self {
+        Self {
+            service,
+            metrics,
+            key_digest: key.map(|k| Sha256::digest(k.as_bytes()).into()),
+        }
+    }
+
+    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = request.method().clone();
+        match segments.as_slice() {
+            ["healthz"] => only_get(&method, || {
+                http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }),
+            ["readyz"] if method == Method::GET => self.ready().await,
+            ["metrics"] => only_get(&method, || {
+                let mut response = Response::new(http_util::full(self.metrics.render()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }),
+            ["openapi.json"] => only_get(&method, || {
+                let mut response = Response::new(http_util::full(OPENAPI));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }),
+            ["v1", "accounts", account, "tokens", rest @ ..] if rest.len() <= 1 => {
+                if let Some(refused) = self.check_key(request.headers()) {
+                    return refused;
+                }
+                let Some(account) = percent_decode(account) else {
+                    return http_util::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "Malformed account id in the path.",
+                    );
+                };
+                match (rest.first(), method) {
+                    (None, Method::POST) => self.create(&account, request.into_body()).await,
+                    (None, Method::GET) => self.list(&account).await,
+                    (Some(id), Method::GET) => self.get(&account, id).await,
+                    (Some(id), Method::DELETE) => self.revoke(&account, id).await,
+                    _ => method_not_allowed(),
+                }
+            }
+            ["readyz"] => method_not_allowed(),
+            _ => http_util::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("No route for {path}."),
+            ),
+        }
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        match self.service.store().ping().await {
+            Ok(()) => http_util::json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "store": self.service.store().kind()}),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check: store unreachable");
+                http_util::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The token store is unreachable.",
+                )
+            }
+        }
+    }
+
+    /// `None` when the request may go on, else the 401 to send.
+    fn check_key(&self, headers: &http::HeaderMap) -> Option<Response<Body>> {
+        let expected = self.key_digest?;
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
+        // Comparing digests keeps the comparison constant-time and
+        // independent of the key's length.
+        let ok = presented.is_some_and(|key| {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            bool::from(digest.ct_eq(&expected))
+        });
+        if ok {
+            return None;
+        }
+        let (code, message) = if presented.is_some() {
+            ("invalid_token", "The admin key is not valid.")
+        } else {
+            (
+                "missing_token",
+                "The admin API needs `Authorization: Bearer <admin key>`.",
+            )
+        };
+        let mut response = http_util::error(StatusCode::UNAUTHORIZED, code, message);
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="tokengate-admin""#),
+        );
+        Some(response)
+    }
+
+    async fn create<B>(&self, account: &str, body: B) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        let bytes = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return http_util::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    format!("The body is larger than {MAX_BODY} bytes, or could not be read."),
+                );
+            }
+        };
+        let body: CreateBody = match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(e) => {
+                return http_util::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("The body is not a valid create request: {e}"),
+                );
+            }
+        };
+        let created = self
+            .service
+            .create_token(CreateTokenParams {
+                account_id: account.to_owned(),
+                name: body.name,
+                expires_in_days: body.expires_in_days,
+            })
+            .await;
+        match created {
+            Ok(created) => {
+                let mut value = serde_json::json!(created.info);
+                value["token"] = created.token.expose_secret().into();
+                http_util::json(StatusCode::CREATED, &value)
+            }
+            Err(e) => token_error(e),
+        }
+    }
+
+    async fn list(&self, account: &str) -> Response<Body> {
+        match self.service.list_tokens(account).await {
+            Ok(tokens) => http_util::json(StatusCode::OK, &serde_json::json!({ "tokens": tokens })),
+            Err(e) => token_error(e),
+        }
+    }
+
+    async fn get(&self, account: &str, id: &str) -> Response<Body> {
+        let Some(id) = parse_id(id) else {
+            return not_found();
+        };
+        match self.service.get_token(id, account).await {
+            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+            Err(e) => token_error(e),
+        }
+    }
+
+    async fn revoke(&self, account: &str, id: &str) -> Response<Body> {
+        let Some(id) = parse_id(id) else {
+            return not_found();
+        };
+        match self.service.revoke_token(id, account).await {
+            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+            Err(e) => token_error(e),
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Option<TokenId> {
+    percent_decode(id)?.parse().ok()
+}
+
+fn only_get(method: &Method, respond: impl FnOnce() -> Response<Body>) -> Response<Body> {
+    if method == Method::GET || method == Method::HEAD {
+        respond()
+    } else {
+        method_not_allowed()
+    }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    http_util::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed on this route.",
+    )
+}
+
+fn not_found() -> Response<Body> {
+    http_util::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such token for this account.",
+    )
+}
+
+/// The one mapping from service errors to admin responses.
+fn token_error(e: TokenError) -> Response<Body> {
+    match e {
+        TokenError::NotFound => not_found(),
+        TokenError::InvalidInput { field, reason } => {
+            let mut response = http_util::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "error": "invalid_input", "field": field, "message": format!("{field} {reason}") }),
+            );
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            response
+        }
+        TokenError::Store(e) => {
+            tracing::warn!(error = %e, "admin API: store unavailable");
+            http_util::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The token store is unreachable.",
+            )
+        }
+        e => {
+            tracing::error!(error = %e, "admin API failure");
+            http_util::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error.",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route: (method, path template). The OpenAPI document must list
+    /// exactly these (checked by a test).
+    const ROUTES: [(&str, &str); 8] = [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/accounts/{account}/tokens"),
+        ("GET", "/v1/accounts/{account}/tokens"),
+        ("GET", "/v1/accounts/{account}/tokens/{id}"),
+        ("DELETE", "/v1/accounts/{account}/tokens/{id}"),
+    ];
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "post", "put", "delete", "patch", "head"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+}

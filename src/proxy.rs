@@ -1,0 +1,269 @@
+//! The sidecar reverse proxy: authenticate, then forward to one upstream.
+//!
+//! Per request, in this order (DESIGN §4):
+//! 1. the shared Authenticator decides (401 / 400 / 429 / 503 stop here);
+//! 2. client-sent identity headers are stripped (and, as the body streams,
+//!    identity trailers);
+//! 3. hop-by-hop headers go, with every header `Connection` names: after
+//!    step 2 and before step 5, so `Connection: X-Account-Id` cannot remove
+//!    the real one;
+//! 4. `Authorization` (and `X-API-Key`) go unless configured otherwise;
+//!    `X-Forwarded-For/-Proto/-Host` are set;
+//! 5. the real identity headers are inserted;
+//! 6. the request streams to the upstream (502 if it refuses, 504 past the
+//!    timeout) and the response streams back. A WebSocket upgrade is spliced
+//!    through after auth.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pin_project_lite::pin_project;
+
+use crate::auth::{AuthRequest, Authenticator, IdentityHeaders};
+use crate::config::Config;
+use crate::http_util::{self, Body, BoxError};
+
+/// How long to wait for a TCP connection to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The proxy's state: one pooled client to one upstream.
+pub(crate) struct Proxy {
+    auth: Authenticator,
+    client: Client<HttpConnector, Body>,
+    upstream: http::uri::Authority,
+    timeout: Duration,
+    forward_authorization: bool,
+    drop_api_key: bool,
+}
+
+impl Proxy {
+    pub(crate) fn new(auth: Authenticator, config: &Config) -> Result<Self, String> {
+        let upstream: Uri = config
+            .proxy
+            .upstream
+            .as_deref()
+            .ok_or("[proxy] upstream is not set")?
+            .parse()
+            .map_err(|e| format!("[proxy] upstream: {e}"))?;
+        let authority = upstream
+            .authority()
+            .cloned()
+            .ok_or("[proxy] upstream has no host")?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            auth,
+            client,
+            upstream: authority,
+            timeout: config.proxy.upstream_timeout,
+            forward_authorization: config.proxy.forward_authorization,
+            drop_api_key: config.sources.api_key_header,
+        })
+    }
+
+    pub(crate) async fn handle(
+        &self,
+        mut request: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let decision = self
+            .auth
+            .check(AuthRequest {
+                method: request.method(),
+                uri: request.uri(),
+                headers: request.headers(),
+                peer: Some(peer.ip()),
+            })
+            .await;
+        let decision = match decision {
+            Ok(decision) => decision,
+            Err(rejection) => return http_util::rejection(&rejection),
+        };
+        // Takes the query-parameter token out of the URI and puts the
+        // identity in the extensions; headers are redone below.
+        self.auth.prepare(&mut request, &decision);
+
+        let upgrade = http_util::wants_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let protocol = request.headers().get(UPGRADE).cloned();
+        let ids = self.auth.identity_headers().clone();
+
+        let (mut parts, body) = request.into_parts();
+        let headers = &mut parts.headers;
+        ids.strip(headers);
+        http_util::remove_hop_by_hop(headers, false);
+        if !self.forward_authorization {
+            headers.remove(AUTHORIZATION);
+        }
+        if self.drop_api_key {
+            headers.remove("x-api-key");
+        }
+        self.set_forwarded(headers, &parts.uri, peer);
+        ids.apply(headers, decision.auth());
+        if let (true, Some(protocol)) = (upgrade, protocol) {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, protocol);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = match Uri::builder()
+            .scheme("http")
+            .authority(self.upstream.clone())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => {
+                return http_util::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Bad request target.",
+                );
+            }
+        };
+        // hyper speaks HTTP/1.1 to the upstream, whatever the client spoke.
+        parts.version = http::Version::HTTP_11;
+        let body = StripTrailers { inner: body, ids }.boxed();
+        let upstream_request = Request::from_parts(parts, body);
+
+        let response =
+            match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
+                Err(_) => {
+                    tracing::warn!(upstream = %self.upstream, "upstream timed out");
+                    return http_util::error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "The upstream did not answer in time.",
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
+                    return http_util::error(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "The upstream could not be reached.",
+                    );
+                }
+                Ok(Ok(response)) => response,
+            };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                return splice(client_upgrade, response);
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        http_util::remove_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr) {
+        let trusted = self.auth.is_trusted_proxy(peer.ip());
+        let client = peer.ip().to_string();
+        // Append to a client's X-Forwarded-For only when a trusted proxy
+        // sent it; anyone else's list is replaced by what we saw.
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(existing) if trusted => format!("{existing}, {client}"),
+            _ => client,
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
+        if !(trusted && headers.contains_key("x-forwarded-proto")) {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if !(trusted && headers.contains_key("x-forwarded-host")) {
+            let host = headers.get(HOST).cloned().or_else(|| {
+                uri.authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            match host {
+                Some(host) => {
+                    headers.insert("x-forwarded-host", host);
+                }
+                None => {
+                    headers.remove("x-forwarded-host");
+                }
+            }
+        }
+    }
+}
+
+/// Answers 101 to the client and copies bytes both ways once both sides have
+/// switched protocols.
+fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    mut response: Response<hyper::body::Incoming>,
+) -> Response<Body> {
+    let upstream = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, http_util::empty())
+}
+
+pin_project! {
+    /// A request body whose trailers lose any identity header (a client
+    /// could otherwise send `X-Account-Id` as a trailer).
+    struct StripTrailers<B> {
+        #[pin]
+        inner: B,
+        ids: IdentityHeaders,
+    }
+}
+
+impl<B> HttpBody for StripTrailers<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    this.ids.strip(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

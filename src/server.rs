@@ -1,0 +1,274 @@
+//! `tokengate serve`: builds the store, the service and the one
+//! Authenticator, binds the listeners the config enables, serves until
+//! SIGTERM / SIGINT, then shuts down gracefully.
+//!
+//! The stack, outermost first, and why each part is there:
+//! - hyper's connection builder (HTTP/1.1 and h2c): bounds header count and
+//!   size (431) and the time to send headers (slowloris);
+//! - the listener's front door: proxy, forward-auth or admin;
+//! - the Authenticator shared by the proxy and forward-auth, so a token
+//!   cached by one is cached for the other;
+//! - a store wrapper that times every call (for `/metrics`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::auth::Authenticator;
+use crate::config::{Config, ServerConfig, redact_url};
+use crate::http_util::Body;
+use crate::metrics::{Metrics, StoreLatency, TimedStore};
+use crate::proxy::Proxy;
+use crate::service::TokenService;
+use crate::store::{self, TokenStore};
+
+/// The environment variable holding the admin API's bearer key.
+pub const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
+/// Shortest admin key accepted.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// Why `serve` could not start (one line, naming the cause).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(String);
+
+impl From<String> for ServeError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+#[derive(Clone)]
+enum Door {
+    Proxy(Arc<Proxy>),
+    ForwardAuth(Authenticator),
+    Admin(Arc<Admin>),
+}
+
+impl Door {
+    async fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> http::Response<Body> {
+        match self {
+            Self::Proxy(proxy) => proxy.handle(request, peer).await,
+            Self::ForwardAuth(auth) => crate::forward_auth::handle(auth, request, peer).await,
+            Self::Admin(admin) => admin.handle(request).await,
+        }
+    }
+}
+
+/// Runs the front doors `config` enables until SIGTERM or SIGINT, then
+/// stops accepting, lets in-flight requests finish (up to
+/// `[server] shutdown_grace`), writes pending last-accessed times and
+/// returns.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// As [`serve`], stopping when `stop` completes instead of on a signal.
+pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
+    config.validate().map_err(|e| e.to_string())?;
+    let latency = StoreLatency::default();
+    let store = store::open(&config.redis).await.map_err(|e| {
+        format!(
+            "cannot connect to Redis at {}: {e}",
+            redact_url(config.redis.url.as_deref().unwrap_or_default())
+        )
+    })?;
+    let kind = store.kind();
+    let store: Arc<dyn TokenStore> = Arc::new(TimedStore::new(store, latency.clone()));
+    let service = TokenService::from_config(store, &config);
+    let auth = Authenticator::new(service.clone(), &config).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new(auth.clone(), latency));
+
+    let admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    if let Some(addr) = config.admin.listen {
+        match &admin_key {
+            Some(key) if key.len() < MIN_ADMIN_KEY_LEN => {
+                return Err(format!(
+                    "{ADMIN_KEY_ENV} must be at least {MIN_ADMIN_KEY_LEN} characters"
+                )
+                .into());
+            }
+            Some(_) => {}
+            None if config.admin.allow_unauthenticated_loopback && addr.ip().is_loopback() => {
+                tracing::warn!(%addr, "the admin API needs no key: [admin] allow_unauthenticated_loopback is set");
+            }
+            None => {
+                return Err(format!(
+                    "the admin listener ({addr}) needs {ADMIN_KEY_ENV}, or a loopback address with \
+                     [admin] allow_unauthenticated_loopback = true"
+                )
+                .into());
+            }
+        }
+    }
+
+    // Bind everything before serving anything: a port in use stops start-up.
+    let mut doors = Vec::new();
+    if let Some(addr) = config.proxy.listen {
+        let proxy = Proxy::new(auth.clone(), &config)?;
+        doors.push((
+            "proxy",
+            bind(addr, "[proxy] listen").await?,
+            Door::Proxy(Arc::new(proxy)),
+        ));
+    }
+    if let Some(addr) = config.forward_auth.listen {
+        doors.push((
+            "forward_auth",
+            bind(addr, "[forward_auth] listen").await?,
+            Door::ForwardAuth(auth.clone()),
+        ));
+    }
+    if let Some(addr) = config.admin.listen {
+        let admin = Admin::new(service.clone(), metrics.clone(), admin_key.as_deref());
+        doors.push((
+            "admin",
+            bind(addr, "[admin] listen").await?,
+            Door::Admin(Arc::new(admin)),
+        ));
+    }
+    if doors.is_empty() {
+        return Err(
+            "nothing to serve: set [proxy] listen, [forward_auth] listen or [admin] listen"
+                .to_owned()
+                .into(),
+        );
+    }
+    for (name, listener, _) in &doors {
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(front_door = name, %address, "listening");
+    }
+    if let Some(upstream) = &config.proxy.upstream {
+        tracing::info!(%upstream, "proxying to upstream");
+    }
+    tracing::info!(store = kind, "tokengate started");
+
+    let http = Arc::new(connection_builder(&config.server));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_accepting, accepting) = watch::channel(false);
+    let accept_loops: Vec<_> = doors
+        .into_iter()
+        .map(|(_, listener, door)| {
+            tokio::spawn(accept_loop(
+                listener,
+                door,
+                http.clone(),
+                graceful.clone(),
+                accepting.clone(),
+            ))
+        })
+        .collect();
+
+    stop.await;
+    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+    let _ = stop_accepting.send(true);
+    for task in accept_loops {
+        let _ = task.await;
+    }
+    // The accept loops held the other references.
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        if tokio::time::timeout(config.server.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?config.server.shutdown_grace, "grace period over; dropping the remaining connections");
+        }
+    }
+    auth.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_headers)
+        .max_buf_size(config.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    door: Door,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let door = door.clone();
+        let service = service_fn(move |request| {
+            let door = door.clone();
+            async move { Ok::<_, Infallible>(door.handle(request, peer).await) }
+        });
+        let connection = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
