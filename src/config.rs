@@ -30,6 +30,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "tokengate:";
 pub const MAX_KEY_PREFIX_LEN: usize = 64;
 /// Environment variables starting with this override config keys.
 pub const ENV_PREFIX: &str = "TOKENGATE_";
+/// `TOKENGATE_*` variables that are not config keys: the config file's path,
+/// and the admin key (a secret, kept out of files on purpose).
+pub const NOT_CONFIG_KEYS: [&str; 2] = ["TOKENGATE_CONFIG", "TOKENGATE_ADMIN_KEY"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,7 +452,7 @@ impl Config {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             return Ok(());
         };
-        if value.is_empty() {
+        if value.is_empty() || NOT_CONFIG_KEYS.contains(&var) {
             return Ok(());
         }
         let env_error = |message: String| ConfigError::Env {

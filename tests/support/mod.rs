@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
 
+pub mod procs;
+pub mod upstream;
+
 /// Cheapest bcrypt cost: these tests are about behaviour, not hashing speed.
 pub const TEST_BCRYPT_COST: u32 = 4;
 
@@ -158,7 +161,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -281,4 +285,73 @@ pub async fn new_token(service: &TokenService, account: &str) -> String {
         .token
         .expose_secret()
         .to_owned()
+}
+
+/// What an HTTP client saw.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// For the upstream's echo: every value it received for `name`
+    /// (compared exactly, so other spellings are separate names).
+    pub fn seen(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .filter(|p| p[0] == name)
+                    .map(|p| p[1].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// For the upstream's echo: every header name it received.
+    pub fn seen_names(&self) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|p| p[0].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 request with a fresh connection.
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    HttpReply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
 }

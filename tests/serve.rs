@@ -1,0 +1,837 @@
+//! `tokengate serve` as a black box: a real redis-server, a real upstream,
+//! the tokengate binary, and real nginx and Caddy in front of it, on free
+//! loopback ports with configs written by the test.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use support::procs::{Caddy, Nginx, Tokengate};
+use support::upstream::Upstream;
+use support::{HttpReply, RedisServer, free_port, http};
+
+const ADMIN_KEY: &str = "test-admin-key-0123456789";
+const REALM: &str = r#"Bearer realm="tokengate""#;
+const INVALID: &str = r#"Bearer realm="tokengate", error="invalid_token""#;
+
+/// Redis, an upstream and tokengate with all three listeners.
+struct Stack {
+    redis: RedisServer,
+    upstream: Upstream,
+    tokengate: Tokengate,
+    proxy: u16,
+    forward_auth: u16,
+    admin: u16,
+}
+
+impl Stack {
+    /// `proxy_extra` goes into `[proxy]`, `extra` after everything.
+    async fn start(proxy_extra: &str, extra: &str) -> Self {
+        let redis = RedisServer::start();
+        let upstream = Upstream::start().await;
+        let (proxy, forward_auth, admin) = (free_port(), free_port(), free_port());
+        let config = format!(
+            "[redis]\nurl = \"{redis}\"\n[security]\nbcrypt_cost = 4\n\
+             [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n{proxy_extra}\n\
+             [forward_auth]\nlisten = \"127.0.0.1:{forward_auth}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[public_routes]]\npath_prefix = \"/public\"\n{extra}\n",
+            redis = redis.url(),
+            upstream = upstream.url(),
+        );
+        let tokengate = Tokengate::start(
+            &config,
+            &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
+            &[proxy, forward_auth, admin],
+        );
+        Self {
+            redis,
+            upstream,
+            tokengate,
+            proxy,
+            forward_auth,
+            admin,
+        }
+    }
+
+    fn url(port: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: &str) -> HttpReply {
+        let auth = format!("Bearer {ADMIN_KEY}");
+        http(
+            method,
+            &Self::url(self.admin, path),
+            &[("authorization", &auth)],
+            body,
+        )
+        .await
+    }
+
+    /// Mints a token through the admin API: (token, id).
+    async fn mint(&self, account: &str) -> (String, String) {
+        let reply = self
+            .admin(
+                "POST",
+                &format!("/v1/accounts/{account}/tokens"),
+                r#"{"name": "test"}"#,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let json = reply.json();
+        (
+            json["token"].as_str().unwrap().to_owned(),
+            json["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn through_proxy(&self, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+        http("GET", &Self::url(self.proxy, path), headers, "").await
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Forged identity headers in the spellings a proxy or framework may fold
+/// into the real ones (hyper sends names in lowercase).
+const FORGED: [(&str, &str); 6] = [
+    ("x-account-id", "evil"),
+    ("x_account_id", "evil"),
+    ("x.account.id", "evil"),
+    ("x-token-id", "evil"),
+    ("x_token_id", "evil"),
+    ("x.token.id", "evil"),
+];
+
+/// The upstream got exactly the real identity (or none), and no forgery.
+fn assert_identity(reply: &HttpReply, expected: Option<(&str, &str)>) {
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(!body.contains("evil"), "a forged header arrived: {body}");
+    for name in reply.seen_names() {
+        let folded = tokengate::auth::fold_header_name(&name);
+        if folded == "x-account-id" || folded == "x-token-id" {
+            assert!(
+                name == "x-account-id" || name == "x-token-id",
+                "{name} arrived: {body}"
+            );
+        }
+    }
+    match expected {
+        Some((account, id)) => {
+            assert_eq!(reply.seen("x-account-id"), [account], "{body}");
+            assert_eq!(reply.seen("x-token-id"), [id], "{body}");
+        }
+        None => {
+            assert!(
+                reply.seen("x-account-id").is_empty() && reply.seen("x-token-id").is_empty(),
+                "{body}"
+            );
+        }
+    }
+}
+
+/// The status seen through `url` once `token` has been revoked by another
+/// process (the CLI), polled for at most 1 s.
+async fn revoke_elsewhere_and_wait(stack: &Stack, account: &str, id: &str, url: &str, token: &str) {
+    let auth = bearer(token);
+    assert_eq!(
+        http("GET", url, &[("authorization", &auth)], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args([
+            "--redis-url",
+            &stack.redis.url(),
+            "token",
+            "revoke",
+            "--account",
+            account,
+            "--id",
+            id,
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+    loop {
+        let reply = http("GET", url, &[("authorization", &auth)], "").await;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(reply.header("www-authenticate"), Some(INVALID));
+            return;
+        }
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "still accepted 1 s after revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_forwards_the_real_identity_and_nothing_forged() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let mut headers = vec![("authorization", auth.as_str()), ("host", "api.example")];
+    headers.extend(FORGED);
+    let reply = stack.through_proxy("/orders?page=2", &headers).await;
+    assert_identity(&reply, Some(("acme", &id)));
+    let json = reply.json();
+    assert_eq!(
+        json["uri"], "/orders?page=2",
+        "the exact path that was authorized"
+    );
+    assert!(
+        reply.seen("authorization").is_empty(),
+        "Authorization is dropped by default"
+    );
+    assert_eq!(reply.seen("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(reply.seen("x-forwarded-proto"), ["http"]);
+    assert_eq!(reply.seen("x-forwarded-host"), ["api.example"]);
+
+    // A public route passes without a token, and still without forgeries.
+    let reply = stack.through_proxy("/public/docs", &FORGED).await;
+    assert_identity(&reply, None);
+}
+
+#[tokio::test]
+async fn the_proxy_refuses_missing_bad_and_revoked_tokens() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+
+    let reply = stack.through_proxy("/orders", &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(REALM));
+    assert_eq!(reply.json()["error"], "missing_token");
+
+    let forged = format!("Bearer {}", &token[..54]);
+    let reply = stack
+        .through_proxy("/orders", &[("authorization", &forged)])
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(INVALID));
+    assert_eq!(reply.json()["error"], "invalid_token");
+
+    let url = Stack::url(stack.proxy, "/orders");
+    revoke_elsewhere_and_wait(&stack, "acme", &id, &url, &token).await;
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_strip_the_real_identity() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let reply = stack
+        .through_proxy(
+            "/orders",
+            &[
+                ("authorization", &auth),
+                (
+                    "connection",
+                    "keep-alive, X-Account-Id, x-token-id, X-Forwarded-For",
+                ),
+                ("x-account-id", "evil"),
+            ],
+        )
+        .await;
+    assert_identity(&reply, Some(("acme", &id)));
+    assert_eq!(reply.seen("x-forwarded-for"), ["127.0.0.1"]);
+    assert!(
+        reply
+            .seen("connection")
+            .iter()
+            .all(|v| !v.to_lowercase().contains("account"))
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let stack = Stack::start("upstream_timeout = \"300ms\"", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let reply = stack
+        .through_proxy("/slow?ms=3000", &[("authorization", &auth)])
+        .await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.json()["error"], "upstream_timeout");
+
+    // A second stack whose upstream port has nothing behind it.
+    let dead = free_port();
+    let redis = RedisServer::start();
+    let (proxy, admin) = (free_port(), free_port());
+    let config = format!(
+        "[redis]\nurl = \"{}\"\n[security]\nbcrypt_cost = 4\n[proxy]\nlisten = \"127.0.0.1:{proxy}\"\n\
+         upstream = \"http://127.0.0.1:{dead}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+        redis.url()
+    );
+    let _tokengate = Tokengate::start(
+        &config,
+        &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
+        &[proxy, admin],
+    );
+    let created = http(
+        "POST",
+        &Stack::url(admin, "/v1/accounts/acme/tokens"),
+        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+        r#"{"name": "x"}"#,
+    )
+    .await
+    .json();
+    let auth = bearer(created["token"].as_str().unwrap());
+    let reply = http(
+        "GET",
+        &Stack::url(proxy, "/orders"),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.json()["error"], "bad_gateway");
+}
+
+#[tokio::test]
+async fn a_ten_mib_body_streams_through_with_flat_memory() {
+    use http_body_util::{BodyExt, StreamBody};
+    let stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let before = stack.tokengate.peak_rss_kib();
+
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 160; // 10 MiB
+    let chunks = futures_util::stream::iter((0..CHUNKS).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; CHUNK])))
+    }));
+    let body = StreamBody::new(chunks).boxed();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let request = http::Request::post(Stack::url(stack.proxy, "/upload"))
+        .header("authorization", bearer(&token))
+        .body(body)
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(reply["body_bytes"], CHUNK * CHUNKS);
+
+    let grown = stack.tokengate.peak_rss_kib().saturating_sub(before);
+    assert!(
+        grown < 4 * 1024,
+        "peak RSS grew by {grown} KiB for a 10 MiB body: it was buffered"
+    );
+}
+
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_after_auth() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let handshake = |auth: Option<&str>| {
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n"
+        )
+    };
+    let mut refused = tokio::net::TcpStream::connect(("127.0.0.1", stack.proxy))
+        .await
+        .unwrap();
+    refused.write_all(handshake(None).as_bytes()).await.unwrap();
+    let head = read_head(&mut refused).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.proxy))
+        .await
+        .unwrap();
+    stream
+        .write_all(handshake(Some(&token)).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let message = b"ping over the upgraded connection";
+    stream.write_all(message).await.unwrap();
+    let mut echo = vec![0u8; message.len()];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echo)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "no echo: {read:?}\n{}",
+        stack.tokengate.log()
+    );
+    assert_eq!(echo, message);
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::get(Stack::url(stack.proxy, "/orders"))
+        .header("authorization", bearer(&token))
+        .header("x-account-id", "evil")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let status = response.status();
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let reply = HttpReply {
+        status,
+        headers: http::HeaderMap::new(),
+        body,
+    };
+    assert_identity(&reply, Some(("acme", &id)));
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let stack = Stack::start("", "").await;
+    let big = "x".repeat(20 * 1024);
+    let reply = stack.through_proxy("/orders", &[("x-big", &big)]).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let many: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("x-h{i}"), "v".to_owned()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let reply = stack.through_proxy("/orders", &many).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn the_forward_auth_endpoint_answers_for_any_path_and_method() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    for (method, path) in [("GET", "/"), ("POST", "/anything/at/all"), ("DELETE", "/x")] {
+        let reply = http(
+            method,
+            &Stack::url(stack.forward_auth, path),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{method} {path}");
+        assert_eq!(reply.header("x-account-id"), Some("acme"));
+        assert_eq!(reply.header("x-token-id"), Some(id.as_str()));
+    }
+    let reply = http("GET", &Stack::url(stack.forward_auth, "/"), &[], "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(REALM));
+    // From a trusted proxy (loopback), the original URI decides public routes,
+    // in nginx's and in Traefik's / Caddy's spelling.
+    for header in ["x-original-uri", "x-forwarded-uri"] {
+        let reply = http(
+            "GET",
+            &Stack::url(stack.forward_auth, "/"),
+            &[(header, "/public/x")],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{header}");
+        assert!(reply.header("x-account-id").is_none());
+        let reply = http(
+            "GET",
+            &Stack::url(stack.forward_auth, "/"),
+            &[(header, "/public/../private")],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_manages_tokens() {
+    let stack = Stack::start("", "").await;
+    let created = stack
+        .admin(
+            "POST",
+            "/v1/accounts/acme/tokens",
+            r#"{"name": "ci", "expires_in_days": 30}"#,
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let created = created.json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["token"].as_str().unwrap().len(), 55);
+    assert_eq!(
+        created["expires_at"].as_i64(),
+        Some(created["created_at"].as_i64().unwrap() + 30 * 86_400)
+    );
+
+    let listed = stack.admin("GET", "/v1/accounts/acme/tokens", "").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let tokens = listed.json()["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].get("token").is_none() && tokens[0].get("hash").is_none());
+
+    let got = stack
+        .admin("GET", &format!("/v1/accounts/acme/tokens/{id}"), "")
+        .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["name"], "ci");
+
+    let revoked = stack
+        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{id}"), "")
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert_eq!(revoked.json()["status"], "revoked");
+
+    // Errors.
+    let url = Stack::url(stack.admin, "/v1/accounts/acme/tokens");
+    let missing = http("GET", &url, &[], "").await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert!(missing.header("www-authenticate").is_some());
+    let wrong = http(
+        "GET",
+        &url,
+        &[("authorization", "Bearer not-the-admin-key-at-all")],
+        "",
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.json()["error"], "invalid_token");
+    let bad_json = stack
+        .admin("POST", "/v1/accounts/acme/tokens", "{not json")
+        .await;
+    assert_eq!(bad_json.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_json.json()["error"], "invalid_json");
+    let unknown_field = stack
+        .admin(
+            "POST",
+            "/v1/accounts/acme/tokens",
+            r#"{"name": "x", "admin": true}"#,
+        )
+        .await;
+    assert_eq!(unknown_field.status, StatusCode::BAD_REQUEST);
+    let invalid = stack
+        .admin("POST", "/v1/accounts/acme/tokens", r#"{"name": ""}"#)
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid.json()["field"], "name");
+    let invalid = stack
+        .admin(
+            "POST",
+            "/v1/accounts/acme/tokens",
+            r#"{"name": "x", "expires_in_days": 0}"#,
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid.json()["field"], "expires_in_days");
+    let unknown = tokengate::Token::generate().unwrap().id();
+    let reply = stack
+        .admin("GET", &format!("/v1/accounts/acme/tokens/{unknown}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let other = stack
+        .admin("GET", &format!("/v1/accounts/globex/tokens/{id}"), "")
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "another account's token"
+    );
+    let other = stack
+        .admin("DELETE", &format!("/v1/accounts/globex/tokens/{id}"), "")
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let garbage = stack
+        .admin("GET", "/v1/accounts/acme/tokens/not-an-id", "")
+        .await;
+    assert_eq!(garbage.status, StatusCode::NOT_FOUND);
+    let wrong_method = stack.admin("PUT", "/v1/accounts/acme/tokens", "").await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    let no_route = stack.admin("GET", "/v2/whatever", "").await;
+    assert_eq!(no_route.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_openapi_need_no_key() {
+    let mut stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    stack
+        .through_proxy("/orders", &[("authorization", &bearer(&token))])
+        .await;
+    stack.through_proxy("/orders", &[]).await;
+
+    let health = http("GET", &Stack::url(stack.admin, "/healthz"), &[], "").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = http("GET", &Stack::url(stack.admin, "/readyz"), &[], "").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.json()["store"], "redis");
+
+    let metrics = http("GET", &Stack::url(stack.admin, "/metrics"), &[], "").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for needle in [
+        "tokengate_requests_total{outcome=\"authenticated\"} 1",
+        "tokengate_requests_total{outcome=\"missing_token\"} 1",
+        "tokengate_cache_misses_total 1",
+        "tokengate_bcrypt_verifications_total 1",
+        "tokengate_bcrypt_queue_depth 0",
+        "tokengate_store_latency_seconds_bucket{op=\"get\"",
+        "tokengate_last_accessed_flushes_total",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+
+    let openapi = http("GET", &Stack::url(stack.admin, "/openapi.json"), &[], "").await;
+    let served: serde_json::Value = serde_json::from_slice(&openapi.body).unwrap();
+    let kept: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, kept);
+
+    // Redis gone: not ready (but alive).
+    stack.redis.stop();
+    let ready = http("GET", &Stack::url(stack.admin, "/readyz"), &[], "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        http("GET", &Stack::url(stack.admin, "/healthz"), &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let _ = &mut stack;
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_flushes_last_accessed() {
+    let mut stack = Stack::start("", "[last_accessed]\nflush_interval = \"1h\"\n").await;
+    let (token, id) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    assert_eq!(
+        stack
+            .through_proxy("/orders", &[("authorization", &auth)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let mut conn = stack.redis.connection().await;
+    let key = format!("tokengate:token:{id}");
+    let before: Option<i64> = redis::AsyncCommands::hget(&mut conn, &key, "last_accessed")
+        .await
+        .unwrap();
+    assert_eq!(before, None, "written only in batches");
+
+    // A slow request in flight when SIGTERM arrives still completes.
+    let slow = tokio::spawn({
+        let url = Stack::url(stack.proxy, "/slow?ms=700");
+        let auth = auth.clone();
+        async move {
+            http("GET", &url, &[("authorization", &auth)], "")
+                .await
+                .status
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = stack.tokengate.terminate();
+        (status, stack)
+    })
+    .await
+    .unwrap();
+    let (exit, stack) = status;
+    assert!(
+        exit.success(),
+        "exit status {exit}:\n{}",
+        stack.tokengate.log()
+    );
+    assert_eq!(
+        slow.await.unwrap(),
+        StatusCode::OK,
+        "the in-flight request was cut"
+    );
+    let after: Option<i64> = redis::AsyncCommands::hget(&mut conn, &key, "last_accessed")
+        .await
+        .unwrap();
+    assert!(
+        after.is_some(),
+        "pending last-accessed lost at shutdown:\n{}",
+        stack.tokengate.log()
+    );
+}
+
+#[test]
+fn start_up_errors_are_one_line_naming_the_cause() {
+    let check = |config: &str, env: &[(&str, &str)], needle: &str| {
+        let out = Tokengate::run_expecting_exit(config, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(needle), "{needle:?} not in {stderr}");
+    };
+    check(
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nupstrem = \"http://x\"\n",
+        &[],
+        "proxy.upstrem",
+    );
+    check("[proxy]\nlisten = \"127.0.0.1:1\"\n", &[], "proxy.upstream");
+    check("[cache]\nttl = \"forever\"\n", &[], "cache.ttl");
+    check("", &[], "nothing to serve");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    check(
+        &format!("[forward_auth]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &[],
+        &format!("127.0.0.1:{port}"),
+    );
+    let admin = free_port();
+    let config = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    check(&config, &[], "TOKENGATE_ADMIN_KEY");
+    check(&config, &[("TOKENGATE_ADMIN_KEY", "short")], "at least 16");
+    check(
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n[forward_auth]\nlisten = \"127.0.0.1:0\"\n",
+        &[],
+        "cannot connect to Redis",
+    );
+}
+
+#[tokio::test]
+async fn serve_works_on_the_embedded_store_with_nothing_else_installed() {
+    let upstream = Upstream::start().await;
+    let (proxy, admin) = (free_port(), free_port());
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{}\"\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n",
+        upstream.url()
+    );
+    let tokengate = Tokengate::start(&config, &[], &[proxy, admin]);
+    assert!(tokengate.log().contains("in-memory"), "{}", tokengate.log());
+    let created = http(
+        "POST",
+        &Stack::url(admin, "/v1/accounts/demo/tokens"),
+        &[],
+        r#"{"name": "try"}"#,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    let reply = http(
+        "GET",
+        &Stack::url(proxy, "/hello"),
+        &[("authorization", &bearer(&token))],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.seen("x-account-id"), ["demo"]);
+    let ready = http("GET", &Stack::url(admin, "/readyz"), &[], "").await;
+    assert_eq!(ready.json()["store"], "memory");
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_tokengate() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let port = free_port();
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/nginx.conf"
+    ))
+    .unwrap();
+    let http_block = snippet
+        .replace(
+            "127.0.0.1:8081",
+            &format!("127.0.0.1:{}", stack.forward_auth),
+        )
+        .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let _nginx = Nginx::start(&http_block, port);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    let auth = bearer(&token);
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend(FORGED);
+    assert_identity(
+        &http("GET", &url("/orders"), &headers, "").await,
+        Some(("acme", &id)),
+    );
+
+    let reply = http("GET", &url("/orders"), &FORGED, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(REALM));
+    let bad = format!("Bearer {}", &token[..54]);
+    let reply = http("GET", &url("/orders"), &[("authorization", &bad)], "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(INVALID));
+
+    assert_identity(&http("GET", &url("/public/docs"), &FORGED, "").await, None);
+    revoke_elsewhere_and_wait(&stack, "acme", &id, &url("/orders"), &token).await;
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_in_front_of_tokengate() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let port = free_port();
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/Caddyfile"
+    ))
+    .unwrap();
+    let sites = snippet
+        .replace(
+            "127.0.0.1:8081",
+            &format!("127.0.0.1:{}", stack.forward_auth),
+        )
+        .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
+        .replace(
+            "http://api.example.com",
+            &format!("http://127.0.0.1:{port}"),
+        );
+    let _caddy = Caddy::start(&sites, port);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    let auth = bearer(&token);
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend(FORGED);
+    assert_identity(
+        &http("GET", &url("/orders"), &headers, "").await,
+        Some(("acme", &id)),
+    );
+
+    let reply = http("GET", &url("/orders"), &FORGED, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(REALM));
+    let bad = format!("Bearer {}", &token[..54]);
+    let reply = http("GET", &url("/orders"), &[("authorization", &bad)], "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some(INVALID));
+
+    assert_identity(&http("GET", &url("/public/docs"), &FORGED, "").await, None);
+    revoke_elsewhere_and_wait(&stack, "acme", &id, &url("/orders"), &token).await;
+}
