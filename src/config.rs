@@ -891,9 +891,13 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tokengate.toml");
-        Config::load_with_env(Some(&path), env(&[])).unwrap();
+    fn the_shipped_examples_parse() {
+        for name in ["tokengate.toml", "quickstart.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(name);
+            Config::load_with_env(Some(&path), env(&[])).unwrap();
+        }
     }
 
     #[test]
