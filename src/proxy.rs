@@ -267,3 +267,46 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[tokio::test]
+    async fn identity_trailers_are_stripped_and_data_passes() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-account-id", HeaderValue::from_static("evil"));
+        trailers.insert("x_token_id", HeaderValue::from_static("evil"));
+        trailers.insert("x-checksum", HeaderValue::from_static("kept"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StripTrailers {
+            inner: StreamBody::new(futures_util::stream::iter(frames)),
+            ids: IdentityHeaders::default(),
+        };
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(trailers.len(), 1);
+        assert_eq!(trailers["x-checksum"], "kept");
+        assert_eq!(collected.to_bytes(), "hello");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        http_util::remove_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+}
