@@ -209,7 +209,7 @@ async fn expiry_inside_the_cache_ttl_is_honoured() {
             .as_secs(),
     )
     .unwrap()
-        + 2;
+        + 3;
     let mut conn = gate.server.connection().await;
     let _: () = conn
         .hset(format!("tokengate:token:{id}"), "expires_at", expires_at)
@@ -219,9 +219,9 @@ async fn expiry_inside_the_cache_ttl_is_honoured() {
     assert_eq!(
         gate.get(&token).await.status,
         StatusCode::OK,
-        "valid for ~2 s, cache ttl 30 s"
+        "valid for ~3 s, cache ttl 30 s"
     );
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    tokio::time::sleep(Duration::from_millis(4_100)).await;
     let reply = gate.get(&token).await;
     assert_eq!(
         reply.status,
