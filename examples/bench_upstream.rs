@@ -2,6 +2,11 @@
 //! HTTP/1.1 server on `127.0.0.1:<port>` answering every request with 200 and
 //! a short body, with keep-alive.
 //!
+//! Paths under `/_auth` get 200 with an empty body instead, for use as an
+//! nginx `auth_request` stub: nginx never reads the body of an auth
+//! subrequest's answer, so an answer with a body costs a new upstream
+//! connection per request.
+//!
 //! ```sh
 //! cargo run --release --example bench_upstream -- 3000
 //! curl http://127.0.0.1:3000/
@@ -20,8 +25,13 @@ use tokio::net::TcpListener;
 
 const BODY: &[u8] = b"ok\n";
 
-async fn handle(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(BODY))))
+async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if request.uri().path().starts_with("/_auth") {
+        Bytes::new()
+    } else {
+        Bytes::from_static(BODY)
+    };
+    Ok(Response::new(Full::new(body)))
 }
 
 #[tokio::main]
