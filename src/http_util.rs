@@ -63,6 +63,13 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Removes hop-by-hop headers and every header the `Connection` header
 /// names. `Upgrade` too, unless `keep_upgrade` (a WebSocket handshake).
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // The common case, none present: one pass over the names.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(&k.as_str()) || *k == http::header::UPGRADE)
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

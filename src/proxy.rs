@@ -24,17 +24,28 @@ use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 
-use crate::auth::{AuthRequest, Authenticator, IdentityHeaders};
+use crate::auth::{AuthRequest, Authenticator};
 use crate::config::Config;
 use crate::http_util::{self, Body, BoxError};
 
 /// How long to wait for a TCP connection to the upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One client connection's own connection to the upstream.
+#[derive(Default)]
+pub(crate) struct UpstreamSlot(tokio::sync::Mutex<Option<http1::SendRequest<Body>>>);
+
+enum SendError {
+    TimedOut,
+    Failed(BoxError),
+}
 
 /// The proxy's state: one pooled client to one upstream.
 pub(crate) struct Proxy {
@@ -77,6 +88,7 @@ impl Proxy {
         &self,
         mut request: Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        slot: &UpstreamSlot,
     ) -> Response<Body> {
         let decision = self
             .auth
@@ -91,14 +103,13 @@ impl Proxy {
             Ok(decision) => decision,
             Err(rejection) => return http_util::rejection(&rejection),
         };
-        // Takes the query-parameter token out of the URI and puts the
-        // identity in the extensions; headers are redone below.
-        self.auth.prepare(&mut request, &decision);
+        self.auth.remove_query_token(request.uri_mut());
 
         let upgrade = http_util::wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let protocol = request.headers().get(UPGRADE).cloned();
-        let ids = self.auth.identity_headers().clone();
+        let client_version = request.version();
+        let ids = self.auth.identity_headers();
 
         let (mut parts, body) = request.into_parts();
         let headers = &mut parts.headers;
@@ -111,18 +122,33 @@ impl Proxy {
             headers.remove("x-api-key");
         }
         self.set_forwarded(headers, &parts.uri, peer);
-        ids.apply(headers, decision.auth());
+        if let Some(auth) = decision.auth() {
+            ids.insert(headers, auth);
+        }
         if let (true, Some(protocol)) = (upgrade, protocol) {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, protocol);
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.clone())
-            .path_and_query(path)
-            .build()
-        {
+        if !headers.contains_key(HOST) {
+            if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
+                headers.insert(HOST, host);
+            }
+        }
+        // HTTP/1.1 clients send one request at a time on a connection, so
+        // each gets a connection of its own to the upstream (no pool lookup
+        // per request); h2c clients multiplex and upgrades take their
+        // connection over, so those go through the pooled client.
+        let dedicated = !upgrade && client_version != http::Version::HTTP_2;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let mut uri = Uri::builder();
+        if !dedicated {
+            uri = uri.scheme("http").authority(self.upstream.clone());
+        }
+        parts.uri = match uri.path_and_query(path).build() {
             Ok(uri) => uri,
             Err(_) => {
                 return http_util::error(
@@ -132,31 +158,42 @@ impl Proxy {
                 );
             }
         };
-        // hyper speaks HTTP/1.1 to the upstream, whatever the client spoke.
+        // Always HTTP/1.1 to the upstream, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
-        let body = StripTrailers { inner: body, ids }.boxed();
+        let body = StripTrailers {
+            inner: body,
+            auth: self.auth.clone(),
+        }
+        .boxed();
         let upstream_request = Request::from_parts(parts, body);
 
-        let response =
+        let sent = if dedicated {
+            self.send_dedicated(slot, upstream_request).await
+        } else {
             match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
-                Err(_) => {
-                    tracing::warn!(upstream = %self.upstream, "upstream timed out");
-                    return http_util::error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "The upstream did not answer in time.",
-                    );
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
-                    return http_util::error(
-                        StatusCode::BAD_GATEWAY,
-                        "bad_gateway",
-                        "The upstream could not be reached.",
-                    );
-                }
-                Ok(Ok(response)) => response,
-            };
+                Err(_) => Err(SendError::TimedOut),
+                Ok(result) => result.map_err(|e| SendError::Failed(e.into())),
+            }
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(SendError::TimedOut) => {
+                tracing::warn!(upstream = %self.upstream, "upstream timed out");
+                return http_util::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "The upstream did not answer in time.",
+                );
+            }
+            Err(SendError::Failed(e)) => {
+                tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
+                return http_util::error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "The upstream could not be reached.",
+                );
+            }
+        };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -166,6 +203,61 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         http_util::remove_hop_by_hop(&mut parts.headers, false);
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    /// Sends on the client connection's own upstream connection, opening
+    /// (or reopening) it as needed. A request the connection closed before
+    /// sending is retried once on a new one; nothing sent is ever replayed.
+    async fn send_dedicated(
+        &self,
+        slot: &UpstreamSlot,
+        mut request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        let mut sender = slot.0.lock().await;
+        for attempt in 0..2 {
+            let reusable = match sender.as_mut() {
+                Some(s) => !s.is_closed() && s.ready().await.is_ok(),
+                None => false,
+            };
+            if !reusable {
+                *sender = Some(self.connect().await.map_err(SendError::Failed)?);
+            }
+            let Some(live) = sender.as_mut() else {
+                continue;
+            };
+            match tokio::time::timeout(self.timeout, live.try_send_request(request)).await {
+                Err(_) => {
+                    *sender = None;
+                    return Err(SendError::TimedOut);
+                }
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(mut e)) => {
+                    *sender = None;
+                    match e.take_message() {
+                        Some(unsent) if attempt == 0 => request = unsent,
+                        _ => return Err(SendError::Failed(e.into_error().into())),
+                    }
+                }
+            }
+        }
+        Err(SendError::Failed(
+            "the upstream closed the connection".into(),
+        ))
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, BoxError> {
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.upstream.as_str()))
+                .await
+                .map_err(|_| "connecting to the upstream timed out")??;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr) {
@@ -229,7 +321,7 @@ pin_project! {
     struct StripTrailers<B> {
         #[pin]
         inner: B,
-        ids: IdentityHeaders,
+        auth: Authenticator,
     }
 }
 
@@ -249,7 +341,7 @@ where
         match std::task::ready!(this.inner.poll_frame(cx)) {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    this.ids.strip(&mut trailers);
+                    this.auth.identity_headers().strip(&mut trailers);
                     Frame::trailers(trailers)
                 }
                 Err(frame) => frame,
@@ -283,9 +375,11 @@ mod tests {
             Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello"))),
             Ok(Frame::trailers(trailers)),
         ];
+        let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
+        let auth = Authenticator::new(service, &crate::Config::default()).unwrap();
         let body = StripTrailers {
             inner: StreamBody::new(futures_util::stream::iter(frames)),
-            ids: IdentityHeaders::default(),
+            auth,
         };
         let collected = body.collect().await.unwrap();
         let trailers = collected.trailers().cloned().unwrap();

@@ -26,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ServerConfig, redact_url};
 use crate::http_util::Body;
 use crate::metrics::{Metrics, StoreLatency, TimedStore};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, UpstreamSlot};
 use crate::service::TokenService;
 use crate::store::{self, TokenStore};
 
@@ -58,9 +58,10 @@ impl Door {
         &self,
         request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        slot: &UpstreamSlot,
     ) -> http::Response<Body> {
         match self {
-            Self::Proxy(proxy) => proxy.handle(request, peer).await,
+            Self::Proxy(proxy) => proxy.handle(request, peer, slot).await,
             Self::ForwardAuth(auth) => crate::forward_auth::handle(auth, request, peer).await,
             Self::Admin(admin) => admin.handle(request).await,
         }
@@ -234,9 +235,10 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let door = door.clone();
+        let slot = Arc::new(UpstreamSlot::default());
         let service = service_fn(move |request| {
-            let door = door.clone();
-            async move { Ok::<_, Infallible>(door.handle(request, peer).await) }
+            let (door, slot) = (door.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(door.handle(request, peer, &slot).await) }
         });
         let connection = http
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -10,11 +10,27 @@ use crate::service::AuthContext;
 /// `X_Account_Id` and `X-Account-Id` to the same variable).
 pub fn fold_header_name(name: &str) -> String {
     name.chars()
-        .map(|c| match c {
-            '_' | '.' => '-',
-            c => c.to_ascii_lowercase(),
+        .map(|c| {
+            if c.is_ascii() {
+                char::from(fold_byte(c as u8))
+            } else {
+                c
+            }
         })
         .collect()
+}
+
+fn fold_byte(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+/// Whether `name` folds to `folded` (already folded), without allocating:
+/// this runs for every header of every request.
+fn folds_to(name: &[u8], folded: &[u8]) -> bool {
+    name.len() == folded.len() && name.iter().zip(folded).all(|(&a, &b)| fold_byte(a) == b)
 }
 
 /// The names of the identity headers (default `X-Account-Id`, `X-Token-Id`).
@@ -53,13 +69,18 @@ impl IdentityHeaders {
 
     /// Whether `name` is, or folds into, an identity header.
     pub fn is_identity(&self, name: &str) -> bool {
-        let folded = fold_header_name(name);
-        self.folded.contains(&folded)
+        self.folded
+            .iter()
+            .any(|f| folds_to(name.as_bytes(), f.as_bytes()))
     }
 
     /// Removes every header (or trailer) that is, or folds into, an identity
     /// header. Returns how many values were removed.
     pub fn strip(&self, headers: &mut HeaderMap) -> usize {
+        // The common case, nothing forged: one pass, no allocation.
+        if !headers.keys().any(|name| self.is_identity(name.as_str())) {
+            return 0;
+        }
         let forged: Vec<HeaderName> = headers
             .keys()
             .filter(|name| self.is_identity(name.as_str()))
@@ -82,15 +103,20 @@ impl IdentityHeaders {
     pub fn apply(&self, headers: &mut HeaderMap, auth: Option<&AuthContext>) {
         self.strip(headers);
         if let Some(auth) = auth {
-            // Account ids hold no control characters (TokenService checks),
-            // so they are always valid header bytes.
-            if let Ok(value) = HeaderValue::from_bytes(auth.account_id.as_bytes()) {
-                headers.insert(self.account_id.clone(), value);
-            }
-            let id = auth.token_id.to_string();
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                headers.insert(self.token_id.clone(), value);
-            }
+            self.insert(headers, auth);
+        }
+    }
+
+    /// Sets the real values (after [`IdentityHeaders::strip`]).
+    pub fn insert(&self, headers: &mut HeaderMap, auth: &AuthContext) {
+        // Account ids hold no control characters (TokenService checks), so
+        // they are always valid header bytes.
+        if let Ok(value) = HeaderValue::from_bytes(auth.account_id.as_bytes()) {
+            headers.insert(self.account_id.clone(), value);
+        }
+        let id = auth.token_id.to_string();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(self.token_id.clone(), value);
         }
     }
 }

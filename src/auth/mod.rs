@@ -328,11 +328,16 @@ impl Authenticator {
         self.inner
             .headers
             .apply(request.headers_mut(), decision.auth());
-        if let Some(name) = self.inner.sources.query_param() {
-            *request.uri_mut() = extract::remove_query_param(request.uri(), name);
-        }
+        self.remove_query_token(request.uri_mut());
         if let Some(auth) = decision.auth() {
             request.extensions_mut().insert(auth.clone());
+        }
+    }
+
+    /// Removes the query-parameter token source (when configured) from `uri`.
+    pub fn remove_query_token(&self, uri: &mut Uri) {
+        if let Some(name) = self.inner.sources.query_param() {
+            *uri = extract::remove_query_param(uri, name);
         }
     }
 
