@@ -203,6 +203,15 @@ async fn the_proxy_forwards_the_real_identity_and_nothing_forged() {
     assert_eq!(reply.seen("x-forwarded-proto"), ["http"]);
     assert_eq!(reply.seen("x-forwarded-host"), ["api.example"]);
 
+    // From a trusted proxy (loopback by default), X-Forwarded-For is appended to.
+    let reply = stack
+        .through_proxy(
+            "/orders",
+            &[("authorization", &auth), ("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+    assert_eq!(reply.seen("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+
     // A public route passes without a token, and still without forgeries.
     let reply = stack.through_proxy("/public/docs", &FORGED).await;
     assert_identity(&reply, None);
@@ -884,4 +893,37 @@ async fn a_query_parameter_token_never_reaches_the_upstream() {
     );
     let log = stack.tokengate.log();
     assert!(!log.contains(&token[25..49]), "a token secret was logged");
+}
+
+#[tokio::test]
+async fn original_uri_headers_count_only_from_trusted_proxies() {
+    // Loopback is not trusted here, so the test client is an untrusted peer.
+    let stack = Stack::start("", "[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\n").await;
+    for header in ["x-original-uri", "x-forwarded-uri"] {
+        let reply = http(
+            "GET",
+            &Stack::url(stack.forward_auth, "/private"),
+            &[(header, "/public/x")],
+            "",
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{header} from an untrusted peer opened a route"
+        );
+    }
+    // Its own request line still counts.
+    let reply = http("GET", &Stack::url(stack.forward_auth, "/public/x"), &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // And an untrusted peer's X-Forwarded-For is replaced, not appended to.
+    let (token, _) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let reply = stack
+        .through_proxy(
+            "/orders",
+            &[("authorization", &auth), ("x-forwarded-for", "6.6.6.6")],
+        )
+        .await;
+    assert_eq!(reply.seen("x-forwarded-for"), ["127.0.0.1"]);
 }
