@@ -927,3 +927,32 @@ async fn original_uri_headers_count_only_from_trusted_proxies() {
         .await;
     assert_eq!(reply.seen("x-forwarded-for"), ["127.0.0.1"]);
 }
+
+#[tokio::test]
+async fn logs_can_be_json_lines() {
+    let admin = free_port();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n[log]\nformat = \"json\"\n"
+    );
+    let tokengate = Tokengate::start(&config, &[], &[admin]);
+    // The port accepts as soon as it is bound; the log lines follow.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tokengate.log().contains("started") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = tokengate.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "listening" && l["fields"]["front_door"] == "admin"),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["store"] == "memory"),
+        "{log}"
+    );
+}
