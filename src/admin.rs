@@ -64,7 +64,7 @@ impl Admin {
             ["healthz"] => only_get(&method, || {
                 http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }),
-            ["readyz"] if method == Method::GET => self.ready().await,
+            ["readyz"] if method == Method::GET || method == Method::HEAD => self.ready().await,
             ["metrics"] => only_get(&method, || {
                 let mut response = Response::new(http_util::full(self.metrics.render()));
                 response.headers_mut().insert(
@@ -96,10 +96,11 @@ impl Admin {
                     (None, Method::GET) => self.list(&account).await,
                     (Some(id), Method::GET) => self.get(&account, id).await,
                     (Some(id), Method::DELETE) => self.revoke(&account, id).await,
-                    _ => method_not_allowed(),
+                    (None, _) => method_not_allowed("GET, POST"),
+                    (Some(_), _) => method_not_allowed("GET, DELETE"),
                 }
             }
-            ["readyz"] => method_not_allowed(),
+            ["readyz"] => method_not_allowed("GET, HEAD"),
             _ => http_util::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -238,16 +239,20 @@ fn only_get(method: &Method, respond: impl FnOnce() -> Response<Body>) -> Respon
     if method == Method::GET || method == Method::HEAD {
         respond()
     } else {
-        method_not_allowed()
+        method_not_allowed("GET, HEAD")
     }
 }
 
-fn method_not_allowed() -> Response<Body> {
-    http_util::error(
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = http_util::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "Method not allowed on this route.",
-    )
+        format!("Method not allowed on this route (allowed: {allow})."),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn not_found() -> Response<Body> {

@@ -22,10 +22,32 @@ pub(crate) async fn handle<B>(
 ) -> Response<Body> {
     let headers = request.headers();
     let (method, uri) = if auth.is_trusted_proxy(peer.ip()) {
-        let method = original(headers, &["x-forwarded-method", "x-original-method"])
-            .map(|m| Method::from_bytes(m.as_bytes()));
-        let uri =
-            original(headers, &["x-forwarded-uri", "x-original-uri"]).map(|u| u.parse::<Uri>());
+        // One family or the other, never a mix: a proxy sets its own family
+        // and passes the client's headers along, so a client could otherwise
+        // add the family its proxy does not set and name a public route.
+        let forwarded = (
+            header(headers, "x-forwarded-method"),
+            header(headers, "x-forwarded-uri"),
+        );
+        let original = (
+            header(headers, "x-original-method"),
+            header(headers, "x-original-uri"),
+        );
+        let present = |(m, u): (Option<&str>, Option<&str>)| m.is_some() || u.is_some();
+        if present(forwarded) && present(original) {
+            return http_util::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request carries both X-Forwarded-Method/-Uri and X-Original-Method/-URI.",
+            );
+        }
+        let (method, uri) = if present(forwarded) {
+            forwarded
+        } else {
+            original
+        };
+        let method = method.map(|m| Method::from_bytes(m.as_bytes()));
+        let uri = uri.map(|u| u.parse::<Uri>());
         match (method, uri) {
             (Some(Err(_)), _) | (_, Some(Err(_))) => {
                 return http_util::error(
@@ -64,10 +86,8 @@ pub(crate) async fn handle<B>(
     }
 }
 
-/// The first of `names` present, as text.
-fn original<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .map(|v| v.to_str().unwrap_or("\u{0}"))
+/// A header as text; a value that is not text reads as one that fails to
+/// parse (so the request gets 400, not a fallback).
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"))
 }

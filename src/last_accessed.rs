@@ -42,6 +42,9 @@ struct Shared {
     stop: Notify,
     flushes: AtomicU64,
     dropped: AtomicU64,
+    /// Serializes flushes, so a shutdown flush waits for one in flight (and
+    /// then writes whatever that one put back on failure).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl LastAccessed {
@@ -59,6 +62,7 @@ impl LastAccessed {
             stop: Notify::new(),
             flushes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(run(Arc::downgrade(&shared), config.flush_interval));
         (Self { shared }, task)
@@ -118,6 +122,7 @@ impl Shared {
     }
 
     async fn flush(&self) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.flushing.lock().await;
         let batch: Vec<(TokenId, i64)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         if batch.is_empty() {
             return Ok(0);

@@ -105,7 +105,14 @@ impl Proxy {
         };
         self.auth.remove_query_token(request.uri_mut());
 
-        let upgrade = http_util::wants_upgrade(request.headers());
+        // Only WebSocket: after a 101 nothing on the tunnel is checked, and an
+        // `Upgrade: h2c` would let a client speak HTTP/2 to the upstream
+        // past every header rule.
+        let upgrade = http_util::wants_upgrade(request.headers())
+            && request
+                .headers()
+                .get(UPGRADE)
+                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let protocol = request.headers().get(UPGRADE).cloned();
         let client_version = request.version();
@@ -213,19 +220,34 @@ impl Proxy {
         slot: &UpstreamSlot,
         mut request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        // One deadline for connecting, waiting and the response head, as on
+        // the pooled path.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut sender = slot.0.lock().await;
         for attempt in 0..2 {
             let reusable = match sender.as_mut() {
-                Some(s) => !s.is_closed() && s.ready().await.is_ok(),
-                None => false,
+                Some(s) if !s.is_closed() => {
+                    match tokio::time::timeout_at(deadline, s.ready()).await {
+                        Ok(ready) => ready.is_ok(),
+                        Err(_) => {
+                            *sender = None;
+                            return Err(SendError::TimedOut);
+                        }
+                    }
+                }
+                _ => false,
             };
             if !reusable {
-                *sender = Some(self.connect().await.map_err(SendError::Failed)?);
+                *sender = None;
+                let connected = tokio::time::timeout_at(deadline, self.connect())
+                    .await
+                    .map_err(|_| SendError::TimedOut)?;
+                *sender = Some(connected.map_err(SendError::Failed)?);
             }
             let Some(live) = sender.as_mut() else {
                 continue;
             };
-            match tokio::time::timeout(self.timeout, live.try_send_request(request)).await {
+            match tokio::time::timeout_at(deadline, live.try_send_request(request)).await {
                 Err(_) => {
                     *sender = None;
                     return Err(SendError::TimedOut);
@@ -246,10 +268,12 @@ impl Proxy {
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<Body>, BoxError> {
-        let stream =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.upstream.as_str()))
-                .await
-                .map_err(|_| "connecting to the upstream timed out")??;
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.upstream.host(), self.upstream.port_u16().unwrap_or(80))),
+        )
+        .await
+        .map_err(|_| "connecting to the upstream timed out")??;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -263,14 +287,25 @@ impl Proxy {
     fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr) {
         let trusted = self.auth.is_trusted_proxy(peer.ip());
         let client = peer.ip().to_string();
-        // Append to a client's X-Forwarded-For only when a trusted proxy
-        // sent it; anyone else's list is replaced by what we saw.
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(existing) if trusted => format!("{existing}, {client}"),
-            _ => client,
+        // Append to a client's X-Forwarded-For only when a trusted proxy sent
+        // it (all its lines, in order); anyone else's list is replaced by
+        // what we saw, and their other forwarding headers are dropped.
+        let existing: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let forwarded_for = if trusted && !existing.is_empty() {
+            format!("{}, {client}", existing.join(", "))
+        } else {
+            client
         };
         if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
             headers.insert("x-forwarded-for", value);
+        }
+        if !trusted {
+            headers.remove("forwarded");
+            headers.remove("x-real-ip");
         }
         if !(trusted && headers.contains_key("x-forwarded-proto")) {
             headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));

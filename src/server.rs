@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -167,6 +168,7 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
                 door,
                 http.clone(),
                 graceful.clone(),
+                config.server.header_read_timeout,
                 accepting.clone(),
             ))
         })
@@ -209,7 +211,10 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // Pings find dead HTTP/2 peers, which no read timeout covers.
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
     builder
 }
 
@@ -218,6 +223,7 @@ async fn accept_loop(
     door: Door,
     http: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
+    header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -240,16 +246,48 @@ async fn accept_loop(
             let (door, slot) = (door.clone(), slot.clone());
             async move { Ok::<_, Infallible>(door.handle(request, peer, &slot).await) }
         });
-        let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if !protocol_known_within(&stream, header_read_timeout).await {
+                tracing::debug!(%peer, "dropped a connection that sent no request in time");
+                return;
+            }
+            let connection = http
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+}
+
+/// Waits (at most `limit`) until the client has sent enough to tell HTTP/1
+/// from HTTP/2. hyper-util's auto builder reads those bytes with no timeout
+/// of its own, so a client that connects and sends nothing, or half an
+/// HTTP/2 preface, would otherwise hold a connection forever; from there on
+/// hyper's header read timeout (HTTP/1) and keep-alive pings (HTTP/2) apply.
+async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    let known = async {
+        loop {
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if n >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) {
+                return Ok(true);
+            }
+            // Part of the preface so far: look again shortly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    matches!(
+        tokio::time::timeout(limit, known).await,
+        Ok(Ok::<_, std::io::Error>(true))
+    )
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -580,6 +580,7 @@ async fn the_admin_api_manages_tokens() {
     assert_eq!(garbage.status, StatusCode::NOT_FOUND);
     let wrong_method = stack.admin("PUT", "/v1/accounts/acme/tokens", "").await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.header("allow"), Some("GET, POST"));
     let no_route = stack.admin("GET", "/v2/whatever", "").await;
     assert_eq!(no_route.status, StatusCode::NOT_FOUND);
 }
@@ -824,6 +825,13 @@ async fn nginx_auth_request_in_front_of_tokengate() {
     assert_eq!(reply.header("www-authenticate"), Some(INVALID));
 
     assert_identity(&http("GET", &url("/public/docs"), &FORGED, "").await, None);
+    // A client cannot name a public route with the other proxies' headers.
+    let forged_route = [
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+    ];
+    let reply = http("GET", &url("/orders"), &forged_route, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     revoke_elsewhere_and_wait(&stack, "acme", &id, &url("/orders"), &token).await;
 }
 
@@ -867,6 +875,12 @@ async fn caddy_forward_auth_in_front_of_tokengate() {
     assert_eq!(reply.header("www-authenticate"), Some(INVALID));
 
     assert_identity(&http("GET", &url("/public/docs"), &FORGED, "").await, None);
+    let forged_route = [
+        ("x-original-uri", "/public/x"),
+        ("x-original-method", "GET"),
+    ];
+    let reply = http("GET", &url("/orders"), &forged_route, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     revoke_elsewhere_and_wait(&stack, "acme", &id, &url("/orders"), &token).await;
 }
 
@@ -955,4 +969,66 @@ async fn logs_can_be_json_lines() {
         lines.iter().any(|l| l["fields"]["store"] == "memory"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_pass() {
+    let stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let reply = stack
+        .through_proxy(
+            "/orders",
+            &[
+                ("authorization", &auth),
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AAMAAABkAAQAAP__"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "served as plain HTTP/1.1, not switched"
+    );
+    assert!(reply.seen("upgrade").is_empty() && reply.seen("http2-settings").is_empty());
+}
+
+#[tokio::test]
+async fn silent_connections_are_dropped_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (admin, _) = (free_port(), ());
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n\
+         [server]\nheader_read_timeout = \"300ms\"\n"
+    );
+    let _tokengate = Tokengate::start(&config, &[], &[admin]);
+    for first_bytes in [
+        &b""[..],
+        b"PRI * HTTP/2",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .unwrap();
+        stream.write_all(first_bytes).await.unwrap();
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        // Closed (0 bytes, or a 408 from hyper for the half-sent request) well
+        // before 5 s, instead of held open.
+        match read {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Ok(Err(_)) => {}
+            Err(_) => panic!(
+                "a connection that sent {:?} was held open",
+                String::from_utf8_lossy(first_bytes)
+            ),
+        }
+    }
 }

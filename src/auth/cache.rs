@@ -72,9 +72,11 @@ impl AuthCache {
                     negative_ttl: config.negative_ttl,
                 })
                 .build(),
+            // Twice the ttl: an entry inserted by a lookup that was already in
+            // flight when the revocation arrived lives up to one ttl after it.
             revoked: moka::sync::Cache::builder()
                 .max_capacity(config.max_entries)
-                .time_to_live(config.ttl)
+                .time_to_live(config.ttl * 2)
                 .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

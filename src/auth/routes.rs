@@ -21,7 +21,9 @@ pub fn normalize_path(raw: &str) -> Option<String> {
         return None;
     }
     let decoded = percent_decode(raw)?;
-    if decoded.contains('\\') || decoded.contains('\0') {
+    // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
+    // drop before routing: `/public/..;/private` is `/private` to them.
+    if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {
         return None;
     }
     let body = &decoded[1..];
@@ -145,6 +147,9 @@ mod tests {
             "/public/..%5cprivate",
             "/public/%zz",
             "/public/%",
+            "/public/..;/private",
+            "/public/%2e%2e;/private",
+            "/public;x/y",
             "public",
             "",
         ] {
