@@ -1032,3 +1032,39 @@ async fn silent_connections_are_dropped_after_the_header_timeout() {
         }
     }
 }
+
+#[tokio::test]
+async fn forward_auth_refuses_a_mix_of_original_request_header_families() {
+    let stack = Stack::start("", "").await;
+    let url = Stack::url(stack.forward_auth, "/");
+    for headers in [
+        [
+            ("x-original-uri", "/orders"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
+        [
+            ("x-original-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+        ],
+        [
+            ("x-original-method", "GET"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
+    ] {
+        let reply = http("GET", &url, &headers, "").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{headers:?}");
+        assert_eq!(reply.json()["error"], "invalid_request");
+    }
+    // One family alone is read as usual.
+    let reply = http(
+        "GET",
+        &url,
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
