@@ -127,6 +127,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Most bytes of request line and headers; more gets 431.
     pub max_header_bytes: usize,
+    /// Most open client connections per listener; past it, new connections
+    /// wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_headers: 100,
             max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -642,6 +646,7 @@ impl Config {
             8_192,
             1_048_576,
         )?;
+        in_range("server.max_connections", srv.max_connections, 1, 1_000_000)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {
                 key: "log.level",

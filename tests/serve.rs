@@ -1065,3 +1065,41 @@ async fn forward_auth_refuses_a_mix_of_original_request_header_families() {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn open_connections_are_capped_per_listener() {
+    use tokio::io::AsyncWriteExt;
+    let admin = free_port();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n\
+         [server]\nmax_connections = 2\nheader_read_timeout = \"30s\"\n"
+    );
+    let _tokengate = Tokengate::start(&config, &[], &[admin]);
+    // wait_for_port's probe connection has come and gone; hold the two slots
+    // with connections that have started a request and not finished it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = Stack::url(admin, "/healthz");
+    let third = tokio::time::timeout(Duration::from_millis(700), http("GET", &url, &[], "")).await;
+    assert!(
+        third.is_err(),
+        "a third connection was served past max_connections = 2"
+    );
+    drop(held.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), http("GET", &url, &[], "")).await;
+    assert_eq!(
+        served.expect("not served once a slot freed").status,
+        StatusCode::OK
+    );
+}
