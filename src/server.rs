@@ -169,6 +169,7 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
                 http.clone(),
                 graceful.clone(),
                 config.server.header_read_timeout,
+                config.server.max_connections,
                 accepting.clone(),
             ))
         })
@@ -224,9 +225,20 @@ async fn accept_loop(
     http: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     header_read_timeout: Duration,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Bounds open connections (and their tasks and buffers): past the limit
+    // this loop stops accepting and new clients wait in the kernel's queue.
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -249,6 +261,7 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let http = http.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if !protocol_known_within(&stream, header_read_timeout).await {
                 tracing::debug!(%peer, "dropped a connection that sent no request in time");
                 return;
