@@ -267,14 +267,10 @@ fn not_found() -> Response<Body> {
 fn token_error(e: TokenError) -> Response<Body> {
     match e {
         TokenError::NotFound => not_found(),
-        TokenError::InvalidInput { field, reason } => {
-            let mut response = http_util::json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({ "error": "invalid_input", "field": field, "message": format!("{field} {reason}") }),
-            );
-            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            response
-        }
+        TokenError::InvalidInput { field, reason } => http_util::json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": "invalid_input", "field": field, "message": format!("{field} {reason}") }),
+        ),
         TokenError::Store(e) => {
             tracing::warn!(error = %e, "admin API: store unavailable");
             http_util::error(

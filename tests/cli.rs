@@ -56,6 +56,22 @@ fn assert_fails(out: &Output, code: i32, needle: &str) {
     assert!(out.stdout.is_empty(), "stdout: {}", stdout(out));
 }
 
+/// `token create --account … --name … --json`, parsed.
+fn create_json(server: &RedisServer, account: &str, name: &str) -> Value {
+    json(&run(
+        server,
+        &[
+            "token",
+            "create",
+            "--account",
+            account,
+            "--name",
+            name,
+            "--json",
+        ],
+    ))
+}
+
 async fn service(server: &RedisServer) -> TokenService {
     TokenService::new(Arc::new(
         RedisStore::connect(&server.url(), "tokengate:")
@@ -93,31 +109,9 @@ async fn create_list_get_revoke_end_to_end() {
         Some(created_at + 30 * 86_400)
     );
 
-    let forever = json(&run(
-        &server,
-        &[
-            "token",
-            "create",
-            "--account",
-            "acme",
-            "--name",
-            "bot",
-            "--json",
-        ],
-    ));
+    let forever = create_json(&server, "acme", "bot");
     assert_eq!(forever["expires_at"], Value::Null);
-    json(&run(
-        &server,
-        &[
-            "token",
-            "create",
-            "--account",
-            "globex",
-            "--name",
-            "x",
-            "--json",
-        ],
-    ));
+    create_json(&server, "globex", "x");
 
     // The token the CLI printed is a working token.
     let auth = service(&server).await.validate_token(&token).await.unwrap();
@@ -220,18 +214,7 @@ async fn human_create_shows_the_token_once_with_a_warning() {
 #[tokio::test]
 async fn cleanup_reports_what_it_removed() {
     let server = RedisServer::start();
-    let created = json(&run(
-        &server,
-        &[
-            "token",
-            "create",
-            "--account",
-            "acme",
-            "--name",
-            "old",
-            "--json",
-        ],
-    ));
+    let created = create_json(&server, "acme", "old");
     let id = created["id"].as_str().unwrap();
     assert!(
         run(
@@ -268,18 +251,7 @@ async fn cleanup_reports_what_it_removed() {
 #[tokio::test]
 async fn errors_are_one_line_with_the_right_exit_code() {
     let server = RedisServer::start();
-    let created = json(&run(
-        &server,
-        &[
-            "token",
-            "create",
-            "--account",
-            "acme",
-            "--name",
-            "n",
-            "--json",
-        ],
-    ));
+    let created = create_json(&server, "acme", "n");
     let id = created["id"].as_str().unwrap();
 
     // Usage errors: exit 2.

@@ -89,8 +89,9 @@ impl AuthCache {
 
     /// The entry for `key`, or the result of `lookup`, run once however many
     /// callers miss on the same key at the same time. Errors are not cached.
-    pub(crate) async fn get_or_lookup<F, E>(&self, key: Key, lookup: F) -> Result<Cached, Arc<E>>
+    pub(crate) async fn get_or_lookup<L, F, E>(&self, key: Key, lookup: L) -> Result<Cached, Arc<E>>
     where
+        L: FnOnce() -> F,
         F: Future<Output = Result<Cached, E>>,
         E: Send + Sync + 'static,
     {
@@ -101,7 +102,7 @@ impl AuthCache {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                self.entries.try_get_with(key, lookup).await?
+                self.entries.try_get_with(key, lookup()).await?
             }
         };
         match entry {

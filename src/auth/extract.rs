@@ -122,28 +122,10 @@ fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = Option<
         })
 }
 
+/// A query value decoded as forms encode it: `+` is a space (a literal `+`
+/// arrives as `%2B`), then `%XX` escapes.
 fn decode_query_value(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    super::routes::percent_decode(&value.replace('+', " "))
 }
 
 /// The URI without any `name=…` query pair, so the service never sees the

@@ -265,17 +265,20 @@ impl Authenticator {
             Ok(id) => id,
             Err(_) => return Err(self.failed(ip, None, InvalidReason::Format)),
         };
-        let service = inner.service.clone();
-        let owned = token.clone().into_owned();
-        let lookup = async move {
-            match service.validate(&owned).await {
-                Ok((auth, expires_at)) => {
-                    let lifetime = expires_at.map_or(Duration::MAX, |at| {
-                        Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
-                    });
-                    Ok(Cached::Valid { auth, lifetime })
+        // Built only on a miss: a cache hit pays no clone and no allocation.
+        let lookup = || {
+            let service = inner.service.clone();
+            let owned = token.clone().into_owned();
+            async move {
+                match service.validate(&owned).await {
+                    Ok((auth, expires_at)) => {
+                        let lifetime = expires_at.map_or(Duration::MAX, |at| {
+                            Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
+                        });
+                        Ok(Cached::Valid { auth, lifetime })
+                    }
+                    Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
                 }
-                Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
             }
         };
         let entry = inner

@@ -64,6 +64,19 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// `tokengate serve --config {config}` with only `env` in its environment.
+fn serve_command(config: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokengate"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    command
+}
+
 /// `tokengate serve` as a child process.
 pub struct Tokengate {
     child: Child,
@@ -77,13 +90,7 @@ impl Tokengate {
         let dir = TempDir::new("serve");
         let config_path = dir.write("tokengate.toml", config);
         let log = dir.path().join("tokengate.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+        let mut child = serve_command(&config_path, env)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -99,13 +106,7 @@ impl Tokengate {
     pub fn run_expecting_exit(config: &str, env: &[(&str, &str)]) -> Output {
         let dir = TempDir::new("serve-fail");
         let config_path = dir.write("tokengate.toml", config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+        let mut child = serve_command(&config_path, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
