@@ -130,6 +130,9 @@ pub struct ServerConfig {
     /// Most open client connections per listener; past it, new connections
     /// wait in the kernel's accept queue until one closes.
     pub max_connections: usize,
+    /// Threads serving client connections, each with its own event loop
+    /// (thread per core, as nginx's `worker_processes`); unset: one per CPU.
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            workers: None,
         }
     }
 }
@@ -647,6 +651,9 @@ impl Config {
             1_048_576,
         )?;
         in_range("server.max_connections", srv.max_connections, 1, 1_000_000)?;
+        if let Some(workers) = srv.workers {
+            in_range("server.workers", workers, 1, 1_024)?;
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -1020,6 +1027,7 @@ mod tests {
                 "[last_accessed]\nflush_interval = \"1ms\"\n",
                 "last_accessed.flush_interval",
             ),
+            ("[server]\nworkers = 0\n", "server.workers"),
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");

@@ -2,7 +2,10 @@
 //! Authenticator, binds the listeners the config enables, serves until
 //! SIGTERM / SIGINT, then shuts down gracefully.
 //!
-//! The stack, outermost first, and why each part is there:
+//! The accept loops run on the main runtime and hand each connection to one
+//! of `[server] workers` threads, each with its own single-threaded runtime
+//! (`Workers`). The stack of a connection, outermost first, and why each
+//! part is there:
 //! - hyper's connection builder (HTTP/1.1 and h2c): bounds header count and
 //!   size (431) and the time to send headers (slowloris);
 //! - the listener's front door: proxy, forward-auth or admin;
@@ -13,6 +16,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -20,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::admin::Admin;
 use crate::auth::Authenticator;
@@ -155,10 +159,10 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
     if let Some(upstream) = &config.proxy.upstream {
         tracing::info!(%upstream, "proxying to upstream");
     }
-    tracing::info!(store = kind, "tokengate started");
-
-    let http = Arc::new(connection_builder(&config.server));
-    let graceful = Arc::new(GracefulShutdown::new());
+    let workers = config.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let running = Workers::start(workers, &config.server)?;
     let (stop_accepting, accepting) = watch::channel(false);
     let accept_loops: Vec<_> = doors
         .into_iter()
@@ -166,14 +170,13 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
             tokio::spawn(accept_loop(
                 listener,
                 door,
-                http.clone(),
-                graceful.clone(),
-                config.server.header_read_timeout,
+                running.handoffs.clone(),
                 config.server.max_connections,
                 accepting.clone(),
             ))
         })
         .collect();
+    tracing::info!(store = kind, workers, "tokengate started");
 
     stop.await;
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
@@ -181,15 +184,7 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
     for task in accept_loops {
         let _ = task.await;
     }
-    // The accept loops held the other references.
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(config.server.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(grace = ?config.server.shutdown_grace, "grace period over; dropping the remaining connections");
-        }
-    }
+    running.finished().await;
     auth.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -219,18 +214,125 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The worker threads that serve client connections, and how to wait for
+/// them.
+///
+/// Each worker is a thread with its own single-threaded Tokio runtime: a
+/// connection, its requests and its upstream connection all stay on one
+/// thread (no work stealing, no cross-thread wake-ups per request), as
+/// nginx's worker processes do. The accept loops run on the main runtime and
+/// hand each new connection to the worker with the fewest open ones, so
+/// connections spread evenly whoever wins a race to `accept`.
+struct Workers {
+    handoffs: Vec<Handoff>,
+    /// Closed when every worker has finished: each holds a sender.
+    done: mpsc::Receiver<()>,
+}
+
+/// The way to one worker.
+#[derive(Clone)]
+struct Handoff {
+    connections: mpsc::UnboundedSender<Accepted>,
+    open: Arc<AtomicUsize>,
+}
+
+/// A connection accepted on the main runtime, for a worker to serve.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    door: Door,
+    /// The listener's `max_connections` budget, held while it is open.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Workers {
+    /// Starts `count` worker threads.
+    fn start(count: usize, server: &ServerConfig) -> Result<Self, ServeError> {
+        let http = Arc::new(connection_builder(server));
+        let (done_tx, done) = mpsc::channel(1);
+        let mut handoffs = Vec::with_capacity(count);
+        for index in 0..count {
+            let (connections, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+            let open = Arc::new(AtomicUsize::new(0));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start worker runtime: {e}"))?;
+            let (http, open_count, done_tx) = (http.clone(), open.clone(), done_tx.clone());
+            let header_read_timeout = server.header_read_timeout;
+            let grace = server.shutdown_grace;
+            std::thread::Builder::new()
+                .name(format!("tokengate-worker-{index}"))
+                .spawn(move || {
+                    let _done = done_tx;
+                    runtime.block_on(async move {
+                        let graceful = GracefulShutdown::new();
+                        while let Some(accepted) = incoming.recv().await {
+                            let watcher = graceful.watcher();
+                            let open = OpenConnection(open_count.clone());
+                            let http = http.clone();
+                            tokio::spawn(async move {
+                                let _open = open;
+                                serve_connection(accepted, &http, header_read_timeout, watcher)
+                                    .await;
+                            });
+                        }
+                        // The accept loops are gone: drain this worker's
+                        // connections.
+                        if tokio::time::timeout(grace, graceful.shutdown())
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(
+                                worker = index,
+                                ?grace,
+                                "grace period over; dropping the remaining connections"
+                            );
+                        }
+                    });
+                })
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            handoffs.push(Handoff { connections, open });
+        }
+        Ok(Self { handoffs, done })
+    }
+
+    /// Waits until every worker has drained its connections and stopped:
+    /// call after the accept loops ended (they hold the other senders).
+    async fn finished(mut self) {
+        self.handoffs.clear();
+        while self.done.recv().await.is_some() {}
+    }
+}
+
+/// Counts one open connection of a worker until dropped (even by a panic).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Handoff {
+    /// The worker with the fewest open connections.
+    fn least_loaded(handoffs: &[Handoff]) -> Option<&Handoff> {
+        handoffs
+            .iter()
+            .min_by_key(|h| h.open.load(Ordering::Relaxed))
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     door: Door,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
-    header_read_timeout: Duration,
+    handoffs: Vec<Handoff>,
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     // Bounds open connections (and their tasks and buffers): past the limit
     // this loop stops accepting and new clients wait in the kernel's queue.
-    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let open = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = tokio::select! {
             permit = open.clone().acquire_owned() => match permit {
@@ -252,27 +354,62 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let door = door.clone();
-        let slot = Arc::new(UpstreamSlot::default());
-        let service = service_fn(move |request| {
-            let (door, slot) = (door.clone(), slot.clone());
-            async move { Ok::<_, Infallible>(door.handle(request, peer, &slot).await) }
-        });
-        let watcher = graceful.watcher();
-        let http = http.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if !protocol_known_within(&stream, header_read_timeout).await {
-                tracing::debug!(%peer, "dropped a connection that sent no request in time");
-                return;
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not hand a connection over");
+                continue;
             }
-            let connection = http
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        };
+        let Some(worker) = Handoff::least_loaded(&handoffs) else {
+            return;
+        };
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted {
+            stream,
+            peer,
+            door: door.clone(),
+            permit,
+        };
+        if worker.connections.send(accepted).is_err() {
+            worker.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "a worker has stopped; dropped a connection");
+        }
+    }
+}
+
+/// Serves one client connection on the current worker.
+async fn serve_connection(
+    accepted: Accepted,
+    http: &auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Accepted {
+        stream,
+        peer,
+        door,
+        permit: _permit,
+    } = accepted;
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "could not serve a connection");
+            return;
+        }
+    };
+    if !protocol_known_within(&stream, header_read_timeout).await {
+        tracing::debug!(%peer, "dropped a connection that sent no request in time");
+        return;
+    }
+    let slot = Arc::new(UpstreamSlot::default());
+    let service = service_fn(move |request| {
+        let (door, slot) = (door.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(door.handle(request, peer, &slot).await) }
+    });
+    let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -1103,3 +1103,48 @@ async fn open_connections_are_capped_per_listener() {
         StatusCode::OK
     );
 }
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn server_workers_sets_the_serving_threads_and_one_serves_many_connections() {
+    let stack = Stack::start("", "[server]\nworkers = 1\n").await;
+    assert_eq!(threads_named(stack.tokengate.pid(), "tokengate-worke"), 1);
+    let log = stack.tokengate.log();
+    assert!(log.contains("workers=1"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a log file: {log}");
+    let (token, _) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    // One worker: a request waiting on a slow upstream must not hold up a
+    // second connection.
+    let headers = [("authorization", auth.as_str())];
+    let slow = stack.through_proxy("/slow?ms=3000", &headers);
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let reply = stack.through_proxy("/orders", &headers).await;
+        (reply, started.elapsed())
+    };
+    let (slow, (quick, waited)) = tokio::join!(slow, quick);
+    assert_eq!(quick.status, StatusCode::OK);
+    assert!(
+        waited < Duration::from_secs(2),
+        "the second connection waited {waited:?}"
+    );
+    assert_eq!(slow.status, StatusCode::OK);
+
+    let admin = free_port();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n\
+         [server]\nworkers = 3\n"
+    );
+    let three = Tokengate::start(&config, &[], &[admin]);
+    assert_eq!(threads_named(three.pid(), "tokengate-worke"), 3);
+}
