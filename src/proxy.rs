@@ -38,9 +38,29 @@ use crate::http_util::{self, Body, BoxError};
 /// How long to wait for a TCP connection to the upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One client connection's own connection to the upstream.
-#[derive(Default)]
-pub(crate) struct UpstreamSlot(tokio::sync::Mutex<Option<http1::SendRequest<Body>>>);
+/// What the front doors keep per client connection: the peer, its address
+/// as a header value (formatted once, not per request), and the proxy's own
+/// upstream connection for it.
+pub(crate) struct ClientConnection {
+    peer: SocketAddr,
+    peer_ip: Option<HeaderValue>,
+    upstream: tokio::sync::Mutex<Option<http1::SendRequest<Body>>>,
+}
+
+impl ClientConnection {
+    pub(crate) fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+            upstream: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
 
 enum SendError {
     TimedOut,
@@ -87,9 +107,9 @@ impl Proxy {
     pub(crate) async fn handle(
         &self,
         mut request: Request<hyper::body::Incoming>,
-        peer: SocketAddr,
-        slot: &UpstreamSlot,
+        client: &ClientConnection,
     ) -> Response<Body> {
+        let peer = client.peer;
         let decision = self
             .auth
             .check(AuthRequest {
@@ -128,7 +148,7 @@ impl Proxy {
         if self.drop_api_key {
             headers.remove("x-api-key");
         }
-        self.set_forwarded(headers, &parts.uri, peer);
+        self.set_forwarded(headers, &parts.uri, client);
         if let Some(auth) = decision.auth() {
             ids.insert(headers, auth);
         }
@@ -146,25 +166,30 @@ impl Proxy {
         // per request); h2c clients multiplex and upgrades take their
         // connection over, so those go through the pooled client.
         let dedicated = !upgrade && client_version != http::Version::HTTP_2;
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let mut uri = Uri::builder();
-        if !dedicated {
-            uri = uri.scheme("http").authority(self.upstream.clone());
-        }
-        parts.uri = match uri.path_and_query(path).build() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return http_util::error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Bad request target.",
-                );
+        // The dedicated connection takes the origin form (`/path?query`),
+        // which is what an HTTP/1.1 client sends: kept as it is.
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        if !(dedicated && origin_form) {
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let mut uri = Uri::builder();
+            if !dedicated {
+                uri = uri.scheme("http").authority(self.upstream.clone());
             }
-        };
+            parts.uri = match uri.path_and_query(path).build() {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return http_util::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "Bad request target.",
+                    );
+                }
+            };
+        }
         // Always HTTP/1.1 to the upstream, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
         let body = StripTrailers {
@@ -175,7 +200,7 @@ impl Proxy {
         let upstream_request = Request::from_parts(parts, body);
 
         let sent = if dedicated {
-            self.send_dedicated(slot, upstream_request).await
+            self.send_dedicated(client, upstream_request).await
         } else {
             match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
                 Err(_) => Err(SendError::TimedOut),
@@ -217,13 +242,13 @@ impl Proxy {
     /// sending is retried once on a new one; nothing sent is ever replayed.
     async fn send_dedicated(
         &self,
-        slot: &UpstreamSlot,
+        client: &ClientConnection,
         mut request: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, SendError> {
         // One deadline for connecting, waiting and the response head, as on
         // the pooled path.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut sender = slot.0.lock().await;
+        let mut sender = client.upstream.lock().await;
         for attempt in 0..2 {
             let reusable = match sender.as_mut() {
                 Some(s) if !s.is_closed() => {
@@ -284,24 +309,32 @@ impl Proxy {
         Ok(sender)
     }
 
-    fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr) {
-        let trusted = self.auth.is_trusted_proxy(peer.ip());
-        let client = peer.ip().to_string();
+    fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientConnection) {
+        let trusted = self.auth.is_trusted_proxy(client.peer.ip());
         // Append to a client's X-Forwarded-For only when a trusted proxy sent
         // it (all its lines, in order); anyone else's list is replaced by
         // what we saw, and their other forwarding headers are dropped.
-        let existing: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let forwarded_for = if trusted && !existing.is_empty() {
-            format!("{}, {client}", existing.join(", "))
+        let existing: Vec<&str> = if trusted {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
         } else {
-            client
+            Vec::new()
         };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert("x-forwarded-for", value);
+        let forwarded_for = if existing.is_empty() {
+            client.peer_ip.clone()
+        } else {
+            HeaderValue::from_str(&format!("{}, {}", existing.join(", "), client.peer.ip())).ok()
+        };
+        match forwarded_for {
+            Some(value) => {
+                headers.insert("x-forwarded-for", value);
+            }
+            None => {
+                headers.remove("x-forwarded-for");
+            }
         }
         if !trusted {
             headers.remove("forwarded");

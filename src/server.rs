@@ -31,7 +31,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ServerConfig, redact_url};
 use crate::http_util::Body;
 use crate::metrics::{Metrics, StoreLatency, TimedStore};
-use crate::proxy::{Proxy, UpstreamSlot};
+use crate::proxy::{ClientConnection, Proxy};
 use crate::service::TokenService;
 use crate::store::{self, TokenStore};
 
@@ -62,12 +62,13 @@ impl Door {
     async fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        peer: SocketAddr,
-        slot: &UpstreamSlot,
+        client: &ClientConnection,
     ) -> http::Response<Body> {
         match self {
-            Self::Proxy(proxy) => proxy.handle(request, peer, slot).await,
-            Self::ForwardAuth(auth) => crate::forward_auth::handle(auth, request, peer).await,
+            Self::Proxy(proxy) => proxy.handle(request, client).await,
+            Self::ForwardAuth(auth) => {
+                crate::forward_auth::handle(auth, request, client.peer()).await
+            }
             Self::Admin(admin) => admin.handle(request).await,
         }
     }
@@ -402,10 +403,10 @@ async fn serve_connection(
         tracing::debug!(%peer, "dropped a connection that sent no request in time");
         return;
     }
-    let slot = Arc::new(UpstreamSlot::default());
+    let client = Arc::new(ClientConnection::new(peer));
     let service = service_fn(move |request| {
-        let (door, slot) = (door.clone(), slot.clone());
-        async move { Ok::<_, Infallible>(door.handle(request, peer, &slot).await) }
+        let (door, client) = (door.clone(), client.clone());
+        async move { Ok::<_, Infallible>(door.handle(request, &client).await) }
     });
     let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(connection).await {
