@@ -37,6 +37,9 @@ use crate::store::{self, TokenStore};
 
 /// The environment variable holding the admin API's bearer key.
 pub const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
+/// hyper's default limit on the number of request headers.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Shortest admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
@@ -199,12 +202,16 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
 
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_headers(config.max_headers)
         .max_buf_size(config.max_header_bytes);
+    // hyper's own limit is 100, parsed into a fixed array; any other limit
+    // costs it a buffer built on every request, so set only another one.
+    if config.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -434,6 +434,23 @@ async fn oversized_headers_get_431() {
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let reply = stack.through_proxy("/orders", &many).await;
     assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // Another limit than the default applies too.
+    let admin = free_port();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n\
+         [server]\nmax_headers = 20\n"
+    );
+    let _tokengate = Tokengate::start(&config, &[], &[admin]);
+    let url = Stack::url(admin, "/healthz");
+    assert_eq!(
+        http("GET", &url, &many[..10], "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        http("GET", &url, &many[..30], "").await.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
 }
 
 #[tokio::test]

@@ -102,7 +102,9 @@ impl AuthCache {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                self.entries.try_get_with(key, lookup()).await?
+                // Boxed: this future is large, and every request's future
+                // would otherwise carry (and move) room for it.
+                Box::pin(self.entries.try_get_with(key, lookup())).await?
             }
         };
         match entry {
