@@ -29,8 +29,7 @@
 #   PLAIN_FORWARDED [1] 1: nginx-plain sets Host and X-Forwarded-For/-Proto/-Host
 #                       as tokengate's proxy does (the same job); 0: bare proxy_pass
 #   TG_LOG_LEVEL [info] tokengate's [log] level
-#   TG_WORKER_THREADS   tokengate's Tokio worker threads (TOKIO_WORKER_THREADS;
-#                       default: Tokio's, one per core)
+#   TG_WORKERS          tokengate's [server] workers (default: one per core)
 #   TARGETS             a subset of the targets, e.g. "nginx-plain tokengate-proxy"
 #   NGINX [/usr/sbin/nginx]
 #   CARGO_TARGET_DIR    honoured as by cargo (default: ./target)
@@ -49,7 +48,7 @@ NGINX_WORKERS="${NGINX_WORKERS:-auto}"
 STUB="${STUB:-nginx}"
 PLAIN_FORWARDED="${PLAIN_FORWARDED:-1}"
 TG_LOG_LEVEL="${TG_LOG_LEVEL:-info}"
-TG_WORKER_THREADS="${TG_WORKER_THREADS:-}"
+TG_WORKERS="${TG_WORKERS:-}"
 NGINX="${NGINX:-/usr/sbin/nginx}"
 KEEP_TMP="${KEEP_TMP:-0}"
 
@@ -80,6 +79,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo is missing (install Rust: https:/
 ((THREADS <= CONNECTIONS)) || die "THREADS must not exceed CONNECTIONS"
 [[ "$STUB" == nginx || "$STUB" == upstream ]] || die "STUB must be 'nginx' or 'upstream'"
 [[ "$PLAIN_FORWARDED" == 0 || "$PLAIN_FORWARDED" == 1 ]] || die "PLAIN_FORWARDED must be 0 or 1"
+[[ -z "$TG_WORKERS" || "$TG_WORKERS" =~ ^[1-9][0-9]*$ ]] || die "TG_WORKERS must be a positive integer"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -231,6 +231,7 @@ listen = "127.0.0.1:$TG_ADMIN_PORT"
 
 [server]
 shutdown_grace = "2s"
+${TG_WORKERS:+workers = $TG_WORKERS}
 
 [log]
 level = "$TG_LOG_LEVEL"
@@ -243,7 +244,6 @@ while read -r var; do
     tg_env+=(-u "$var")
 done < <(env | grep -o '^TOKENGATE_[A-Za-z0-9_]*' || true)
 tg_env+=(TOKENGATE_ADMIN_KEY="$ADMIN_KEY")
-[[ -z "$TG_WORKER_THREADS" ]] || tg_env+=(TOKIO_WORKER_THREADS="$TG_WORKER_THREADS")
 env "${tg_env[@]}" \
     "$TOKENGATE_BIN" serve --config "$TMP/tokengate.toml" >"$TMP/tokengate.log" 2>&1 &
 TG_PID=$!

@@ -380,8 +380,9 @@ async fn accept_loop(
             permit,
         };
         if worker.connections.send(accepted).is_err() {
-            worker.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, "a worker has stopped; dropped a connection");
+            // Never choose it again (least loaded would favour it forever).
+            worker.open.store(usize::MAX, Ordering::Relaxed);
+            tracing::error!(%peer, "a worker thread has stopped; dropped a connection");
         }
     }
 }
