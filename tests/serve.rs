@@ -911,6 +911,12 @@ async fn a_query_parameter_token_never_reaches_the_upstream() {
         .await;
     assert_identity(&reply, Some(("acme", &id)));
     assert_eq!(reply.json()["uri"], "/orders?page=2");
+    // A percent-encoded name is the same parameter to the service.
+    let reply = stack
+        .through_proxy(&format!("/orders?api%5Fkey={token}&page=3"), &[])
+        .await;
+    assert_identity(&reply, Some(("acme", &id)));
+    assert_eq!(reply.json()["uri"], "/orders?page=3");
     let reply = stack
         .through_proxy("/orders", &[("x-api-key", &token)])
         .await;

@@ -118,8 +118,14 @@ fn query_values<'a>(uri: &'a Uri, name: &'a str) -> impl Iterator<Item = Option<
         .split('&')
         .filter_map(move |pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then(|| decode_query_value(value))
+            key_names(key, name).then(|| decode_query_value(value))
         })
+}
+
+/// Whether a query key is `name` once decoded (`api%5Fkey` is `api_key`, as
+/// the service's framework would read it).
+fn key_names(key: &str, name: &str) -> bool {
+    key == name || (key.contains('%') && decode_query_value(key).is_some_and(|k| k == name))
 }
 
 /// A query value decoded as forms encode it: `+` is a space (a literal `+`
@@ -136,7 +142,7 @@ pub(crate) fn remove_query_param(uri: &Uri, name: &str) -> Uri {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !key_names(pair.split_once('=').map_or(*pair, |(k, _)| k), name))
         .collect();
     let path_and_query = if kept.is_empty() {
         uri.path().to_owned()
@@ -295,6 +301,16 @@ mod tests {
             remove_query_param(&"/x?api_keys=1".parse().unwrap(), "api_key"),
             "/x?api_keys=1"
         );
+        // The name counts once decoded, as the service would decode it.
+        let uri: Uri = "/x?a=1&api%5Fkey=mk_abc&b=%41".parse().unwrap();
+        assert_eq!(
+            all_sources().extract(&HeaderMap::new(), &uri),
+            Ok(Presented::Token("mk_abc".into()))
+        );
+        assert_eq!(remove_query_param(&uri, "api_key"), "/x?a=1&b=%41");
+        let two: Uri = "/x?api_key=mk_a&api%5fkey=mk_b".parse().unwrap();
+        assert!(all_sources().extract(&HeaderMap::new(), &two).is_err());
+        assert_eq!(remove_query_param(&two, "api_key"), "/x");
     }
 
     #[test]
