@@ -407,10 +407,13 @@ fn one_line_usage_error(e: &clap::Error) -> String {
 fn init_tracing(level: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only on a terminal: a log file or a collector gets plain text.
+    // Colours only on a terminal, and not with NO_COLOR set: a log file or a
+    // collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         crate::config::LogFormat::Human => builder.init(),

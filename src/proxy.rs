@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
@@ -67,6 +67,22 @@ enum SendError {
     Failed(BoxError),
 }
 
+/// Spawns on one runtime, wherever it is called from. The pooled client's
+/// connections are shared by every worker, so they run on the main runtime:
+/// a worker's runtime stops at shutdown while the others may still use them.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl<F> hyper::rt::Executor<F> for OnRuntime
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
+}
+
 /// The proxy's state: one pooled client to one upstream.
 pub(crate) struct Proxy {
     auth: Authenticator,
@@ -93,7 +109,7 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(OnRuntime(tokio::runtime::Handle::current())).build(connector);
         Ok(Self {
             auth,
             client,

@@ -166,7 +166,7 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
     let workers = config.server.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let running = Workers::start(workers, &config.server)?;
+    let mut running = Workers::start(workers, &config.server).await?;
     let (stop_accepting, accepting) = watch::channel(false);
     let accept_loops: Vec<_> = doors
         .into_iter()
@@ -188,8 +188,9 @@ pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Resu
     for task in accept_loops {
         let _ = task.await;
     }
-    running.finished().await;
+    running.drained().await;
     auth.shutdown().await;
+    running.release().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -222,8 +223,7 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The worker threads that serve client connections, and how to wait for
-/// them.
+/// The worker threads that serve client connections, and how to stop them.
 ///
 /// Each worker is a thread with its own single-threaded Tokio runtime: a
 /// connection, its requests and its upstream connection all stay on one
@@ -231,10 +231,20 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// nginx's worker processes do. The accept loops run on the main runtime and
 /// hand each new connection to the worker with the fewest open ones, so
 /// connections spread evenly whoever wins a race to `accept`.
+///
+/// Shutdown has two steps. [`Workers::drained`]: once the accept loops have
+/// ended, every worker lets its connections finish (up to the grace period,
+/// then cuts them) and reports. [`Workers::release`]: the workers' runtimes
+/// stop. In between, the last-accessed times are flushed: a Redis connection
+/// re-established after an outage is driven by whichever runtime saw the
+/// error, so no runtime may stop before the flush.
 struct Workers {
     handoffs: Vec<Handoff>,
-    /// Closed when every worker has finished: each holds a sender.
-    done: mpsc::Receiver<()>,
+    /// Closed when every worker has drained: each holds a sender.
+    drained: mpsc::Receiver<()>,
+    /// Dropped to let the workers' runtimes stop.
+    release: watch::Sender<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The way to one worker.
@@ -253,63 +263,134 @@ struct Accepted {
     permit: OwnedSemaphorePermit,
 }
 
+/// One worker thread's side.
+struct Worker {
+    index: usize,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    grace: Duration,
+    drained: mpsc::Sender<()>,
+    released: watch::Receiver<()>,
+}
+
 impl Workers {
-    /// Starts `count` worker threads.
-    fn start(count: usize, server: &ServerConfig) -> Result<Self, ServeError> {
+    /// Starts `count` worker threads; returns once each has its runtime.
+    async fn start(count: usize, server: &ServerConfig) -> Result<Self, ServeError> {
         let http = Arc::new(connection_builder(server));
-        let (done_tx, done) = mpsc::channel(1);
+        let (drained_tx, drained) = mpsc::channel(1);
+        let (release, released) = watch::channel(());
+        let (started_tx, mut started) = mpsc::channel::<Result<(), String>>(count.max(1));
         let mut handoffs = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for index in 0..count {
-            let (connections, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+            let (connections, incoming) = mpsc::unbounded_channel();
             let open = Arc::new(AtomicUsize::new(0));
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start worker runtime: {e}"))?;
-            let (http, open_count, done_tx) = (http.clone(), open.clone(), done_tx.clone());
-            let header_read_timeout = server.header_read_timeout;
-            let grace = server.shutdown_grace;
-            std::thread::Builder::new()
+            let worker = Worker {
+                index,
+                incoming,
+                open: open.clone(),
+                http: http.clone(),
+                header_read_timeout: server.header_read_timeout,
+                grace: server.shutdown_grace,
+                drained: drained_tx.clone(),
+                released: released.clone(),
+            };
+            let started_tx = started_tx.clone();
+            let thread = std::thread::Builder::new()
                 .name(format!("tokengate-worker-{index}"))
                 .spawn(move || {
-                    let _done = done_tx;
-                    runtime.block_on(async move {
-                        let graceful = GracefulShutdown::new();
-                        while let Some(accepted) = incoming.recv().await {
-                            let watcher = graceful.watcher();
-                            let open = OpenConnection(open_count.clone());
-                            let http = http.clone();
-                            tokio::spawn(async move {
-                                let _open = open;
-                                serve_connection(accepted, &http, header_read_timeout, watcher)
-                                    .await;
-                            });
-                        }
-                        // The accept loops are gone: drain this worker's
-                        // connections.
-                        if tokio::time::timeout(grace, graceful.shutdown())
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(
-                                worker = index,
-                                ?grace,
-                                "grace period over; dropping the remaining connections"
-                            );
-                        }
-                    });
+                    // Built on its own thread: a runtime must not be dropped
+                    // (as on a failed start) inside another runtime.
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    let _ = started_tx.try_send(
+                        runtime
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| format!("cannot start a worker's runtime: {e}")),
+                    );
+                    drop(started_tx);
+                    if let Ok(runtime) = runtime {
+                        runtime.block_on(worker.run());
+                    }
                 })
-                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
             handoffs.push(Handoff { connections, open });
+            threads.push(thread);
         }
-        Ok(Self { handoffs, done })
+        drop(started_tx);
+        for _ in 0..count {
+            match started.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(message)) => return Err(message.into()),
+                None => return Err("a worker thread stopped during start-up".to_owned().into()),
+            }
+        }
+        Ok(Self {
+            handoffs,
+            drained,
+            release,
+            threads,
+        })
     }
 
-    /// Waits until every worker has drained its connections and stopped:
-    /// call after the accept loops ended (they hold the other senders).
-    async fn finished(mut self) {
+    /// Waits until every worker has let its connections finish (or cut them
+    /// at the grace period): call after the accept loops ended (they hold
+    /// the other senders).
+    async fn drained(&mut self) {
         self.handoffs.clear();
-        while self.done.recv().await.is_some() {}
+        while self.drained.recv().await.is_some() {}
+    }
+
+    /// Stops the workers' runtimes and waits for their threads.
+    async fn release(self) {
+        drop(self.release);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let graceful = GracefulShutdown::new();
+        // Past the grace period, connections still open are cut.
+        let (cut, cut_rx) = watch::channel(());
+        while let Some(accepted) = self.incoming.recv().await {
+            let watcher = graceful.watcher();
+            let open = OpenConnection(self.open.clone());
+            let http = self.http.clone();
+            let header_read_timeout = self.header_read_timeout;
+            let mut cut_rx = cut_rx.clone();
+            tokio::spawn(async move {
+                let _open = open;
+                tokio::select! {
+                    () = serve_connection(accepted, &http, header_read_timeout, watcher) => {}
+                    _ = cut_rx.changed() => {}
+                }
+            });
+        }
+        // The accept loops are gone: let this worker's connections finish.
+        if tokio::time::timeout(self.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = self.index,
+                grace = ?self.grace,
+                "grace period over; dropping the remaining connections"
+            );
+            let _ = cut.send(());
+        }
+        drop(self.drained);
+        let _ = self.released.changed().await;
     }
 }
 
@@ -323,10 +404,11 @@ impl Drop for OpenConnection {
 }
 
 impl Handoff {
-    /// The worker with the fewest open connections.
+    /// The running worker with the fewest open connections.
     fn least_loaded(handoffs: &[Handoff]) -> Option<&Handoff> {
         handoffs
             .iter()
+            .filter(|h| !h.connections.is_closed())
             .min_by_key(|h| h.open.load(Ordering::Relaxed))
     }
 }
@@ -369,20 +451,28 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(worker) = Handoff::least_loaded(&handoffs) else {
-            return;
-        };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let accepted = Accepted {
+        let mut accepted = Accepted {
             stream,
             peer,
             door: door.clone(),
             permit,
         };
-        if worker.connections.send(accepted).is_err() {
-            // Never choose it again (least loaded would favour it forever).
-            worker.open.store(usize::MAX, Ordering::Relaxed);
-            tracing::error!(%peer, "a worker thread has stopped; dropped a connection");
+        // A worker whose thread has stopped (it should not) is skipped, and
+        // the connection goes to the next one.
+        loop {
+            let Some(worker) = Handoff::least_loaded(&handoffs) else {
+                tracing::error!(%peer, "no worker thread is running; dropped a connection");
+                break;
+            };
+            worker.open.fetch_add(1, Ordering::Relaxed);
+            match worker.connections.send(accepted) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    worker.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::error!("a worker thread has stopped");
+                    accepted = back;
+                }
+            }
         }
     }
 }

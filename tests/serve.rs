@@ -969,12 +969,7 @@ async fn logs_can_be_json_lines() {
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n[log]\nformat = \"json\"\n"
     );
     let tokengate = Tokengate::start(&config, &[], &[admin]);
-    // The port accepts as soon as it is bound; the log lines follow.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !tokengate.log().contains("started") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let log = tokengate.log();
+    let log = started_log(&tokengate).await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -1127,6 +1122,16 @@ async fn open_connections_are_capped_per_listener() {
     );
 }
 
+/// The log once it says "tokengate started": the ports accept as soon as
+/// they are bound, and the workers start and the log lines follow.
+async fn started_log(tokengate: &Tokengate) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tokengate.log().contains("started") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokengate.log()
+}
+
 /// Threads of process `pid` whose name starts with `prefix`.
 fn threads_named(pid: u32, prefix: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -1139,8 +1144,8 @@ fn threads_named(pid: u32, prefix: &str) -> usize {
 #[tokio::test]
 async fn server_workers_sets_the_serving_threads_and_one_serves_many_connections() {
     let stack = Stack::start("", "[server]\nworkers = 1\n").await;
+    let log = started_log(&stack.tokengate).await;
     assert_eq!(threads_named(stack.tokengate.pid(), "tokengate-worke"), 1);
-    let log = stack.tokengate.log();
     assert!(log.contains("workers=1"), "{log}");
     assert!(!log.contains('\x1b'), "colour codes in a log file: {log}");
     let (token, _) = stack.mint("acme").await;
@@ -1169,5 +1174,61 @@ async fn server_workers_sets_the_serving_threads_and_one_serves_many_connections
          [server]\nworkers = 3\n"
     );
     let three = Tokengate::start(&config, &[], &[admin]);
+    started_log(&three).await;
     assert_eq!(threads_named(three.pid(), "tokengate-worke"), 3);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_over_a_redis_connection_a_request_reopened() {
+    // After a Redis restart, the first request to fail reopens the
+    // connection, on its worker's runtime; the flush at shutdown must still
+    // find it running.
+    let mut stack = Stack::start(
+        "",
+        "[last_accessed]\nflush_interval = \"1h\"\n[server]\nworkers = 2\n",
+    )
+    .await;
+    stack.mint("acme").await;
+    stack.redis.stop();
+    stack.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (token, id) = loop {
+        let reply = stack
+            .admin("POST", "/v1/accounts/acme/tokens", r#"{"name": "after"}"#)
+            .await;
+        if reply.status == StatusCode::CREATED {
+            let json = reply.json();
+            break (
+                json["token"].as_str().unwrap().to_owned(),
+                json["id"].as_str().unwrap().to_owned(),
+            );
+        }
+        assert!(Instant::now() < deadline, "Redis never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reply = stack
+        .through_proxy("/orders", &[("authorization", &bearer(&token))])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let (exit, stack) = tokio::task::spawn_blocking(move || {
+        let exit = stack.tokengate.terminate();
+        (exit, stack)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exit.success(),
+        "exit status {exit}:\n{}",
+        stack.tokengate.log()
+    );
+    let mut conn = stack.redis.connection().await;
+    let after: Option<i64> =
+        redis::AsyncCommands::hget(&mut conn, format!("tokengate:token:{id}"), "last_accessed")
+            .await
+            .unwrap();
+    assert!(
+        after.is_some(),
+        "pending last-accessed lost at shutdown:\n{}",
+        stack.tokengate.log()
+    );
 }
