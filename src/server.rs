@@ -361,21 +361,22 @@ impl Workers {
 impl Worker {
     async fn run(mut self) {
         let graceful = GracefulShutdown::new();
-        // Past the grace period, connections still open are cut.
-        let (cut, cut_rx) = watch::channel(());
+        // The connection tasks, to cut those still open past the grace
+        // period (finished ones are pruned as connections come and go).
+        let mut tasks: Vec<tokio::task::AbortHandle> = Vec::new();
         while let Some(accepted) = self.incoming.recv().await {
             let watcher = graceful.watcher();
             let open = OpenConnection(self.open.clone());
             let http = self.http.clone();
             let header_read_timeout = self.header_read_timeout;
-            let mut cut_rx = cut_rx.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _open = open;
-                tokio::select! {
-                    () = serve_connection(accepted, &http, header_read_timeout, watcher) => {}
-                    _ = cut_rx.changed() => {}
-                }
+                serve_connection(accepted, &http, header_read_timeout, watcher).await;
             });
+            if tasks.len() >= 64 && tasks.len() >= 2 * self.open.load(Ordering::Relaxed) {
+                tasks.retain(|task| !task.is_finished());
+            }
+            tasks.push(task.abort_handle());
         }
         // The accept loops are gone: let this worker's connections finish.
         if tokio::time::timeout(self.grace, graceful.shutdown())
@@ -387,7 +388,9 @@ impl Worker {
                 grace = ?self.grace,
                 "grace period over; dropping the remaining connections"
             );
-            let _ = cut.send(());
+            for task in &tasks {
+                task.abort();
+            }
         }
         drop(self.drained);
         let _ = self.released.changed().await;

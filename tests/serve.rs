@@ -1232,3 +1232,49 @@ async fn shutdown_flushes_over_a_redis_connection_a_request_reopened() {
         stack.tokengate.log()
     );
 }
+
+#[tokio::test]
+async fn requests_past_the_shutdown_grace_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stack = Stack::start(
+        "upstream_timeout = \"60s\"",
+        "[server]\nshutdown_grace = \"500ms\"\n",
+    )
+    .await;
+    let (token, _) = stack.mint("acme").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.proxy))
+        .await
+        .unwrap();
+    let request =
+        format!("GET /slow?ms=20000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (exit, stack) = tokio::task::spawn_blocking(move || {
+        let exit = stack.tokengate.terminate();
+        (exit, stack)
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        exit.success(),
+        "exit status {exit}:\n{}",
+        stack.tokengate.log()
+    );
+    assert!(waited < Duration::from_secs(5), "exit took {waited:?}");
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the connection is still open");
+    assert!(
+        answer.is_empty(),
+        "got an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        stack.tokengate.log().contains("grace period over"),
+        "{}",
+        stack.tokengate.log()
+    );
+}
