@@ -81,6 +81,9 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Pass the client's `Authorization` header on to the upstream.
     pub forward_authorization: bool,
+    /// A WebSocket tunnel with no bytes either way for this long is closed.
+    #[serde(with = "duration")]
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -90,6 +93,7 @@ impl Default for ProxyConfig {
             upstream: None,
             upstream_timeout: Duration::from_secs(30),
             forward_authorization: false,
+            tunnel_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -630,6 +634,12 @@ impl Config {
             Duration::from_millis(10),
             Duration::from_secs(3_600),
         )?;
+        within(
+            "proxy.tunnel_idle_timeout",
+            p.tunnel_idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )?;
         let srv = &self.server;
         within(
             "server.shutdown_grace",
@@ -1028,6 +1038,10 @@ mod tests {
                 "last_accessed.flush_interval",
             ),
             ("[server]\nworkers = 0\n", "server.workers"),
+            (
+                "[proxy]\ntunnel_idle_timeout = \"2d\"\n",
+                "proxy.tunnel_idle_timeout",
+            ),
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");

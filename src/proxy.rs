@@ -16,6 +16,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::auth::{AuthRequest, Authenticator};
@@ -91,6 +94,7 @@ pub(crate) struct Proxy {
     timeout: Duration,
     forward_authorization: bool,
     drop_api_key: bool,
+    tunnel_idle_timeout: Duration,
 }
 
 impl Proxy {
@@ -116,6 +120,7 @@ impl Proxy {
             upstream: authority,
             timeout: config.proxy.upstream_timeout,
             forward_authorization: config.proxy.forward_authorization,
+            tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
             drop_api_key: config.sources.api_key_header,
         })
     }
@@ -245,7 +250,7 @@ impl Proxy {
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
-                return splice(client_upgrade, response);
+                return splice(client_upgrade, response, self.tunnel_idle_timeout);
             }
         }
         let (mut parts, body) = response.into_parts();
@@ -377,26 +382,97 @@ impl Proxy {
 }
 
 /// Answers 101 to the client and copies bytes both ways once both sides have
-/// switched protocols.
+/// switched protocols, until either side closes or no byte has moved either
+/// way for `idle` (checked four times per `idle`).
 fn splice(
     client: hyper::upgrade::OnUpgrade,
     mut response: Response<hyper::body::Incoming>,
+    idle: Duration,
 ) -> Response<Body> {
     let upstream = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended");
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let moved = Arc::new(AtomicU64::new(0));
+        let mut client = Counted {
+            inner: TokioIo::new(client),
+            moved: moved.clone(),
+        };
+        let mut upstream = Counted {
+            inner: TokioIo::new(upstream),
+            moved: moved.clone(),
+        };
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        let mut ticks = tokio::time::interval(idle / 4);
+        let (mut seen, mut since) = (0, tokio::time::Instant::now());
+        loop {
+            tokio::select! {
+                ended = &mut copy => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "upgraded connection ended");
+                    }
+                    return;
+                }
+                now = ticks.tick() => {
+                    let total = moved.load(Ordering::Relaxed);
+                    if total != seen {
+                        (seen, since) = (total, now);
+                    } else if now - since >= idle {
+                        tracing::debug!(?idle, "closed an idle upgraded connection");
+                        return;
+                    }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, http_util::empty())
+}
+
+/// A tunnel end that counts the bytes read from it (for the idle timeout).
+struct Counted<T> {
+    inner: T,
+    moved: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.moved.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 pin_project! {

@@ -1278,3 +1278,45 @@ async fn requests_past_the_shutdown_grace_are_cut() {
         stack.tokengate.log()
     );
 }
+
+#[tokio::test]
+async fn idle_websocket_tunnels_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start("tunnel_idle_timeout = \"600ms\"", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", stack.proxy))
+        .await
+        .unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Traffic every 150 ms keeps it open well past the idle timeout.
+    let started = Instant::now();
+    let mut last = started;
+    while started.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stream.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut echo)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "tunnel closed while in use: {read:?}"
+        );
+        last = Instant::now();
+    }
+    // Silence: closed 600 ms after the last byte (and not before).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle tunnel stayed open");
+    assert!(rest.is_empty());
+    assert!(
+        last.elapsed() >= Duration::from_millis(550),
+        "closed after {:?} of silence",
+        last.elapsed()
+    );
+}
