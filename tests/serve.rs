@@ -88,6 +88,13 @@ impl Stack {
         )
     }
 
+    /// SIGTERM to tokengate; its exit status once it has exited.
+    async fn terminate(mut self) -> (std::process::ExitStatus, Self) {
+        tokio::task::spawn_blocking(move || (self.tokengate.terminate(), self))
+            .await
+            .unwrap()
+    }
+
     async fn through_proxy(&self, path: &str, headers: &[(&str, &str)]) -> HttpReply {
         http("GET", &Self::url(self.proxy, path), headers, "").await
     }
@@ -681,7 +688,7 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
 
 #[tokio::test]
 async fn sigterm_drains_and_flushes_last_accessed() {
-    let mut stack = Stack::start("", "[last_accessed]\nflush_interval = \"1h\"\n").await;
+    let stack = Stack::start("", "[last_accessed]\nflush_interval = \"1h\"\n").await;
     let (token, id) = stack.mint("acme").await;
     let auth = bearer(&token);
     assert_eq!(
@@ -709,13 +716,7 @@ async fn sigterm_drains_and_flushes_last_accessed() {
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let status = tokio::task::spawn_blocking(move || {
-        let status = stack.tokengate.terminate();
-        (status, stack)
-    })
-    .await
-    .unwrap();
-    let (exit, stack) = status;
+    let (exit, stack) = stack.terminate().await;
     assert!(
         exit.success(),
         "exit status {exit}:\n{}",
@@ -1210,12 +1211,7 @@ async fn shutdown_flushes_over_a_redis_connection_a_request_reopened() {
         .through_proxy("/orders", &[("authorization", &bearer(&token))])
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let (exit, stack) = tokio::task::spawn_blocking(move || {
-        let exit = stack.tokengate.terminate();
-        (exit, stack)
-    })
-    .await
-    .unwrap();
+    let (exit, stack) = stack.terminate().await;
     assert!(
         exit.success(),
         "exit status {exit}:\n{}",
@@ -1236,7 +1232,7 @@ async fn shutdown_flushes_over_a_redis_connection_a_request_reopened() {
 #[tokio::test]
 async fn requests_past_the_shutdown_grace_are_cut() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stack = Stack::start(
+    let stack = Stack::start(
         "upstream_timeout = \"60s\"",
         "[server]\nshutdown_grace = \"500ms\"\n",
     )
@@ -1250,12 +1246,7 @@ async fn requests_past_the_shutdown_grace_are_cut() {
     stream.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let (exit, stack) = tokio::task::spawn_blocking(move || {
-        let exit = stack.tokengate.terminate();
-        (exit, stack)
-    })
-    .await
-    .unwrap();
+    let (exit, stack) = stack.terminate().await;
     let waited = started.elapsed();
     assert!(
         exit.success(),
