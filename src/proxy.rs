@@ -155,7 +155,9 @@ impl Proxy {
                 .get(UPGRADE)
                 .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let protocol = request.headers().get(UPGRADE).cloned();
+        let protocol = upgrade
+            .then(|| request.headers().get(UPGRADE).cloned())
+            .flatten();
         let client_version = request.version();
         let ids = self.auth.identity_headers();
 
@@ -173,7 +175,7 @@ impl Proxy {
         if let Some(auth) = decision.auth() {
             ids.insert(headers, auth);
         }
-        if let (true, Some(protocol)) = (upgrade, protocol) {
+        if let Some(protocol) = protocol {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, protocol);
         }

@@ -88,6 +88,19 @@ impl Stack {
         )
     }
 
+    /// `docs/integrations/<file>` as published, pointed at this stack's
+    /// forward-auth listener and upstream.
+    fn integration_snippet(&self, file: &str) -> String {
+        let path = format!("{}/docs/integrations/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .replace(
+                "127.0.0.1:8081",
+                &format!("127.0.0.1:{}", self.forward_auth),
+            )
+            .replace("127.0.0.1:3000", &self.upstream.addr.to_string())
+    }
+
     /// SIGTERM to tokengate; its exit status once it has exited.
     async fn terminate(mut self) -> (std::process::ExitStatus, Self) {
         tokio::task::spawn_blocking(move || (self.tokengate.terminate(), self))
@@ -811,17 +824,8 @@ async fn nginx_auth_request_in_front_of_tokengate() {
     let stack = Stack::start("", "").await;
     let (token, id) = stack.mint("acme").await;
     let port = free_port();
-    let snippet = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/integrations/nginx.conf"
-    ))
-    .unwrap();
-    let http_block = snippet
-        .replace(
-            "127.0.0.1:8081",
-            &format!("127.0.0.1:{}", stack.forward_auth),
-        )
-        .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
+    let http_block = stack
+        .integration_snippet("nginx.conf")
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     let _nginx = Nginx::start(&http_block, port);
     // The other proxies' family of original-request headers, forged.
@@ -837,21 +841,10 @@ async fn caddy_forward_auth_in_front_of_tokengate() {
     let stack = Stack::start("", "").await;
     let (token, id) = stack.mint("acme").await;
     let port = free_port();
-    let snippet = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/integrations/Caddyfile"
-    ))
-    .unwrap();
-    let sites = snippet
-        .replace(
-            "127.0.0.1:8081",
-            &format!("127.0.0.1:{}", stack.forward_auth),
-        )
-        .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
-        .replace(
-            "http://api.example.com",
-            &format!("http://127.0.0.1:{port}"),
-        );
+    let sites = stack.integration_snippet("Caddyfile").replace(
+        "http://api.example.com",
+        &format!("http://127.0.0.1:{port}"),
+    );
     let _caddy = Caddy::start(&sites, port);
     let forged_route = [
         ("x-original-uri", "/public/x"),
