@@ -340,3 +340,62 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
     }
     create(&h.service, "acme", None).await;
 }
+
+/// `CLIENT KILL TYPE normal` from another connection: every client
+/// connection of tokengate's is closed under it (the killer's own survives).
+async fn kill_clients(redis: &RedisServer) {
+    let mut conn = redis.connection().await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_closed_by_redis_costs_no_call_an_error() {
+    let mut h = Harness::redis().await;
+    let created = create(&h.service, "acme", None).await;
+    let token = created.token.expose_secret().to_owned();
+    let store = h.service.store().clone();
+    let redis = h.redis.as_ref().unwrap();
+
+    // Each kind of call, first after its connection was killed: a read, a
+    // listing, each write, the readiness ping.
+    kill_clients(redis).await;
+    let auth = h.service.validate_token(&token).await.unwrap();
+    assert_eq!(auth.account_id, "acme");
+    kill_clients(redis).await;
+    assert_eq!(h.service.list_tokens("acme").await.unwrap().len(), 1);
+    kill_clients(redis).await;
+    let second = create(&h.service, "acme", None).await;
+    kill_clients(redis).await;
+    store.touch(&[(second.info.id, 1_000)]).await.unwrap();
+    kill_clients(redis).await;
+    store.ping().await.unwrap();
+    kill_clients(redis).await;
+    let revoked = h
+        .service
+        .revoke_token(second.info.id, "acme")
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    kill_clients(redis).await;
+    store.remove_dead(0).await.unwrap();
+
+    // Redis restarting (here with an empty database) costs latency only.
+    let redis = h.redis.as_mut().unwrap();
+    redis.stop();
+    redis.restart();
+    store.ping().await.unwrap();
+    redis.stop();
+    redis.restart();
+    assert!(matches!(
+        h.service.validate_token(&token).await,
+        Err(TokenError::NotFound)
+    ));
+}

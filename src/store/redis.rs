@@ -158,6 +158,28 @@ impl RedisStore {
     pub fn revocations_channel(&self) -> String {
         self.keys.revocations()
     }
+
+    /// Runs `op` on the shared connection and, when it failed because that
+    /// connection had been closed under it (Redis restarted, a `CLIENT
+    /// KILL`, an idle timeout on the server), once more: the manager starts
+    /// reconnecting on such an error, and the second try waits for the fresh
+    /// connection. A command on a closed connection reached no one, so the
+    /// retry is safe; callers whose command may have run (a reply lost to a
+    /// reset) are idempotent, see [`TokenStore::insert`] for the one that is
+    /// not by itself. A timeout is not retried (it would double the wait).
+    async fn retried<T, F, Fut>(&self, op: F) -> redis::RedisResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match op(self.conn.clone()).await {
+            Err(e) if e.is_unrecoverable_error() => {
+                tracing::debug!(error = %e, "the Redis connection was closed; retrying on a new one");
+                op(self.conn.clone()).await
+            }
+            result => result,
+        }
+    }
 }
 
 #[async_trait]
@@ -174,8 +196,23 @@ impl TokenStore for RedisStore {
         for (field, value) in encode(record) {
             invocation.arg(field).arg(value);
         }
-        let created: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let created: i64 = self
+            .retried(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         if created == 1 {
+            return Ok(());
+        }
+        // A first try whose reply was lost may have created it: ours if the
+        // hash is ours (a bcrypt hash is salted: no other insert has it).
+        let stored: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.keys.token(record.id), "hash")
+            .await?;
+        if stored.as_deref() == Some(record.hash.as_str()) {
             Ok(())
         } else {
             Err(StoreError::Duplicate(record.id))
@@ -183,14 +220,24 @@ impl TokenStore for RedisStore {
     }
 
     async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        let fields: HashMap<String, String> =
-            self.conn.clone().hgetall(self.keys.token(id)).await?;
+        let key = self.keys.token(id);
+        let fields: HashMap<String, String> = self
+            .retried(|mut conn| {
+                let key = &key;
+                async move { conn.hgetall(key).await }
+            })
+            .await?;
         decode(id, &fields)
     }
 
     async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let members: Vec<String> = conn.smembers(self.keys.account(account_id)).await?;
+        let account = self.keys.account(account_id);
+        let members: Vec<String> = self
+            .retried(|mut conn| {
+                let account = &account;
+                async move { conn.smembers(account).await }
+            })
+            .await?;
         // Ids in the index that do not parse cannot be ours; skip them rather
         // than fail the whole listing.
         let ids: Vec<TokenId> = members.iter().filter_map(|m| m.parse().ok()).collect();
@@ -201,7 +248,7 @@ impl TokenStore for RedisStore {
         for &id in &ids {
             pipe.hgetall(self.keys.token(id));
         }
-        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
         let mut records = Vec::with_capacity(ids.len());
         for (id, fields) in ids.into_iter().zip(all) {
             if let Some(record) = decode(id, &fields)? {
@@ -218,15 +265,20 @@ impl TokenStore for RedisStore {
         account_id: &str,
         at: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        let outcome: i64 = self
-            .revoke
+        let mut invocation = self.revoke.prepare_invoke();
+        invocation
             .key(self.keys.token(id))
             .key(self.keys.expiry())
             .arg(account_id)
             .arg(at)
             .arg(id.to_string())
-            .arg(self.keys.revocations())
-            .invoke_async(&mut self.conn.clone())
+            .arg(self.keys.revocations());
+        // Retried like a read: a second run finds it revoked and publishes again.
+        let outcome: i64 = self
+            .retried(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         Ok(match outcome {
             1 => RevokeOutcome::Revoked,
@@ -247,7 +299,12 @@ impl TokenStore for RedisStore {
             pipe.invoke_script(self.touch.key(self.keys.token(id)).arg(at))
                 .ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        // Idempotent: a time only moves forward.
+        self.retried(|mut conn| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -256,8 +313,16 @@ impl TokenStore for RedisStore {
         let expiry = self.keys.expiry();
         let mut removed = 0;
         loop {
-            let ids: Vec<String> = conn
-                .zrangebyscore_limit(&expiry, "-inf", cutoff, 0, CLEANUP_BATCH)
+            // Each step is idempotent; the first read stands for the rest (a
+            // connection closed since the last call fails here, before any work).
+            let ids: Vec<String> = self
+                .retried(|mut conn| {
+                    let expiry = &expiry;
+                    async move {
+                        conn.zrangebyscore_limit(expiry, "-inf", cutoff, 0, CLEANUP_BATCH)
+                            .await
+                    }
+                })
                 .await?;
             if ids.is_empty() {
                 return Ok(removed);
@@ -293,9 +358,10 @@ impl TokenStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        redis::cmd("PING")
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
+        self.retried(
+            |mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await },
+        )
+        .await?;
         Ok(())
     }
 
