@@ -227,6 +227,10 @@ pub struct RateLimitConfig {
     /// The period of `failed_auth_per_ip`.
     #[serde(with = "duration")]
     pub failed_auth_period: Duration,
+    /// IPv6 clients share one failure bucket per network of this prefix
+    /// length (64: one per /64, what one host usually holds; 128: per
+    /// address). IPv4 clients are counted per address.
+    pub failed_auth_ipv6_prefix: u8,
     /// Most tokens and IPs tracked by each limiter; idle ones are dropped.
     pub max_keys: u64,
 }
@@ -239,6 +243,7 @@ impl Default for RateLimitConfig {
             per_token_burst: 200,
             failed_auth_per_ip: 10,
             failed_auth_period: Duration::from_secs(60),
+            failed_auth_ipv6_prefix: 64,
             max_keys: 100_000,
         }
     }
@@ -577,6 +582,12 @@ impl Config {
             r.failed_auth_period,
             Duration::from_millis(1),
             day,
+        )?;
+        in_range(
+            "rate_limit.failed_auth_ipv6_prefix",
+            r.failed_auth_ipv6_prefix,
+            32,
+            128,
         )?;
         in_range("rate_limit.max_keys", r.max_keys, 1, 100_000_000)?;
 

@@ -21,7 +21,23 @@ pub(crate) async fn handle<B>(
     peer: SocketAddr,
 ) -> Response<Body> {
     let headers = request.headers();
+    // The same Host rules as the proxy's (RFC 9112 §3.2), for the request
+    // itself and for the original request's host a trusted proxy names.
+    if let Err(message) = http_util::request_host(request.version(), request.uri(), headers) {
+        return http_util::error(StatusCode::BAD_REQUEST, "invalid_request", message);
+    }
     let (method, uri) = if auth.is_trusted_proxy(peer.ip()) {
+        let mut forwarded_hosts = headers.get_all("x-forwarded-host").iter();
+        let forwarded_host = forwarded_hosts.next();
+        if forwarded_hosts.next().is_some()
+            || forwarded_host.is_some_and(|h| !http_util::is_valid_host(h.as_bytes()))
+        {
+            return http_util::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "X-Forwarded-Host must be one valid host[:port].",
+            );
+        }
         // One family or the other, never a mix: a proxy sets its own family
         // and passes the client's headers along, so a client could otherwise
         // add the family its proxy does not set and name a public route.

@@ -48,6 +48,71 @@ pub(crate) fn rejection(rejection: &Rejection) -> Response<Body> {
         .map(|body| body.map_err(|never| match never {}).boxed())
 }
 
+/// The host a request names, checked as RFC 9112 §3.2 asks of a server:
+/// at most one `Host` header, holding a valid `host[:port]`, and one at all
+/// in HTTP/1.1. `Ok(Some(authority))` when the request target carries an
+/// authority (absolute form, or HTTP/2's `:authority`), which a proxy must
+/// send as `Host` in place of the client's (§3.2.2); `Ok(None)`: keep
+/// `Host` as it is. `Err` is the 400 message (docs/http-contract.md, "Host").
+pub(crate) fn request_host(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, &'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("The request has more than one Host header.");
+    }
+    if host.is_some_and(|h| !is_valid_host(h.as_bytes())) {
+        return Err("The Host header is not a valid host[:port].");
+    }
+    if let Some(authority) = uri.authority() {
+        if !is_valid_host(authority.as_str().as_bytes()) {
+            return Err("The request target's authority is not a valid host[:port].");
+        }
+        return Ok(HeaderValue::from_str(authority.as_str()).ok());
+    }
+    if host.is_none() && version == http::Version::HTTP_11 {
+        return Err("An HTTP/1.1 request needs a Host header.");
+    }
+    Ok(None)
+}
+
+/// `uri-host [":" port]` (RFC 3986 §3.2.2–3.2.3), or empty (allowed for a
+/// target without an authority). No user information, spaces, paths.
+pub(crate) fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.first() {
+        None => return true,
+        Some(b'[') => {
+            let Some(end) = value.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &value[1..end];
+            if literal.is_empty()
+                || !literal
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+            {
+                return false;
+            }
+            (&value[..=end], &value[end + 1..])
+        }
+        Some(_) => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (&value[..end], &value[end..])
+        }
+    };
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let host_ok = host.first() == Some(&b'[') || (!host.is_empty() && host.iter().all(reg_name));
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -87,6 +152,73 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if !keep_upgrade {
         headers.remove(http::header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_follow_rfc_3986() {
+        for good in [
+            "",
+            "api.example",
+            "api.example:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "xn--bcher-kva.example",
+            "a_b.example",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "user@evil",
+            "evil.example/x",
+            "host:port",
+            "host:123456",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "host:80:80",
+            ":80",
+            "a\\b",
+            "a?b",
+            "a#b",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        let v11 = http::Version::HTTP_11;
+        let origin: http::Uri = "/x".parse().unwrap();
+        let host = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(http::header::HOST, HeaderValue::from_static(v));
+            }
+            headers
+        };
+        assert_eq!(request_host(v11, &origin, &host(&["a.example"])), Ok(None));
+        assert!(request_host(v11, &origin, &host(&[])).is_err());
+        assert_eq!(
+            request_host(http::Version::HTTP_10, &origin, &host(&[])),
+            Ok(None)
+        );
+        assert!(request_host(v11, &origin, &host(&["a.example", "b.example"])).is_err());
+        assert!(request_host(v11, &origin, &host(&["a b"])).is_err());
+        assert!(request_host(v11, &origin, &host(&["user@evil"])).is_err());
+        let absolute: http::Uri = "http://target.example:81/x".parse().unwrap();
+        assert_eq!(
+            request_host(v11, &absolute, &host(&["other.example"])),
+            Ok(Some(HeaderValue::from_static("target.example:81")))
+        );
+        let userinfo: http::Uri = "http://user@target.example/x".parse().unwrap();
+        assert!(request_host(v11, &userinfo, &host(&["target.example"])).is_err());
     }
 }
 

@@ -131,6 +131,14 @@ impl Proxy {
         client: &ClientConnection,
     ) -> Response<Body> {
         let peer = client.peer;
+        // Before any token work: a request without one clear host is refused.
+        let host =
+            match http_util::request_host(request.version(), request.uri(), request.headers()) {
+                Ok(host) => host,
+                Err(message) => {
+                    return http_util::error(StatusCode::BAD_REQUEST, "invalid_request", message);
+                }
+            };
         let decision = self
             .auth
             .check(AuthRequest {
@@ -171,7 +179,12 @@ impl Proxy {
         if self.drop_api_key {
             headers.remove("x-api-key");
         }
-        self.set_forwarded(headers, &parts.uri, client);
+        // The target's authority, when it has one, is the host (RFC 9112
+        // §3.2.2, RFC 9113 §8.3.1), for the upstream and X-Forwarded-Host.
+        if let Some(host) = host {
+            headers.insert(HOST, host);
+        }
+        self.set_forwarded(headers, client);
         if let Some(auth) = decision.auth() {
             ids.insert(headers, auth);
         }
@@ -179,6 +192,7 @@ impl Proxy {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, protocol);
         }
+        // An HTTP/1.0 request may have no host at all.
         if !headers.contains_key(HOST) {
             if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
                 headers.insert(HOST, host);
@@ -332,8 +346,9 @@ impl Proxy {
         Ok(sender)
     }
 
-    fn set_forwarded(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientConnection) {
+    fn set_forwarded(&self, headers: &mut HeaderMap, client: &ClientConnection) {
         let trusted = self.auth.is_trusted_proxy(client.peer.ip());
+        strip_forwarding(headers, trusted);
         // Append to a client's X-Forwarded-For only when a trusted proxy sent
         // it (all its lines, in order); anyone else's list is replaced by
         // what we saw, and their other forwarding headers are dropped.
@@ -359,19 +374,11 @@ impl Proxy {
                 headers.remove("x-forwarded-for");
             }
         }
-        if !trusted {
-            headers.remove("forwarded");
-            headers.remove("x-real-ip");
-        }
         if !(trusted && headers.contains_key("x-forwarded-proto")) {
             headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
         }
         if !(trusted && headers.contains_key("x-forwarded-host")) {
-            let host = headers.get(HOST).cloned().or_else(|| {
-                uri.authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
-            match host {
+            match headers.get(HOST).cloned() {
                 Some(host) => {
                     headers.insert("x-forwarded-host", host);
                 }
@@ -381,6 +388,52 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The forwarding headers, folded: tokengate sets the first three itself,
+/// and none of them is believed from a client that is not a trusted proxy.
+const FORWARDING: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Removes every spelling of a forwarding header that a proxy or framework
+/// may fold into the real one (`X_Forwarded_For`, `x.real.ip`: nginx,
+/// CGI/WSGI and some Node frameworks read them as `X-Forwarded-For`), as
+/// for identity headers; and, from a peer that is not a trusted proxy, the
+/// real spellings too (docs/http-contract.md, "Forwarding headers").
+fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
+    // The common case, none present: one pass over the names, no allocation.
+    if headers.keys().any(is_folded_forwarding) {
+        let forged: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|n| is_folded_forwarding(n))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+    }
+    if !trusted {
+        // X-Forwarded-For/-Proto/-Host are set afresh by the caller.
+        for name in &FORWARDING[3..] {
+            headers.remove(*name);
+        }
+    }
+}
+
+/// A name with `_` or `.` that folds into a forwarding header.
+fn is_folded_forwarding(name: &http::HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.iter().any(|&b| b == b'_' || b == b'.')
+        && FORWARDING
+            .iter()
+            .any(|f| crate::auth::folds_to(name, f.as_bytes()))
 }
 
 /// Answers 101 to the client and copies bytes both ways once both sides have

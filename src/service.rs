@@ -42,6 +42,12 @@ pub const MIN_BCRYPT_COST: u32 = 4;
 pub const MAX_BCRYPT_COST: u32 = 15;
 /// Longest account id, in characters.
 pub const MAX_ACCOUNT_ID_CHARS: usize = 128;
+/// What an account id may hold besides ASCII letters and digits. The id
+/// travels in a header (`X-Account-Id`), a Redis key and a URL path, so
+/// nothing in it may be trimmed, folded or split by any of them: no spaces,
+/// no commas or quotes, nothing outside ASCII (docs/http-contract.md,
+/// "Account ids").
+pub const ACCOUNT_ID_SYMBOLS: &str = "-_.:@+=";
 /// Longest token name, in characters.
 pub const MAX_NAME_CHARS: usize = 256;
 /// Longest lifetime a token can be given, in days (about ten years).
@@ -402,7 +408,7 @@ impl TokenService {
         &self,
         params: CreateTokenParams,
     ) -> Result<CreatedToken, TokenError> {
-        check_text("account_id", &params.account_id, MAX_ACCOUNT_ID_CHARS)?;
+        check_account_id(&params.account_id)?;
         check_text("name", &params.name, MAX_NAME_CHARS)?;
         if let Some(days) = params.expires_in_days {
             if !(1..=MAX_EXPIRES_IN_DAYS).contains(&days) {
@@ -593,9 +599,70 @@ fn check_text(field: &'static str, value: &str, max_chars: usize) -> Result<(), 
     Ok(())
 }
 
+/// The rule for a new token's account id: 1–128 ASCII letters, digits and
+/// [`ACCOUNT_ID_SYMBOLS`]. Lookups by account (list, get, revoke) keep the
+/// looser [`check_text`] rule, so records made before it stay reachable.
+fn check_account_id(value: &str) -> Result<(), TokenError> {
+    if value.is_empty() {
+        return Err(TokenError::input("account_id", "must not be empty"));
+    }
+    if value.len() > MAX_ACCOUNT_ID_CHARS {
+        return Err(TokenError::input(
+            "account_id",
+            format!("must be at most {MAX_ACCOUNT_ID_CHARS} characters"),
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || ACCOUNT_ID_SYMBOLS.as_bytes().contains(&b))
+    {
+        return Err(TokenError::input(
+            "account_id",
+            format!(
+                "may hold only A-Z a-z 0-9 and {ACCOUNT_ID_SYMBOLS} (no spaces or other characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_ids_are_a_safe_set() {
+        for good in [
+            "acme",
+            "org:acme",
+            "a.b-c_d",
+            "user+tag@example.com",
+            "ZW5j=",
+            &"a".repeat(128),
+        ] {
+            assert!(check_account_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " acme",
+            "acme ",
+            "ac me",
+            "\tacme",
+            "a,b",
+            "a;b",
+            "a/b",
+            "a\"b",
+            "é",
+            "a\u{a0}",
+            &"a".repeat(129),
+        ] {
+            let err = check_account_id(bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid account_id: "),
+                "{bad:?}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn text_rules_name_the_field() {

@@ -1304,3 +1304,245 @@ async fn idle_websocket_tunnels_are_closed() {
         last.elapsed()
     );
 }
+
+/// Sends `request` as raw bytes on a new connection and reads the reply
+/// until tokengate closes the connection (send `Connection: close`).
+async fn raw(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// `CLIENT KILL TYPE normal` from the test's own connection: every client
+/// connection tokengate has (not its pub/sub one) is closed under it.
+async fn kill_redis_clients(redis: &RedisServer) {
+    let mut conn = redis.connection().await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_first_request_after_redis_closed_the_connection_is_served() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    // Nothing cached: the proxy's first request must read Redis.
+    kill_redis_clients(&stack.redis).await;
+    let reply = stack
+        .through_proxy("/orders", &[("authorization", &bearer(&token))])
+        .await;
+    assert_identity(&reply, Some(("acme", &id)));
+    kill_redis_clients(&stack.redis).await;
+    let reply = stack
+        .admin("GET", &format!("/v1/accounts/acme/tokens/{id}"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    kill_redis_clients(&stack.redis).await;
+    let reply = stack.admin("GET", "/readyz", "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
+
+#[tokio::test]
+async fn account_ids_outside_the_safe_set_are_refused() {
+    let stack = Stack::start("", "").await;
+    for account in [
+        "%20acme", "acme%20", "%09acme", "a%2Cb", "ac%20me", "%C3%A9",
+    ] {
+        let reply = stack
+            .admin(
+                "POST",
+                &format!("/v1/accounts/{account}/tokens"),
+                r#"{"name": "x"}"#,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{account}");
+        assert_eq!(reply.json()["field"], "account_id", "{account}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["--redis-url", &stack.redis.url(), "token", "create"])
+        .args(["--account", " acme", "--name", "x"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("account_id"), "{stderr}");
+    let keys: Vec<String> = stack
+        .redis
+        .dump()
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn failures_behind_a_proxy_are_charged_to_the_client() {
+    let stack = Stack::start("", "[rate_limit]\nfailed_auth_per_ip = 3\n").await;
+    let (token, _) = stack.mint("acme").await;
+    let good = bearer(&token);
+    let bad = bearer(&format!("{}x", &token[..54]));
+    // Each round: three clients of one bucket fail, a fourth of the same
+    // bucket is refused (with a bad token and a good one), and a client of
+    // another bucket still gets in. The
+    // load balancer in front (loopback: trusted) writes ports, IPv6 too.
+    for (failing, same_bucket, other) in [
+        (
+            ["203.0.113.5:4711", "203.0.113.5:4712", "203.0.113.5"],
+            "203.0.113.5:9",
+            "203.0.113.6:4711",
+        ),
+        (
+            [
+                "[2001:db8:1:2::1]:443",
+                "2001:db8:1:2::2",
+                "[2001:db8:1:2:ffff::3]",
+            ],
+            "2001:db8:1:2::99",
+            "[2001:db8:1:3::1]:443",
+        ),
+    ] {
+        for client in failing {
+            let reply = stack
+                .through_proxy(
+                    "/orders",
+                    &[("authorization", &bad), ("x-forwarded-for", client)],
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{client}");
+        }
+        for auth in [&bad, &good] {
+            let reply = stack
+                .through_proxy(
+                    "/orders",
+                    &[("authorization", auth), ("x-forwarded-for", same_bucket)],
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{same_bucket}");
+        }
+        let reply = stack
+            .through_proxy(
+                "/orders",
+                &[("authorization", &good), ("x-forwarded-for", other)],
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{other} was charged for another client"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_forwarding_header_passes_from_a_client() {
+    let stack = Stack::start("", "[client_ip]\ntrusted_proxies = []\n").await;
+    let (token, _) = stack.mint("acme").await;
+    let auth = bearer(&token);
+    let forged = [
+        ("x_forwarded_for", "7.7.7.7"),
+        ("x.forwarded.for", "7.7.7.7"),
+        ("x_real_ip", "7.7.7.7"),
+        ("x-real-ip", "7.7.7.7"),
+        ("x_forwarded_host", "evil.example"),
+        ("x_forwarded_proto", "https"),
+        ("x-forwarded-port", "7"),
+        ("x_forwarded_port", "7"),
+        ("x-forwarded-prefix", "/evil"),
+        ("forwarded", "for=7.7.7.7"),
+        ("x-forwarded-for", "7.7.7.7"),
+    ];
+    let mut headers = vec![("authorization", auth.as_str()), ("host", "api.example")];
+    headers.extend(forged);
+    let reply = stack.through_proxy("/orders", &headers).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = String::from_utf8_lossy(&reply.body);
+    for value in ["7.7.7.7", "evil", "https", "\"7\""] {
+        assert!(!body.contains(value), "{value} arrived: {body}");
+    }
+    assert_eq!(reply.seen("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(reply.seen("x-forwarded-host"), ["api.example"]);
+}
+
+#[tokio::test]
+async fn host_rules_of_rfc_9112() {
+    let stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    for port in [stack.proxy, stack.forward_auth] {
+        for (head, what) in [
+            ("GET /orders HTTP/1.1\r\n", "no Host"),
+            (
+                "GET /orders HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n",
+                "two Host",
+            ),
+            ("GET /orders HTTP/1.1\r\nHost: a b\r\n", "a space"),
+            (
+                "GET /orders HTTP/1.1\r\nHost: user@evil.example\r\n",
+                "user info",
+            ),
+            (
+                "GET http://user@evil.example/orders HTTP/1.1\r\nHost: evil.example\r\n",
+                "user info in the target",
+            ),
+        ] {
+            let reply = raw(port, &format!("{head}{auth}Connection: close\r\n\r\n")).await;
+            assert!(
+                reply.starts_with("HTTP/1.1 400"),
+                "{what} on {port}: {reply}"
+            );
+            assert!(reply.contains(r#""error":"invalid_request""#), "{reply}");
+        }
+    }
+    // Absolute form: the target's authority is the host the upstream sees.
+    let reply = raw(
+        stack.proxy,
+        &format!(
+            "GET http://target.example:81/orders HTTP/1.1\r\nHost: other.example\r\n{auth}Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body: serde_json::Value =
+        serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let seen = |name: &str| -> Vec<String> {
+        body["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p[0] == name)
+            .map(|p| p[1].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(seen("host"), ["target.example:81"]);
+    assert_eq!(seen("x-forwarded-host"), ["target.example:81"]);
+    assert_eq!(body["uri"], "/orders");
+    // HTTP/1.0 may leave Host out.
+    let reply = raw(stack.proxy, &format!("GET /orders HTTP/1.0\r\n{auth}\r\n")).await;
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    // Forward-auth: the original host a trusted proxy names follows the rules too.
+    for xfh in [
+        "X-Forwarded-Host: a b\r\n",
+        "X-Forwarded-Host: a.example\r\nX-Forwarded-Host: b.example\r\n",
+    ] {
+        let reply = raw(
+            stack.forward_auth,
+            &format!("GET / HTTP/1.1\r\nHost: auth\r\n{xfh}{auth}Connection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{xfh}: {reply}");
+    }
+}

@@ -6,7 +6,7 @@
 //! with 400 (RFC 6750 §2).
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Uri};
@@ -189,7 +189,7 @@ impl ClientIp {
             .flat_map(|v| v.split(','))
             .collect();
         for entry in entries.iter().rev() {
-            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            let Some(ip) = forwarded_ip(entry) else {
                 break;
             };
             client = canonical(ip);
@@ -199,6 +199,21 @@ impl ClientIp {
         }
         Some(client)
     }
+}
+
+/// One `X-Forwarded-For` entry: `ip`, or `ip:port` / `[v6]:port` / `[v6]`
+/// as some load balancers write it (the port is not part of who the client
+/// is). Anything else is `None`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            let v6 = entry.strip_prefix('[')?.strip_suffix(']')?;
+            v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        })
 }
 
 /// `::ffff:1.2.3.4` is 1.2.3.4: one client, one rate-limit key.
@@ -341,6 +356,41 @@ mod tests {
             resolver.resolve(Some(local), &HeaderMap::new()),
             Some(local)
         );
+        // Ports, as some load balancers add them, are not part of the client.
+        for entry in [
+            "1.2.3.4:4711",
+            " 1.2.3.4:80",
+            "[2001:db8::7]:443",
+            "[2001:db8::7]",
+        ] {
+            let with_port = HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_str(&format!("6.6.6.6, {entry}")).unwrap(),
+            )]);
+            let expected: IpAddr = if entry.contains('[') {
+                "2001:db8::7".parse().unwrap()
+            } else {
+                "1.2.3.4".parse().unwrap()
+            };
+            assert_eq!(
+                resolver.resolve(Some(local), &with_port),
+                Some(expected),
+                "{entry}"
+            );
+        }
+        for bad in [
+            "1.2.3.4:",
+            "1.2.3.4:port",
+            "[2001:db8::7",
+            "2001:db8::7]:80",
+            "[1.2.3.4]",
+        ] {
+            let bad = HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_str(bad).unwrap(),
+            )]);
+            assert_eq!(resolver.resolve(Some(local), &bad), Some(local), "{bad:?}");
+        }
         let garbage = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(resolver.resolve(Some(local), &garbage), Some(local));
         assert_eq!(resolver.resolve(None, &xff), None);

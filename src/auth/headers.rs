@@ -29,7 +29,7 @@ fn fold_byte(b: u8) -> u8 {
 
 /// Whether `name` folds to `folded` (already folded), without allocating:
 /// this runs for every header of every request.
-fn folds_to(name: &[u8], folded: &[u8]) -> bool {
+pub(crate) fn folds_to(name: &[u8], folded: &[u8]) -> bool {
     name.len() == folded.len() && name.iter().zip(folded).all(|(&a, &b)| fold_byte(a) == b)
 }
 

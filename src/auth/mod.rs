@@ -47,6 +47,7 @@ mod routes;
 
 use self::cache::{AuthCache, Cached};
 use self::extract::{ClientIp, Presented, Sources};
+pub(crate) use self::headers::folds_to;
 pub use self::headers::{IdentityHeaders, fold_header_name};
 use self::rate_limit::Limits;
 pub use self::rejection::{InvalidReason, Rejection};

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ipnet::Ipv6Net;
 
 use super::Rejection;
 use crate::config::RateLimitConfig;
@@ -74,6 +75,18 @@ struct FailureState {
 pub(crate) struct Limits {
     per_token: Option<Keyed<TokenId, DefaultDirectRateLimiter>>,
     failures: Option<Keyed<IpAddr, FailureState>>,
+    /// IPv6 clients are counted per network of this prefix length.
+    ipv6_prefix: u8,
+}
+
+/// The failure limit's key for `ip`: itself for IPv4, its network for IPv6.
+/// One IPv6 client usually holds a whole /64 (SLAAC, privacy addresses), so
+/// per-address buckets would hand it endless fresh ones.
+fn bucket(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => Ipv6Net::new(v6, ipv6_prefix).map_or(ip, |net| IpAddr::V6(net.network())),
+        v4 => v4,
+    }
 }
 
 impl Limits {
@@ -93,6 +106,7 @@ impl Limits {
                 config.failed_auth_per_ip,
                 config.max_keys,
             ),
+            ipv6_prefix: config.failed_auth_ipv6_prefix,
         }
     }
 
@@ -115,7 +129,7 @@ impl Limits {
         let (Some(limits), Some(ip)) = (&self.failures, ip) else {
             return Ok(());
         };
-        let Some(state) = limits.states.get(&ip) else {
+        let Some(state) = limits.states.get(&bucket(ip, self.ipv6_prefix)) else {
             return Ok(());
         };
         let blocked = *state
@@ -135,6 +149,7 @@ impl Limits {
             return Ok(());
         };
         let quota = limits.quota;
+        let ip = bucket(ip, self.ipv6_prefix);
         let state = limits.states.get_with(ip, || {
             Arc::new(FailureState {
                 limiter: RateLimiter::direct(quota),
@@ -149,9 +164,45 @@ impl Limits {
                     .blocked_until
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + wait);
-                tracing::info!(%ip, "client IP over the failed-authentication limit");
+                tracing::info!(client = %ip, "client IP (or IPv6 network) over the failed-authentication limit");
                 Err(limits.rejection(wait))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(ipv6_prefix: u8) -> Limits {
+        Limits::new(&RateLimitConfig {
+            failed_auth_per_ip: 2,
+            failed_auth_ipv6_prefix: ipv6_prefix,
+            ..RateLimitConfig::default()
+        })
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_network() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let limits = limits(64);
+        assert!(limits.record_failure(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.record_failure(ip("2001:db8:1:2::2")).is_ok());
+        // A third address of the same /64 is the same client.
+        assert!(limits.record_failure(ip("2001:db8:1:2:ffff::3")).is_err());
+        assert!(limits.check_ip(ip("2001:db8:1:2::99")).is_err());
+        // Another /64, and IPv4 neighbours, are not.
+        assert!(limits.check_ip(ip("2001:db8:1:3::1")).is_ok());
+        assert!(limits.record_failure(ip("192.0.2.1")).is_ok());
+        assert!(limits.record_failure(ip("192.0.2.2")).is_ok());
+        assert!(limits.check_ip(ip("192.0.2.3")).is_ok());
+        // Per address, when configured so.
+        let limits = self::limits(128);
+        assert!(limits.record_failure(ip("2001:db8::1")).is_ok());
+        assert!(limits.record_failure(ip("2001:db8::1")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8::1")).is_ok());
+        assert!(limits.record_failure(ip("2001:db8::1")).is_err());
+        assert!(limits.check_ip(ip("2001:db8::2")).is_ok());
     }
 }
