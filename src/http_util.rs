@@ -155,6 +155,17 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,15 +231,4 @@ mod tests {
         let userinfo: http::Uri = "http://user@target.example/x".parse().unwrap();
         assert!(request_host(v11, &userinfo, &host(&["target.example"])).is_err());
     }
-}
-
-/// Whether the request asks for a protocol upgrade (WebSocket).
-pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
