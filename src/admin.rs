@@ -57,6 +57,11 @@ impl Admin {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<crate::http_util::BoxError>,
     {
+        if self.key_digest.is_none() {
+            if let Some(refused) = refuse_cross_site(&request) {
+                return refused;
+            }
+        }
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = request.method().clone();
@@ -231,6 +236,79 @@ impl Admin {
     }
 }
 
+/// Without an admin key, the loopback listener is open to every process on
+/// the machine, and so to a web page in its browser: a cross-site form POST,
+/// or a DNS-rebinding page whose host name points at 127.0.0.1. A browser
+/// sends such a request with its page's `Host` / `Origin`, and a form can
+/// only send `text/plain` or form bodies, so keyless mode refuses (403) a
+/// `Host` that is not a loopback name or address and any non-loopback
+/// `Origin`, and (415) a POST whose body is not declared JSON (docs/http-contract.md,
+/// "Admin API without a key"). With a key, none of this is needed: a page
+/// cannot attach it.
+fn refuse_cross_site<B>(request: &Request<B>) -> Option<Response<Body>> {
+    let headers = request.headers();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(is_loopback_host) {
+        return Some(http_util::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Without an admin key, the admin API answers only requests to a loopback host \
+             (localhost, 127.0.0.1, [::1]).",
+        ));
+    }
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let loopback = origin
+            .to_str()
+            .ok()
+            .and_then(|o| {
+                o.strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+            })
+            .is_some_and(is_loopback_host);
+        if !loopback {
+            return Some(http_util::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Without an admin key, the admin API refuses requests from web pages of other sites.",
+            ));
+        }
+    }
+    // A POST (the one route with a body) must say JSON: a cross-site form
+    // cannot, and a page's fetch that does needs a CORS preflight, which
+    // this API never grants.
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if request.method() == Method::POST && !json {
+        return Some(http_util::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Without an admin key, a request body must be sent as `Content-Type: application/json`.",
+        ));
+    }
+    None
+}
+
+/// `localhost`, `*.localhost` (RFC 6761), a 127/8 address or `[::1]`, with
+/// or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn parse_id(id: &str) -> Option<TokenId> {
     percent_decode(id)?.parse().ok()
 }
@@ -293,6 +371,33 @@ fn token_error(e: TokenError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "localhost:8081",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.1:8081",
+            "127.1.2.3",
+            "[::1]:8081",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8081",
+            "localhost.evil.example",
+            "10.0.0.1:8081",
+            "[2001:db8::1]:80",
+            "",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     /// Every route: (method, path template). The OpenAPI document must list
     /// exactly these (checked by a test).

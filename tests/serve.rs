@@ -800,7 +800,7 @@ async fn serve_works_on_the_embedded_store_with_nothing_else_installed() {
     let created = http(
         "POST",
         &Stack::url(admin, "/v1/accounts/demo/tokens"),
-        &[],
+        &[("content-type", "application/json")],
         r#"{"name": "try"}"#,
     )
     .await;
@@ -1545,4 +1545,81 @@ async fn host_rules_of_rfc_9112() {
         .await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{xfh}: {reply}");
     }
+}
+
+#[tokio::test]
+async fn the_keyless_admin_api_refuses_cross_site_requests() {
+    let admin = free_port();
+    let config =
+        format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n");
+    let _tokengate = Tokengate::start(&config, &[], &[admin]);
+    let url = Stack::url(admin, "/v1/accounts/acme/tokens");
+    let json = ("content-type", "application/json");
+    let body = r#"{"name": "x"}"#;
+    // A page's form POST, a DNS-rebinding page, a page's fetch.
+    for (headers, status) in [
+        (
+            vec![
+                ("host", "evil.example"),
+                ("origin", "http://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("host", "evil.example:8081"), json],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("origin", "http://evil.example"), json],
+            StatusCode::FORBIDDEN,
+        ),
+        (vec![("origin", "null"), json], StatusCode::FORBIDDEN),
+        (
+            vec![("content-type", "text/plain")],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (vec![], StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let reply = http("POST", &url, &headers, body).await;
+        assert_eq!(reply.status, status, "{headers:?}");
+        assert!(reply.json()["error"].is_string(), "{headers:?}");
+        assert!(!String::from_utf8_lossy(&reply.body).contains("mk_"));
+    }
+    let reply = http("GET", &url, &[("host", "evil.example")], "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    // A tool on the machine (curl, a script) still gets in.
+    for headers in [
+        vec![json],
+        vec![
+            ("host", "localhost:8081"),
+            ("content-type", "application/json; charset=utf-8"),
+        ],
+        vec![("origin", &*format!("http://127.0.0.1:{admin}")), json],
+    ] {
+        let reply = http("POST", &url, &headers, body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_api_with_a_key_takes_any_host_and_body_type() {
+    let stack = Stack::start("", "").await;
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let reply = http(
+        "POST",
+        &Stack::url(stack.admin, "/v1/accounts/acme/tokens"),
+        &[
+            ("authorization", &auth),
+            ("host", "admin.internal"),
+            ("content-type", "text/plain"),
+        ],
+        r#"{"name": "x"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
 }
