@@ -196,6 +196,11 @@ pub struct CacheConfig {
     /// remembered, so repeats cost neither a store read nor bcrypt.
     #[serde(with = "duration")]
     pub negative_ttl: Duration,
+    /// How long a valid token is trusted while the revocation channel
+    /// (Redis pub/sub) is down or not answering its pings: revocations made
+    /// by other processes cannot arrive then. Capped by `ttl`.
+    #[serde(with = "duration")]
+    pub degraded_ttl: Duration,
     /// Most entries kept (positive and negative together).
     pub max_entries: u64,
 }
@@ -205,6 +210,7 @@ impl Default for CacheConfig {
         Self {
             ttl: Duration::from_secs(30),
             negative_ttl: Duration::from_secs(5),
+            degraded_ttl: Duration::from_secs(5),
             max_entries: 100_000,
         }
     }
@@ -549,6 +555,12 @@ impl Config {
             Duration::from_secs(3_600),
         )?;
         within("cache.negative_ttl", c.negative_ttl, Duration::ZERO, c.ttl)?;
+        within(
+            "cache.degraded_ttl",
+            c.degraded_ttl,
+            Duration::ZERO,
+            Duration::from_secs(3_600),
+        )?;
         in_range("cache.max_entries", c.max_entries, 1, 100_000_000)?;
 
         let r = &self.rate_limit;

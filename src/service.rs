@@ -232,8 +232,12 @@ pub trait RevocationSink: Send + Sync + 'static {
     /// `id` was revoked (here, or by another process).
     fn revoked(&self, id: TokenId);
     /// Revocations may have been missed (a broken subscription): forget
-    /// everything cached.
+    /// everything cached. Also says the channel is up again.
     fn resync(&self);
+    /// The channel that carries other processes' revocations is down (lost,
+    /// or not answering its pings) until the next [`RevocationSink::resync`]:
+    /// trust what is cached for less long.
+    fn unsubscribed(&self) {}
 }
 
 /// Bounds bcrypt work: at most `slots` verifications run at once on the

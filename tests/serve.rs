@@ -1623,3 +1623,95 @@ async fn an_admin_api_with_a_key_takes_any_host_and_body_type() {
     .await;
     assert_eq!(reply.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_revocation_right_after_a_redis_outage_is_seen_at_once() {
+    let mut stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let url = Stack::url(stack.proxy, "/orders");
+    let auth = bearer(&token);
+    assert_eq!(
+        http("GET", &url, &[("authorization", &auth)], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Redis goes away for 8 s and comes back with the same data.
+    let keys = [
+        format!("tokengate:token:{id}"),
+        "tokengate:account:acme".to_owned(),
+    ];
+    let mut conn = stack.redis.connection().await;
+    let mut dumps = Vec::new();
+    for key in &keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        dumps.push(dump);
+    }
+    drop(conn);
+    stack.redis.stop();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stack.redis.restart();
+    let mut conn = stack.redis.connection().await;
+    for (key, dump) in keys.iter().zip(&dumps) {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Revoked at once: refused within 1 s (it waited out a 5 s backoff).
+    revoke_elsewhere_and_wait(&stack, "acme", &id, &url, &token).await;
+}
+
+#[tokio::test]
+async fn a_silent_revocation_channel_shortens_the_trust_in_cached_tokens() {
+    let stack = Stack::start("", "[cache]\nttl = \"60s\"\ndegraded_ttl = \"1s\"\n").await;
+    let (token, _) = stack.mint("acme").await;
+    let url = Stack::url(stack.proxy, "/orders");
+    let auth = bearer(&token);
+    assert_eq!(
+        http("GET", &url, &[("authorization", &auth)], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Frozen: every connection stays open and nothing answers, as across a
+    // partition. The subscription's ping notices; after the degraded ttl,
+    // the cached token is checked with the store again, which cannot answer.
+    stack.redis.signal("-STOP");
+    let frozen = Instant::now();
+    let mut status = StatusCode::OK;
+    while frozen.elapsed() < Duration::from_secs(12) {
+        status = http("GET", &url, &[("authorization", &auth)], "")
+            .await
+            .status;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.redis.signal("-CONT");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "trusted the cache for 12 s"
+    );
+    // Back: resubscribed, and served again.
+    let back = Instant::now();
+    loop {
+        let status = http("GET", &url, &[("authorization", &auth)], "")
+            .await
+            .status;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(10), "still {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,7 +8,7 @@
 //! lookup that was in flight when the revocation arrived.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -26,6 +26,9 @@ pub(crate) enum Cached {
     Valid {
         auth: AuthContext,
         lifetime: Duration,
+        /// When the store said so (for the shorter trust while the
+        /// revocation channel is down).
+        verified_at: Instant,
     },
     /// Not valid (remembered for the negative ttl).
     Invalid(InvalidReason),
@@ -60,6 +63,10 @@ pub(crate) struct AuthCache {
     revoked: moka::sync::Cache<TokenId, ()>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Whether the revocation channel is up (always, without one).
+    subscribed: AtomicBool,
+    /// How long a valid entry is trusted while it is not.
+    degraded_ttl: Duration,
 }
 
 impl AuthCache {
@@ -80,6 +87,8 @@ impl AuthCache {
                 .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            subscribed: AtomicBool::new(true),
+            degraded_ttl: config.degraded_ttl.min(config.ttl),
         }
     }
 
@@ -95,7 +104,12 @@ impl AuthCache {
         F: Future<Output = Result<Cached, E>>,
         E: Send + Sync + 'static,
     {
-        let entry = match self.entries.get(&key).await {
+        let mut hit = self.entries.get(&key).await;
+        if hit.as_ref().is_some_and(|entry| self.distrusted(entry)) {
+            self.entries.invalidate(&key).await;
+            hit = None;
+        }
+        let entry = match hit {
             Some(hit) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 hit
@@ -114,6 +128,19 @@ impl AuthCache {
                 Ok(revoked)
             }
             entry => Ok(entry),
+        }
+    }
+
+    /// A valid entry older than the degraded ttl while the revocation
+    /// channel is down: a revocation made elsewhere meanwhile cannot have
+    /// reached us, so ask the store again (one relaxed load on every hit).
+    fn distrusted(&self, entry: &Cached) -> bool {
+        match entry {
+            Cached::Valid { verified_at, .. } => {
+                !self.subscribed.load(Ordering::Relaxed)
+                    && verified_at.elapsed() >= self.degraded_ttl
+            }
+            Cached::Invalid(_) => false,
         }
     }
 
@@ -139,5 +166,15 @@ impl RevocationSink for AuthCache {
     fn resync(&self) {
         tracing::info!("clearing the token cache (revocations may have been missed)");
         self.entries.invalidate_all();
+        self.subscribed.store(true, Ordering::Relaxed);
+    }
+
+    fn unsubscribed(&self) {
+        if self.subscribed.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                degraded_ttl = ?self.degraded_ttl,
+                "revocation channel down: valid tokens are re-checked with the store after the degraded ttl"
+            );
+        }
     }
 }

@@ -276,7 +276,11 @@ impl Authenticator {
                         let lifetime = expires_at.map_or(Duration::MAX, |at| {
                             Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
                         });
-                        Ok(Cached::Valid { auth, lifetime })
+                        Ok(Cached::Valid {
+                            auth,
+                            lifetime,
+                            verified_at: std::time::Instant::now(),
+                        })
                     }
                     Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
                 }

@@ -379,12 +379,21 @@ impl TokenStore for RedisStore {
     }
 }
 
-/// Shortest and longest pause between resubscription attempts.
+/// Shortest and longest pause between resubscription attempts: short, since
+/// every moment unsubscribed is a moment another replica's revocation could
+/// be missed, and an attempt costs one connection (refused at once while
+/// Redis is down, bounded by the connect timeout while it is unreachable).
 const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(5));
+    (Duration::from_millis(50), Duration::from_millis(500));
+/// How often the subscription is pinged: a connection that died without a
+/// reset (a partition, a frozen Redis) delivers nothing and reports nothing,
+/// so silence alone cannot tell it from a quiet channel.
+const SUBSCRIPTION_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Subscribes to the revocations channel for as long as the sink lives,
-/// resubscribing (and asking for a resync) after every break.
+/// resubscribing (and asking for a resync) after every break, and telling
+/// the sink whenever it is not subscribed (docs/redis-layout.md,
+/// "Revocations").
 async fn watch(client: redis::Client, channel: String, sink: Weak<dyn RevocationSink>) {
     let mut backoff = RESUBSCRIBE_BACKOFF.0;
     while sink.strong_count() > 0 {
@@ -402,23 +411,42 @@ async fn watch(client: redis::Client, channel: String, sink: Weak<dyn Revocation
                 strong.resync();
                 drop(strong);
                 tracing::debug!(%channel, "subscribed to revocations");
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let Some(strong) = sink.upgrade() else { return };
-                    match message
-                        .get_payload::<String>()
-                        .ok()
-                        .and_then(|p| p.parse().ok())
-                    {
-                        Some(id) => strong.revoked(id),
-                        None => tracing::warn!(%channel, "ignoring a malformed revocation message"),
+                let (mut pings, mut messages) = pubsub.split();
+                let mut ticks = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else {
+                                tracing::warn!(%channel, "revocation subscription lost; resubscribing");
+                                break;
+                            };
+                            let Some(strong) = sink.upgrade() else { return };
+                            match message
+                                .get_payload::<String>()
+                                .ok()
+                                .and_then(|p| p.parse().ok())
+                            {
+                                Some(id) => strong.revoked(id),
+                                None => tracing::warn!(%channel, "ignoring a malformed revocation message"),
+                            }
+                        }
+                        _ = ticks.tick() => {
+                            let pong = tokio::time::timeout(RESPONSE_TIMEOUT, pings.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                tracing::warn!(%channel, "revocation subscription does not answer its ping; resubscribing");
+                                break;
+                            }
+                        }
                     }
                 }
-                tracing::warn!(%channel, "revocation subscription lost; resubscribing");
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to revocations; retrying"),
             Err(_) => tracing::warn!("subscribing to revocations timed out; retrying"),
         }
+        let Some(strong) = sink.upgrade() else { return };
+        strong.unsubscribed();
+        drop(strong);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
     }
