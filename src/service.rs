@@ -332,6 +332,11 @@ impl TokenService {
         }
     }
 
+    /// The bcrypt cost of new tokens.
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.bcrypt_cost
+    }
+
     /// Bounds bcrypt verification: `concurrency` at once (0: the number of
     /// CPUs), `queue` more waiting; past that, validation fails with
     /// [`TokenError::Overloaded`].

@@ -835,3 +835,45 @@ async fn public_routes_skip_auth_only_on_normalized_paths() {
         "GET only"
     );
 }
+
+#[tokio::test]
+async fn refusals_take_as_long_whether_or_not_the_id_is_live() {
+    let mut config = test_config();
+    // Costlier than the suite's 4, so a verify stands well above noise.
+    config.security.bcrypt_cost = 7;
+    let gate = Gate::new(config).await;
+    let live = new_token(&gate.service, "acme").await;
+    let revoked = new_token(&gate.service, "acme").await;
+    let revoked_id = tokengate::token::parse(&revoked).unwrap();
+    gate.service.revoke_token(revoked_id, "acme").await.unwrap();
+
+    // Interleaved, each a fresh token (no cache hit): a wrong secret for the
+    // live id, an unknown id, any secret for the revoked id.
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for i in 0..15 {
+        let secret = format!("{i:0>24}");
+        let unknown = tokengate::Token::generate().unwrap();
+        let tokens = [
+            wrong_secret(&live, &secret),
+            unknown.expose_secret().to_owned(),
+            wrong_secret(&revoked, &secret),
+        ];
+        for (kind, token) in tokens.iter().enumerate() {
+            let started = Instant::now();
+            let reply = gate.get(token).await;
+            times[kind].push(started.elapsed());
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let [wrong, unknown, revoked] = times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    });
+    for (what, median) in [("unknown id", unknown), ("revoked id", revoked)] {
+        let ratio = median.as_secs_f64() / wrong.as_secs_f64();
+        assert!(
+            (0.7..1.5).contains(&ratio),
+            "{what}: median {median:?} against {wrong:?} for a wrong secret of a live id"
+        );
+    }
+}

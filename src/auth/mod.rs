@@ -44,6 +44,7 @@ mod headers;
 mod rate_limit;
 mod rejection;
 mod routes;
+mod timing;
 
 use self::cache::{AuthCache, Cached};
 use self::extract::{ClientIp, Presented, Sources};
@@ -53,6 +54,7 @@ use self::rate_limit::Limits;
 pub use self::rejection::{InvalidReason, Rejection};
 pub(crate) use self::routes::percent_decode;
 pub use self::routes::{PublicRoutes, normalize_path};
+use self::timing::VerifyTime;
 
 /// When to retry after the store failed to answer.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -151,6 +153,7 @@ struct Inner {
     headers: IdentityHeaders,
     routes: PublicRoutes,
     last_accessed: LastAccessed,
+    verify_time: Arc<VerifyTime>,
     outcomes: [AtomicU64; OUTCOMES.len()],
     tasks: Vec<JoinHandle<()>>,
 }
@@ -188,6 +191,7 @@ impl Authenticator {
         service.add_revocation_sink(Arc::downgrade(&sink));
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
+        let verify_time = VerifyTime::calibrated(service.bcrypt_cost());
         let mut tasks = vec![flusher];
         tasks.extend(service.store().watch_revocations(Arc::downgrade(&sink)));
         Ok(Self {
@@ -200,6 +204,7 @@ impl Authenticator {
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
                 last_accessed,
+                verify_time,
                 outcomes: Default::default(),
                 tasks,
             }),
@@ -269,9 +274,20 @@ impl Authenticator {
         // Built only on a miss: a cache hit pays no clone and no allocation.
         let lookup = || {
             let service = inner.service.clone();
+            let verify_time = inner.verify_time.clone();
             let owned = token.clone().into_owned();
             async move {
-                match service.validate(&owned).await {
+                let started = tokio::time::Instant::now();
+                let validated = service.validate(&owned).await;
+                match &validated {
+                    Ok(_) | Err(TokenError::WrongSecret) => verify_time.record(started.elapsed()),
+                    // Refused without bcrypt: as slow as with it.
+                    Err(TokenError::NotFound | TokenError::Revoked | TokenError::Expired) => {
+                        verify_time.hold(started).await;
+                    }
+                    Err(_) => {}
+                }
+                match validated {
                     Ok((auth, expires_at)) => {
                         let lifetime = expires_at.map_or(Duration::MAX, |at| {
                             Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
