@@ -76,9 +76,15 @@ pub struct ProxyConfig {
     pub listen: Option<SocketAddr>,
     /// The API behind it: `http://host:port`.
     pub upstream: Option<String>,
-    /// How long to wait for the upstream's response headers before 504.
+    /// How long the upstream has to answer (response headers) once the
+    /// request, body included, has been sent to it; then 504. While a body
+    /// streams, the upstream not reading any of it for this long is 504 too.
     #[serde(with = "duration")]
     pub upstream_timeout: Duration,
+    /// A client that sends no byte of its request body for this long gets
+    /// 408 (nginx's `client_body_timeout`).
+    #[serde(with = "duration")]
+    pub client_body_timeout: Duration,
     /// Pass the client's `Authorization` header on to the upstream.
     pub forward_authorization: bool,
     /// A WebSocket tunnel with no bytes either way for this long is closed.
@@ -92,6 +98,7 @@ impl Default for ProxyConfig {
             listen: None,
             upstream: None,
             upstream_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(60),
             forward_authorization: false,
             tunnel_idle_timeout: Duration::from_secs(600),
         }
@@ -655,6 +662,12 @@ impl Config {
             "proxy.upstream_timeout",
             p.upstream_timeout,
             Duration::from_millis(10),
+            Duration::from_secs(3_600),
+        )?;
+        within(
+            "proxy.client_body_timeout",
+            p.client_body_timeout,
+            Duration::from_millis(100),
             Duration::from_secs(3_600),
         )?;
         within(

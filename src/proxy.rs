@@ -17,7 +17,8 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -95,6 +96,7 @@ pub(crate) struct Proxy {
     forward_authorization: bool,
     drop_api_key: bool,
     tunnel_idle_timeout: Duration,
+    client_body_timeout: Duration,
 }
 
 impl Proxy {
@@ -121,6 +123,7 @@ impl Proxy {
             timeout: config.proxy.upstream_timeout,
             forward_authorization: config.proxy.forward_authorization,
             tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
+            client_body_timeout: config.proxy.client_body_timeout,
             drop_api_key: config.sources.api_key_header,
         })
     }
@@ -229,39 +232,35 @@ impl Proxy {
         }
         // Always HTTP/1.1 to the upstream, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
-        let body = StripTrailers {
+        // A request with a body is watched as it streams: the upstream's
+        // timeout starts once the body is sent, and a body the client stalls
+        // or garbles is the client's fault, not the upstream's.
+        let watch = (!body.is_end_stream()).then(|| Arc::new(BodyWatch::default()));
+        let body = ClientBody {
             inner: body,
             auth: self.auth.clone(),
+            watch: watch.clone(),
+            idle: watch
+                .is_some()
+                .then(|| Box::pin(tokio::time::sleep(self.client_body_timeout))),
+            idle_timeout: self.client_body_timeout,
         }
         .boxed();
         let upstream_request = Request::from_parts(parts, body);
 
+        let timer = upstream_timer(self.timeout, watch.as_deref());
+        tokio::pin!(timer);
         let sent = if dedicated {
-            self.send_dedicated(client, upstream_request).await
+            self.send_dedicated(client, upstream_request, timer.as_mut())
+                .await
         } else {
-            match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
-                Err(_) => Err(SendError::TimedOut),
-                Ok(result) => result.map_err(|e| SendError::Failed(e.into())),
-            }
+            within(timer.as_mut(), self.client.request(upstream_request))
+                .await
+                .and_then(|result| result.map_err(|e| SendError::Failed(e.into())))
         };
         let response = match sent {
             Ok(response) => response,
-            Err(SendError::TimedOut) => {
-                tracing::warn!(upstream = %self.upstream, "upstream timed out");
-                return http_util::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "The upstream did not answer in time.",
-                );
-            }
-            Err(SendError::Failed(e)) => {
-                tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
-                return http_util::error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "The upstream could not be reached.",
-                );
-            }
+            Err(e) => return self.send_failed(e, watch.as_deref(), client.peer),
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -274,45 +273,89 @@ impl Proxy {
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
 
+    /// The response to a request that got no upstream response: the
+    /// client's fault when its body broke (400) or stalled (408), else 502,
+    /// or 504 past the timeout (docs/http-contract.md, "Proxy").
+    fn send_failed(
+        &self,
+        error: SendError,
+        watch: Option<&BodyWatch>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        match watch.and_then(|w| w.fault.get()) {
+            Some(ClientFault::Stalled) => {
+                tracing::info!(%peer, "the client stopped sending its request body");
+                return http_util::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body stopped arriving.",
+                );
+            }
+            Some(ClientFault::Broken) => {
+                tracing::info!(%peer, "the client sent a malformed or incomplete request body");
+                return http_util::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "The request body is malformed or incomplete.",
+                );
+            }
+            None => {}
+        }
+        match error {
+            SendError::TimedOut => {
+                tracing::warn!(upstream = %self.upstream, "upstream timed out");
+                http_util::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "The upstream did not answer in time.",
+                )
+            }
+            SendError::Failed(e) => {
+                tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
+                http_util::error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "The upstream could not be reached.",
+                )
+            }
+        }
+    }
+
     /// Sends on the client connection's own upstream connection, opening
     /// (or reopening) it as needed. A request the connection closed before
     /// sending is retried once on a new one; nothing sent is ever replayed.
+    /// `timer` (see [`upstream_timer`]) bounds every step.
     async fn send_dedicated(
         &self,
         client: &ClientConnection,
         mut request: Request<Body>,
+        mut timer: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<Response<hyper::body::Incoming>, SendError> {
-        // One deadline for connecting, waiting and the response head, as on
-        // the pooled path.
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut sender = client.upstream.lock().await;
         for attempt in 0..2 {
             let reusable = match sender.as_mut() {
-                Some(s) if !s.is_closed() => {
-                    match tokio::time::timeout_at(deadline, s.ready()).await {
-                        Ok(ready) => ready.is_ok(),
-                        Err(_) => {
-                            *sender = None;
-                            return Err(SendError::TimedOut);
-                        }
+                Some(s) if !s.is_closed() => match within(timer.as_mut(), s.ready()).await {
+                    Ok(ready) => ready.is_ok(),
+                    Err(e) => {
+                        *sender = None;
+                        return Err(e);
                     }
-                }
+                },
                 _ => false,
             };
             if !reusable {
                 *sender = None;
-                let connected = tokio::time::timeout_at(deadline, self.connect())
-                    .await
-                    .map_err(|_| SendError::TimedOut)?;
+                let connected = within(timer.as_mut(), self.connect()).await?;
                 *sender = Some(connected.map_err(SendError::Failed)?);
             }
             let Some(live) = sender.as_mut() else {
                 continue;
             };
-            match tokio::time::timeout_at(deadline, live.try_send_request(request)).await {
-                Err(_) => {
+            match within(timer.as_mut(), live.try_send_request(request)).await {
+                Err(e) => {
+                    // A request is in flight on it: never reused.
                     *sender = None;
-                    return Err(SendError::TimedOut);
+                    return Err(e);
                 }
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(mut e)) => {
@@ -530,17 +573,79 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 }
 
-pin_project! {
-    /// A request body whose trailers lose any identity header (a client
-    /// could otherwise send `X-Account-Id` as a trailer).
-    struct StripTrailers<B> {
-        #[pin]
-        inner: B,
-        auth: Authenticator,
+/// `future`, unless `timer` completes first ([`SendError::TimedOut`]).
+async fn within<F: Future>(
+    timer: Pin<&mut impl Future<Output = ()>>,
+    future: F,
+) -> Result<F::Output, SendError> {
+    tokio::select! {
+        biased;
+        output = future => Ok(output),
+        () = timer => Err(SendError::TimedOut),
     }
 }
 
-impl<B> HttpBody for StripTrailers<B>
+/// Completes when the upstream has had `timeout` to answer: counted from
+/// when the request body has been sent, as nginx's `proxy_read_timeout` is
+/// (at once for a request without one). While the body streams, the upstream
+/// not reading any of it for `timeout` counts too; a client that stops
+/// sending is [`ClientBody`]'s to time out.
+async fn upstream_timer(timeout: Duration, watch: Option<&BodyWatch>) {
+    if let Some(watch) = watch {
+        let mut progress = watch.progress.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                () = watch.sent.notified() => break,
+                () = tokio::time::sleep(timeout) => {
+                    let now = watch.progress.load(Ordering::Relaxed);
+                    if now == progress && !watch.client_pending.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    progress = now;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(timeout).await;
+}
+
+/// How a request body is doing, shared by the body and the proxy's send.
+#[derive(Debug, Default)]
+struct BodyWatch {
+    /// Notified once the body has ended (or failed).
+    sent: tokio::sync::Notify,
+    /// Frames passed on so far.
+    progress: AtomicU64,
+    /// Whether the body is waiting for the client (not for the upstream).
+    client_pending: AtomicBool,
+    /// What the client did wrong, if it did.
+    fault: OnceLock<ClientFault>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ClientFault {
+    /// No byte for `[proxy] client_body_timeout`: 408.
+    Stalled,
+    /// Malformed (a bad chunk) or cut short: 400.
+    Broken,
+}
+
+pin_project! {
+    /// The client's request body on its way upstream: trailers lose any
+    /// identity header (a client could otherwise send `X-Account-Id` as a
+    /// trailer), and, when watched, the body reports its end, its faults,
+    /// and times out when the client stops sending it.
+    struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        auth: Authenticator,
+        watch: Option<Arc<BodyWatch>>,
+        idle: Option<Pin<Box<tokio::time::Sleep>>>,
+        idle_timeout: Duration,
+    }
+}
+
+impl<B> HttpBody for ClientBody<B>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -552,8 +657,44 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match std::task::ready!(this.inner.poll_frame(cx)) {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
+        };
+        if let Some(watch) = this.watch.as_deref() {
+            match &polled {
+                Poll::Pending => {
+                    watch.client_pending.store(true, Ordering::Relaxed);
+                    if let Some(idle) = this.idle.as_mut() {
+                        if idle.as_mut().poll(cx).is_ready() {
+                            let _ = watch.fault.set(ClientFault::Stalled);
+                            watch.sent.notify_one();
+                            return Poll::Ready(Some(Err(
+                                "the client stopped sending the body".into()
+                            )));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    let _ = watch.fault.set(ClientFault::Broken);
+                }
+                Poll::Ready(_) => {
+                    watch.client_pending.store(false, Ordering::Relaxed);
+                    watch.progress.fetch_add(1, Ordering::Relaxed);
+                    if let Some(idle) = this.idle.as_mut() {
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + *this.idle_timeout);
+                    }
+                }
+            }
+            if ended {
+                watch.sent.notify_one();
+            }
+        }
+        match std::task::ready!(polled) {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(match frame.into_trailers() {
                 Ok(mut trailers) => {
                     this.auth.identity_headers().strip(&mut trailers);
@@ -592,9 +733,12 @@ mod tests {
         ];
         let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
         let auth = Authenticator::new(service, &crate::Config::default()).unwrap();
-        let body = StripTrailers {
+        let body = ClientBody {
             inner: StreamBody::new(futures_util::stream::iter(frames)),
             auth,
+            watch: None,
+            idle: None,
+            idle_timeout: Duration::ZERO,
         };
         let collected = body.collect().await.unwrap();
         let trailers = collected.trailers().cloned().unwrap();

@@ -1715,3 +1715,95 @@ async fn a_silent_revocation_channel_shortens_the_trust_in_cached_tokens() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn slow_uploads_reach_the_upstream_and_its_timeout_starts_once_sent() {
+    use http_body_util::{BodyExt, StreamBody};
+    let stack = Stack::start("upstream_timeout = \"1s\"", "").await;
+    let (token, _) = stack.mint("acme").await;
+    // 3 MiB at about 1 MiB/s: three times the upstream timeout.
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 48;
+    let chunks = futures_util::StreamExt::then(futures_util::stream::iter(0..CHUNKS), |_| async {
+        tokio::time::sleep(Duration::from_millis(62)).await;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; CHUNK])))
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let request = http::Request::post(Stack::url(stack.proxy, "/upload"))
+        .header("authorization", bearer(&token))
+        .body(StreamBody::new(chunks).boxed())
+        .unwrap();
+    let started = Instant::now();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let reply: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(reply["body_bytes"], CHUNK * CHUNKS);
+    // Once the body is sent, the timeout holds as before.
+    let reply = http(
+        "POST",
+        &Stack::url(stack.proxy, "/slow?ms=3000"),
+        &[("authorization", &bearer(&token))],
+        "a small body",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let stack = Stack::start("client_body_timeout = \"500ms\"", "").await;
+    let (token, _) = stack.mint("acme").await;
+    let started = Instant::now();
+    let reply = raw(
+        stack.proxy,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 100\r\n\r\nonly ten b"
+        ),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#""error":"request_timeout""#), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        !stack.tokengate.log().contains("WARN"),
+        "{}",
+        stack.tokengate.log()
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_error() {
+    let stack = Stack::start("", "").await;
+    let (token, _) = stack.mint("acme").await;
+    for (body, what) in [
+        ("5\nhello\r\n0\r\n\r\n", "a bare LF after the chunk size"),
+        (
+            "FFFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n",
+            "an overflowing chunk size",
+        ),
+        ("5\r\nhelloXX0\r\n\r\n", "no CRLF after the chunk data"),
+    ] {
+        let reply = raw(
+            stack.proxy,
+            &format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{body}"
+            ),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{what}: {reply}");
+        assert!(
+            reply.contains(r#""error":"invalid_request""#),
+            "{what}: {reply}"
+        );
+    }
+    let log = stack.tokengate.log();
+    assert!(
+        !log.contains("upstream unreachable") && !log.contains("WARN"),
+        "{log}"
+    );
+}
