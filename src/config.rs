@@ -141,6 +141,13 @@ pub struct ServerConfig {
     /// Most open client connections per listener; past it, new connections
     /// wait in the kernel's accept queue until one closes.
     pub max_connections: usize,
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// (GOAWAY). HTTP/1.1 connections between requests are closed by
+    /// `header_read_timeout`, which also bounds each HTTP/2 stream's headers.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Most concurrent streams (requests) per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
     /// Threads serving client connections, each with its own event loop
     /// (thread per core, as nginx's `worker_processes`); unset: one per CPU.
     pub workers: Option<usize>,
@@ -154,6 +161,8 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            idle_timeout: Duration::from_secs(30),
+            http2_max_concurrent_streams: 128,
             workers: None,
         }
     }
@@ -697,6 +706,18 @@ impl Config {
             1_048_576,
         )?;
         in_range("server.max_connections", srv.max_connections, 1, 1_000_000)?;
+        within(
+            "server.idle_timeout",
+            srv.idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )?;
+        in_range(
+            "server.http2_max_concurrent_streams",
+            srv.http2_max_concurrent_streams,
+            1,
+            10_000,
+        )?;
         if let Some(workers) = srv.workers {
             in_range("server.workers", workers, 1, 1_024)?;
         }

@@ -44,6 +44,7 @@ pub mod server;
 
 mod admin;
 mod forward_auth;
+mod http2;
 mod http_util;
 mod proxy;
 pub mod service;

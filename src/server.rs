@@ -6,8 +6,10 @@
 //! of `[server] workers` threads, each with its own single-threaded runtime
 //! (`Workers`). The stack of a connection, outermost first, and why each
 //! part is there:
-//! - hyper's connection builder (HTTP/1.1 and h2c): bounds header count and
-//!   size (431) and the time to send headers (slowloris);
+//! - hyper's HTTP/1.1 or HTTP/2 (h2c) connection, told apart by the first
+//!   bytes: bounds header count and size (431) and the time to send headers
+//!   (slowloris); for HTTP/2 also concurrent streams, idle connections and
+//!   unfinished header blocks (`crate::http2`);
 //! - the listener's front door: proxy, forward-auth or admin;
 //! - the Authenticator shared by the proxy and forward-auth, so a token
 //!   cached by one is cached for the other;
@@ -15,14 +17,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -201,26 +203,42 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
         .map_err(|e| ServeError(format!("cannot listen on {addr} ({key}): {e}")))
 }
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let mut http1 = builder.http1();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes);
-    // hyper's own limit is 100, parsed into a fixed array; any other limit
-    // costs it a buffer built on every request, so set only another one.
-    if config.max_headers != HYPER_MAX_HEADERS {
-        http1.max_headers(config.max_headers);
+/// How a worker serves a connection: one builder per protocol, and the
+/// limits hyper does not apply by itself.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Protocols {
+    fn new(config: &ServerConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes);
+        // hyper's own limit is 100, parsed into a fixed array; any other limit
+        // costs it a buffer built on every request, so set only another one.
+        if config.max_headers != HYPER_MAX_HEADERS {
+            http1.max_headers(config.max_headers);
+        }
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(config.http2_max_concurrent_streams)
+            // Pings find dead HTTP/2 peers, which no read timeout covers.
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self {
+            http1,
+            http2,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        }
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        // Pings find dead HTTP/2 peers, which no read timeout covers.
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
 }
 
 /// The worker threads that serve client connections, and how to stop them.
@@ -268,8 +286,7 @@ struct Worker {
     index: usize,
     incoming: mpsc::UnboundedReceiver<Accepted>,
     open: Arc<AtomicUsize>,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    header_read_timeout: Duration,
+    protocols: Arc<Protocols>,
     grace: Duration,
     drained: mpsc::Sender<()>,
     released: watch::Receiver<()>,
@@ -278,7 +295,7 @@ struct Worker {
 impl Workers {
     /// Starts `count` worker threads; returns once each has its runtime.
     async fn start(count: usize, server: &ServerConfig) -> Result<Self, ServeError> {
-        let http = Arc::new(connection_builder(server));
+        let protocols = Arc::new(Protocols::new(server));
         let (drained_tx, drained) = mpsc::channel(1);
         let (release, released) = watch::channel(());
         let (started_tx, mut started) = mpsc::channel::<Result<(), String>>(count.max(1));
@@ -291,8 +308,7 @@ impl Workers {
                 index,
                 incoming,
                 open: open.clone(),
-                http: http.clone(),
-                header_read_timeout: server.header_read_timeout,
+                protocols: protocols.clone(),
                 grace: server.shutdown_grace,
                 drained: drained_tx.clone(),
                 released: released.clone(),
@@ -360,18 +376,19 @@ impl Workers {
 
 impl Worker {
     async fn run(mut self) {
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a receiver: `stopping` tells them to
+        // finish, and is closed once the last is gone.
+        let (stopping, stop) = watch::channel(false);
         // The connection tasks, to cut those still open past the grace
         // period (finished ones are pruned as connections come and go).
         let mut tasks: Vec<tokio::task::AbortHandle> = Vec::new();
         while let Some(accepted) = self.incoming.recv().await {
-            let watcher = graceful.watcher();
             let open = OpenConnection(self.open.clone());
-            let http = self.http.clone();
-            let header_read_timeout = self.header_read_timeout;
+            let protocols = self.protocols.clone();
+            let stop = stop.clone();
             let task = tokio::spawn(async move {
                 let _open = open;
-                serve_connection(accepted, &http, header_read_timeout, watcher).await;
+                serve_connection(accepted, &protocols, stop).await;
             });
             if tasks.len() >= 64 && tasks.len() >= 2 * self.open.load(Ordering::Relaxed) {
                 tasks.retain(|task| !task.is_finished());
@@ -379,7 +396,9 @@ impl Worker {
             tasks.push(task.abort_handle());
         }
         // The accept loops are gone: let this worker's connections finish.
-        if tokio::time::timeout(self.grace, graceful.shutdown())
+        let _ = stopping.send(true);
+        drop(stop);
+        if tokio::time::timeout(self.grace, stopping.closed())
             .await
             .is_err()
         {
@@ -480,13 +499,10 @@ async fn accept_loop(
     }
 }
 
-/// Serves one client connection on the current worker.
-async fn serve_connection(
-    accepted: Accepted,
-    http: &auto::Builder<TokioExecutor>,
-    header_read_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
+/// Serves one client connection on the current worker, until it ends or,
+/// once `stop` says so, it has finished what it was doing. The task holds
+/// `stop` until then: the worker waits for every receiver to go.
+async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch::Receiver<bool>) {
     let Accepted {
         stream,
         peer,
@@ -500,46 +516,161 @@ async fn serve_connection(
             return;
         }
     };
-    if !protocol_known_within(&stream, header_read_timeout).await {
+    let Some(protocol) = protocol_within(&stream, protocols.header_read_timeout).await else {
         tracing::debug!(%peer, "dropped a connection that sent no request in time");
         return;
-    }
+    };
     let client = Arc::new(ClientConnection::new(peer));
-    let service = service_fn(move |request| {
-        let (door, client) = (door.clone(), client.clone());
-        async move { Ok::<_, Infallible>(door.handle(request, &client).await) }
-    });
-    let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(connection).await {
+    let ended = match protocol {
+        Protocol::Http1 => {
+            let service = service_fn(move |request| {
+                let (door, client) = (door.clone(), client.clone());
+                async move { Ok::<_, Infallible>(door.handle(request, &client).await) }
+            });
+            let connection = protocols
+                .http1
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            drive(connection, None, protocols, stop).await
+        }
+        Protocol::Http2 => {
+            let activity = crate::http2::Activity::new();
+            let streams = activity.clone();
+            let service = service_fn(move |request| {
+                let (door, client) = (door.clone(), client.clone());
+                let open = streams.stream();
+                async move {
+                    let response = door.handle(request, &client).await;
+                    Ok::<_, Infallible>(response.map(|body| crate::http2::guarded(body, open)))
+                }
+            });
+            let io = crate::http2::FrameWatch::new(stream, activity.clone());
+            let connection = protocols.http2.serve_connection(TokioIo::new(io), service);
+            drive(connection, Some(&activity), protocols, stop).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
+/// Drives a connection until it ends, shutting it down gracefully (HTTP/1.1:
+/// after the current response; HTTP/2: GOAWAY, open streams finish) when
+/// the server stops. With `activity` (HTTP/2), also when it has had no open
+/// stream for `idle_timeout` or a header block has been pending for
+/// `header_read_timeout`; then it is closed if it has not ended one
+/// `header_read_timeout` later.
+async fn drive<C>(
+    connection: C,
+    activity: Option<&crate::http2::Activity>,
+    protocols: &Protocols,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful,
+{
+    let (idle, header_read) = (protocols.idle_timeout, protocols.header_read_timeout);
+    tokio::pin!(connection);
+    let mut ticks =
+        tokio::time::interval((idle.min(header_read) / 4).max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => return ended,
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                connection.as_mut().shut_down();
+            }
+            now = ticks.tick(), if activity.is_some() => match closing {
+                Some(since) if now - since >= header_read => {
+                    tracing::debug!("closed an HTTP/2 connection that did not end after GOAWAY");
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(reason) = activity.and_then(|a| a.overdue(idle, header_read)) {
+                        tracing::debug!(reason, "closing an HTTP/2 connection");
+                        closing = Some(now);
+                        if !stopping {
+                            connection.as_mut().shut_down();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A hyper server connection that can be asked to finish.
+trait Graceful {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The protocol a client speaks, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// Prior knowledge (h2c): the connection preface.
+    Http2,
+}
+
 /// Waits (at most `limit`) until the client has sent enough to tell HTTP/1
-/// from HTTP/2. hyper-util's auto builder reads those bytes with no timeout
-/// of its own, so a client that connects and sends nothing, or half an
-/// HTTP/2 preface, would otherwise hold a connection forever; from there on
-/// hyper's header read timeout (HTTP/1) and keep-alive pings (HTTP/2) apply.
-async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+/// from HTTP/2 (`None` if it has not). A client that connects and sends
+/// nothing, or half an HTTP/2 preface, would otherwise hold a connection
+/// forever; from there on hyper's header read timeout (HTTP/1) and
+/// `crate::http2`'s limits apply.
+async fn protocol_within(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Protocol> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; 24];
     let known = async {
         loop {
             let n = stream.peek(&mut buf).await?;
             if n == 0 {
-                return Ok(false);
+                return Ok(None);
             }
-            if n >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) {
-                return Ok(true);
+            if !H2_PREFACE.starts_with(&buf[..n]) {
+                return Ok(Some(Protocol::Http1));
+            }
+            if n >= H2_PREFACE.len() {
+                return Ok(Some(Protocol::Http2));
             }
             // Part of the preface so far: look again shortly.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    matches!(
-        tokio::time::timeout(limit, known).await,
-        Ok(Ok::<_, std::io::Error>(true))
-    )
+    match tokio::time::timeout(limit, known).await {
+        Ok(Ok::<_, std::io::Error>(protocol)) => protocol,
+        _ => None,
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
