@@ -977,6 +977,10 @@ mod tests {
                 .join(name);
             Config::load_with_env(Some(&path), env(&[])).unwrap();
         }
+        // The reference file sets every key it shows to its default.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tokengate.toml");
+        let reference = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(reference, Config::default());
     }
 
     #[test]
@@ -1065,6 +1069,17 @@ mod tests {
             ("[cache]\nttl = \"soon\"\n", "line 2, key cache.ttl"),
             ("[cache]\nttl = \"2h\"\n", "cache.ttl"),
             ("[cache]\nnegative_ttl = \"1m\"\n", "cache.negative_ttl"),
+            ("[cache]\ndegraded_ttl = \"2h\"\n", "cache.degraded_ttl"),
+            (
+                "[rate_limit]\nfailed_auth_ipv6_prefix = 16\n",
+                "rate_limit.failed_auth_ipv6_prefix",
+            ),
+            ("[server]\nidle_timeout = \"1ms\"\n", "server.idle_timeout"),
+            (
+                "[server]\nhttp2_max_concurrent_streams = 0\n",
+                "server.http2_max_concurrent_streams",
+            ),
+            ("[proxy]\nclient_body_timeout = \"0s\"\n", "proxy.client_body_timeout"),
             (
                 "[rate_limit]\nper_token_burst = 0\n",
                 "rate_limit.per_token_burst",
