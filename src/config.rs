@@ -1079,7 +1079,10 @@ mod tests {
                 "[server]\nhttp2_max_concurrent_streams = 0\n",
                 "server.http2_max_concurrent_streams",
             ),
-            ("[proxy]\nclient_body_timeout = \"0s\"\n", "proxy.client_body_timeout"),
+            (
+                "[proxy]\nclient_body_timeout = \"0s\"\n",
+                "proxy.client_body_timeout",
+            ),
             (
                 "[rate_limit]\nper_token_burst = 0\n",
                 "rate_limit.per_token_burst",

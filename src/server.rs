@@ -571,19 +571,25 @@ where
 {
     let (idle, header_read) = (protocols.idle_timeout, protocols.header_read_timeout);
     tokio::pin!(connection);
-    let mut ticks =
-        tokio::time::interval((idle.min(header_read) / 4).max(Duration::from_millis(10)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only HTTP/2 connections are checked (and pay for a timer).
+    let mut ticks = activity.map(|_| {
+        let mut ticks =
+            tokio::time::interval((idle.min(header_read) / 4).max(Duration::from_millis(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     let mut stopping = false;
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        // Biased: no random branch order to draw on every wake-up.
         tokio::select! {
+            biased;
             ended = connection.as_mut() => return ended,
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 connection.as_mut().shut_down();
             }
-            now = ticks.tick(), if activity.is_some() => match closing {
+            now = tick(ticks.as_mut()) => match closing {
                 Some(since) if now - since >= header_read => {
                     tracing::debug!("closed an HTTP/2 connection that did not end after GOAWAY");
                     return Ok(());
@@ -600,6 +606,14 @@ where
                 }
             }
         }
+    }
+}
+
+/// The next tick, or never without an interval.
+async fn tick(ticks: Option<&mut tokio::time::Interval>) -> tokio::time::Instant {
+    match ticks {
+        Some(ticks) => ticks.tick().await,
+        None => std::future::pending().await,
     }
 }
 
