@@ -341,21 +341,6 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
     create(&h.service, "acme", None).await;
 }
 
-/// `CLIENT KILL TYPE normal` from another connection: every client
-/// connection of tokengate's is closed under it (the killer's own survives).
-async fn kill_clients(redis: &RedisServer) {
-    let mut conn = redis.connection().await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_connection_closed_by_redis_costs_no_call_an_error() {
     let mut h = Harness::redis().await;
@@ -366,25 +351,25 @@ async fn a_connection_closed_by_redis_costs_no_call_an_error() {
 
     // Each kind of call, first after its connection was killed: a read, a
     // listing, each write, the readiness ping.
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     let auth = h.service.validate_token(&token).await.unwrap();
     assert_eq!(auth.account_id, "acme");
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     assert_eq!(h.service.list_tokens("acme").await.unwrap().len(), 1);
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     let second = create(&h.service, "acme", None).await;
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     store.touch(&[(second.info.id, 1_000)]).await.unwrap();
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     store.ping().await.unwrap();
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     let revoked = h
         .service
         .revoke_token(second.info.id, "acme")
         .await
         .unwrap();
     assert!(revoked.revoked_at.is_some());
-    kill_clients(redis).await;
+    redis.kill_clients().await;
     store.remove_dead(0).await.unwrap();
 
     // Redis restarting (here with an empty database) costs latency only.

@@ -1318,37 +1318,22 @@ async fn raw(port: u16, request: &str) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-/// `CLIENT KILL TYPE normal` from the test's own connection: every client
-/// connection tokengate has (not its pub/sub one) is closed under it.
-async fn kill_redis_clients(redis: &RedisServer) {
-    let mut conn = redis.connection().await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_first_request_after_redis_closed_the_connection_is_served() {
     let stack = Stack::start("", "").await;
     let (token, id) = stack.mint("acme").await;
     // Nothing cached: the proxy's first request must read Redis.
-    kill_redis_clients(&stack.redis).await;
+    stack.redis.kill_clients().await;
     let reply = stack
         .through_proxy("/orders", &[("authorization", &bearer(&token))])
         .await;
     assert_identity(&reply, Some(("acme", &id)));
-    kill_redis_clients(&stack.redis).await;
+    stack.redis.kill_clients().await;
     let reply = stack
         .admin("GET", &format!("/v1/accounts/acme/tokens/{id}"), "")
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    kill_redis_clients(&stack.redis).await;
+    stack.redis.kill_clients().await;
     let reply = stack.admin("GET", "/readyz", "").await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }

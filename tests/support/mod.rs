@@ -98,6 +98,22 @@ impl RedisServer {
         }
     }
 
+    /// `CLIENT KILL TYPE normal` from the test's own connection: every other
+    /// client connection (not pub/sub ones) is closed under its owner, as on
+    /// a Redis restart or a server-side idle timeout.
+    pub async fn kill_clients(&self) {
+        let mut conn = self.connection().await;
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: its connections stay
     /// open and answer nothing, as across a network partition.
     pub fn signal(&self, signal: &str) {
