@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
@@ -189,11 +189,23 @@ impl Drop for RedisServer {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// Drawn from 20000–31999, below Linux's ephemeral range (32768–60999):
+/// a port the kernel hands out for `bind(0)` can be taken by the next
+/// outgoing connection (an HTTP client, a Redis connection) before the
+/// server that was meant to get it binds it. A counter keeps the tests of
+/// one binary apart; the process id spreads concurrent binaries.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(397);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (offset.wrapping_add(n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999")
 }
 
 /// A clock that stands still until a test moves it.
