@@ -588,7 +588,8 @@ async fn within<F: Future>(
 /// Completes when the upstream has had `timeout` to answer: counted from
 /// when the request body has been sent, as nginx's `proxy_read_timeout` is
 /// (at once for a request without one). While the body streams, the upstream
-/// not reading any of it for `timeout` counts too; a client that stops
+/// not reading any of it for one whole check window (so between one and two
+/// `timeout`s) counts too; a client that stops
 /// sending is [`ClientBody`]'s to time out.
 async fn upstream_timer(timeout: Duration, watch: Option<&BodyWatch>) {
     if let Some(watch) = watch {
@@ -667,8 +668,15 @@ where
         if let Some(watch) = this.watch.as_deref() {
             match &polled {
                 Poll::Pending => {
-                    watch.client_pending.store(true, Ordering::Relaxed);
+                    let waiting = watch.client_pending.swap(true, Ordering::Relaxed);
                     if let Some(idle) = this.idle.as_mut() {
+                        // Only time spent waiting for the client counts: the
+                        // clock starts when it begins (not while hyper was
+                        // connecting upstream or the upstream was not reading).
+                        if !waiting {
+                            idle.as_mut()
+                                .reset(tokio::time::Instant::now() + *this.idle_timeout);
+                        }
                         if idle.as_mut().poll(cx).is_ready() {
                             let _ = watch.fault.set(ClientFault::Stalled);
                             watch.sent.notify_one();
@@ -684,10 +692,6 @@ where
                 Poll::Ready(_) => {
                     watch.client_pending.store(false, Ordering::Relaxed);
                     watch.progress.fetch_add(1, Ordering::Relaxed);
-                    if let Some(idle) = this.idle.as_mut() {
-                        idle.as_mut()
-                            .reset(tokio::time::Instant::now() + *this.idle_timeout);
-                    }
                 }
             }
             if ended {
@@ -745,6 +749,42 @@ mod tests {
         assert_eq!(trailers.len(), 1);
         assert_eq!(trailers["x-checksum"], "kept");
         assert_eq!(collected.to_bytes(), "hello");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_time_spent_waiting_for_the_client_counts_as_a_stall() {
+        let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
+        let auth = Authenticator::new(service, &crate::Config::default()).unwrap();
+        let timeout = Duration::from_secs(5);
+        let watch = Arc::new(BodyWatch::default());
+        let never =
+            futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
+        let body = ClientBody {
+            inner: StreamBody::new(never),
+            auth,
+            watch: Some(watch.clone()),
+            idle: Some(Box::pin(tokio::time::sleep(timeout))),
+            idle_timeout: timeout,
+        };
+        let mut body = std::pin::pin!(body);
+        macro_rules! poll {
+            () => {
+                std::future::poll_fn(|cx| {
+                    Poll::Ready(body.as_mut().poll_frame(cx).map(|f| f.map(|r| r.is_err())))
+                })
+                .await
+            };
+        }
+        // Longer than the timeout before the body is first read (connecting
+        // upstream, a 100-continue): not the client's stall.
+        tokio::time::advance(timeout * 2).await;
+        assert!(poll!().is_pending());
+        assert!(watch.fault.get().is_none());
+        tokio::time::advance(timeout - Duration::from_millis(1)).await;
+        assert!(poll!().is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(poll!(), Poll::Ready(Some(true))));
+        assert!(matches!(watch.fault.get(), Some(ClientFault::Stalled)));
     }
 
     #[test]

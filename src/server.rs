@@ -559,7 +559,7 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
 /// the server stops. With `activity` (HTTP/2), also when it has had no open
 /// stream for `idle_timeout` or a header block has been pending for
 /// `header_read_timeout`; then it is closed if it has not ended one
-/// `header_read_timeout` later.
+/// `header_read_timeout` later and the reason still holds.
 async fn drive<C>(
     connection: C,
     activity: Option<&crate::http2::Activity>,
@@ -590,7 +590,12 @@ where
                 connection.as_mut().shut_down();
             }
             now = tick(ticks.as_mut()) => match closing {
-                Some(since) if now - since >= header_read => {
+                // Cut only if the reason still holds: a request the client
+                // sent before it saw the GOAWAY is let finish.
+                Some(since)
+                    if now - since >= header_read
+                        && activity.and_then(|a| a.overdue(idle, header_read)).is_some() =>
+                {
                     tracing::debug!("closed an HTTP/2 connection that did not end after GOAWAY");
                     return Ok(());
                 }

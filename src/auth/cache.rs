@@ -29,6 +29,9 @@ pub(crate) enum Cached {
         /// When the store said so (for the shorter trust while the
         /// revocation channel is down).
         verified_at: Instant,
+        /// [`AuthCache::epoch`] when the lookup began: one that began
+        /// before a resync may have missed a revocation the resync was for.
+        epoch: u64,
     },
     /// Not valid (remembered for the negative ttl).
     Invalid(InvalidReason),
@@ -65,6 +68,8 @@ pub(crate) struct AuthCache {
     misses: AtomicU64,
     /// Whether the revocation channel is up (always, without one).
     subscribed: AtomicBool,
+    /// Resyncs so far.
+    epoch: AtomicU64,
     /// How long a valid entry is trusted while it is not.
     degraded_ttl: Duration,
 }
@@ -88,6 +93,7 @@ impl AuthCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
             degraded_ttl: config.degraded_ttl.min(config.ttl),
         }
     }
@@ -134,14 +140,25 @@ impl AuthCache {
     /// A valid entry older than the degraded ttl while the revocation
     /// channel is down: a revocation made elsewhere meanwhile cannot have
     /// reached us, so ask the store again (one relaxed load on every hit).
+    /// Also an entry whose lookup began before the last resync: clearing
+    /// the cache does not stop a lookup then in flight from inserting what
+    /// it read before a revocation it never heard of.
     fn distrusted(&self, entry: &Cached) -> bool {
         match entry {
-            Cached::Valid { verified_at, .. } => {
-                !self.subscribed.load(Ordering::Relaxed)
-                    && verified_at.elapsed() >= self.degraded_ttl
+            Cached::Valid {
+                verified_at, epoch, ..
+            } => {
+                *epoch != self.epoch.load(Ordering::Relaxed)
+                    || (!self.subscribed.load(Ordering::Relaxed)
+                        && verified_at.elapsed() >= self.degraded_ttl)
             }
             Cached::Invalid(_) => false,
         }
+    }
+
+    /// The current resync count, to stamp a lookup with when it begins.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn hits(&self) -> u64 {
@@ -165,6 +182,7 @@ impl RevocationSink for AuthCache {
 
     fn resync(&self) {
         tracing::info!("clearing the token cache (revocations may have been missed)");
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         self.entries.invalidate_all();
         self.subscribed.store(true, Ordering::Relaxed);
     }

@@ -276,6 +276,7 @@ impl Authenticator {
             let service = inner.service.clone();
             let verify_time = inner.verify_time.clone();
             let owned = token.clone().into_owned();
+            let epoch = inner.cache.epoch();
             async move {
                 let started = tokio::time::Instant::now();
                 let validated = service.validate(&owned).await;
@@ -296,6 +297,7 @@ impl Authenticator {
                             auth,
                             lifetime,
                             verified_at: std::time::Instant::now(),
+                            epoch,
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),

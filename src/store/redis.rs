@@ -173,7 +173,9 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match op(self.conn.clone()).await {
-            Err(e) if e.is_unrecoverable_error() => {
+            // Not when the connection was refused: Redis is down, and waiting
+            // for the reconnect's backoff would only delay the failure.
+            Err(e) if e.is_unrecoverable_error() && !e.is_connection_refusal() => {
                 tracing::debug!(error = %e, "the Redis connection was closed; retrying on a new one");
                 op(self.conn.clone()).await
             }
