@@ -13,7 +13,7 @@
 //!
 //! Open streams are counted by wrapping the service (a stream is open from
 //! its request until its response body is dropped). Header blocks are not
-//! visible through hyper, so [`FrameWatch`] reads the frame headers of the
+//! visible through hyper, so [`FrameFollower`] reads the frame headers of the
 //! bytes going into it: 9 bytes per frame, no payload parsing.
 
 use std::pin::Pin;
@@ -24,10 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::http_util::{Body, BoxError};
+use crate::http_util::{Body, BoxError, OnRead, ReadHook};
 
 /// Frame types and the flag this module looks at (RFC 9113 §6).
 const HEADERS: u8 = 0x1;
@@ -135,8 +134,18 @@ impl HttpBody for Guarded {
 
 /// The client's side of an HTTP/2 connection, with the frame headers of
 /// what it sends followed for pending header blocks.
-pub(crate) struct FrameWatch<T> {
-    inner: T,
+pub(crate) type FrameWatch<T> = ReadHook<T, FrameFollower>;
+
+/// `io`, its frames followed into `activity`.
+pub(crate) fn watch_frames<T>(io: T, activity: Arc<Activity>) -> FrameWatch<T> {
+    ReadHook {
+        inner: io,
+        hook: FrameFollower::new(activity),
+    }
+}
+
+/// Follows frame boundaries through the bytes a client sends.
+pub(crate) struct FrameFollower {
     activity: Arc<Activity>,
     /// Preface bytes still to skip.
     preface_left: usize,
@@ -149,10 +158,9 @@ pub(crate) struct FrameWatch<T> {
     ends_block: bool,
 }
 
-impl<T> FrameWatch<T> {
-    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
+impl FrameFollower {
+    fn new(activity: Arc<Activity>) -> Self {
         Self {
-            inner,
             activity,
             preface_left: PREFACE_LEN,
             header: [0; 9],
@@ -211,49 +219,9 @@ impl<T> FrameWatch<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FrameWatch<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let this = &mut *self;
-            this.follow(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for FrameWatch<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl OnRead for FrameFollower {
+    fn read(&mut self, data: &[u8]) {
+        self.follow(data);
     }
 }
 
@@ -278,13 +246,13 @@ mod tests {
         f
     }
 
-    fn pending(watch: &FrameWatch<()>) -> bool {
+    fn pending(watch: &FrameFollower) -> bool {
         watch.activity.header_block_since.load(Ordering::Relaxed) != 0
     }
 
     #[tokio::test]
     async fn header_blocks_are_followed_across_reads_and_frames() {
-        let mut watch = FrameWatch::new((), Activity::new());
+        let mut watch = FrameFollower::new(Activity::new());
         let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         bytes.extend(frame(0x4, 0, &[0; 6])); // SETTINGS
         bytes.extend(frame(HEADERS, 0x1, &[0x82, 0x84])); // no END_HEADERS

@@ -32,7 +32,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::auth::{AuthRequest, Authenticator};
@@ -497,13 +496,13 @@ fn splice(
             }
         };
         let moved = Arc::new(AtomicU64::new(0));
-        let mut client = Counted {
+        let mut client = http_util::ReadHook {
             inner: TokioIo::new(client),
-            moved: moved.clone(),
+            hook: CountBytes(moved.clone()),
         };
-        let mut upstream = Counted {
+        let mut upstream = http_util::ReadHook {
             inner: TokioIo::new(upstream),
-            moved: moved.clone(),
+            hook: CountBytes(moved.clone()),
         };
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
@@ -533,43 +532,12 @@ fn splice(
     Response::from_parts(parts, http_util::empty())
 }
 
-/// A tunnel end that counts the bytes read from it (for the idle timeout).
-struct Counted<T> {
-    inner: T,
-    moved: Arc<AtomicU64>,
-}
+/// Counts the bytes read from a tunnel end (for the idle timeout).
+struct CountBytes(Arc<AtomicU64>);
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.moved.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl http_util::OnRead for CountBytes {
+    fn read(&mut self, data: &[u8]) {
+        self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -544,7 +544,7 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
                     Ok::<_, Infallible>(response.map(|body| crate::http2::guarded(body, open)))
                 }
             });
-            let io = crate::http2::FrameWatch::new(stream, activity.clone());
+            let io = crate::http2::watch_frames(stream, activity.clone());
             let connection = protocols.http2.serve_connection(TokioIo::new(io), service);
             drive(connection, Some(&activity), protocols, stop).await
         }
