@@ -26,7 +26,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use tokengate::{
-    Authenticator, Config, CreateTokenParams, MemoryStore, TokenGateLayer, TokenService,
+    AuthConfig, Authenticator, CreateTokenParams, MemoryStore, TokenGateLayer, TokenService,
 };
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
@@ -49,8 +49,8 @@ fn memory_service() -> TokenService {
 /// The default configuration, with the per-token rate limit raised out of
 /// reach (the limiter still runs on every request) and the cache TTL at its
 /// maximum, so a benchmark measures admitted, cached requests.
-fn bench_config() -> Config {
-    let mut config = Config::default();
+fn bench_config() -> AuthConfig {
+    let mut config = AuthConfig::default();
     config.rate_limit.per_token_requests = 1_000_000;
     config.rate_limit.per_token_period = Duration::from_millis(1);
     config.rate_limit.per_token_burst = 10_000_000;

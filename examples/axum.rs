@@ -1,10 +1,15 @@
 //! tokengate in an axum service, in a few lines.
 //!
+//! Needs only the library: `default-features = false` leaves out the
+//! server, the CLI and their dependencies.
+//!
 //! ```sh
-//! cargo run --example axum                          # embedded store, prints a demo token
-//! TOKENGATE_REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum
+//! cargo run --no-default-features --example axum    # embedded store, prints a demo token
+//! TOKENGATE_REDIS_URL=redis://127.0.0.1:6379 cargo run --no-default-features --example axum
 //! curl -H "Authorization: Bearer mk_…" http://127.0.0.1:3000/whoami
 //! ```
+
+#![allow(clippy::print_stdout)] // an example talks to its user on stdout
 
 use std::net::SocketAddr;
 
@@ -12,7 +17,8 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::{Extension, Router};
 use tokengate::{
-    AuthContext, Authenticator, Config, CreateTokenParams, TokenGateLayer, TokenService,
+    AuthConfig, AuthContext, Authenticator, CreateTokenParams, RedisConfig, SecurityConfig,
+    TokenGateLayer, TokenService,
 };
 
 async fn whoami(Extension(auth): Extension<AuthContext>) -> String {
@@ -22,10 +28,16 @@ async fn whoami(Extension(auth): Extension<AuthContext>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
-    let config = Config::load(None)?; // TOKENGATE_* variables apply
-    let store = tokengate::store::open(&config.redis).await?;
-    let service = TokenService::from_config(store, &config);
-    if config.redis.url.is_none() {
+    // Each component's settings, at their defaults; a service with a config
+    // file of its own can embed these types in it (they are serde types).
+    let redis = RedisConfig {
+        url: std::env::var("TOKENGATE_REDIS_URL").ok(),
+        ..RedisConfig::default()
+    };
+    redis.validate()?;
+    let store = tokengate::store::open(&redis).await?;
+    let service = TokenService::from_config(store, &SecurityConfig::default());
+    if redis.url.is_none() {
         let demo = service
             .create_token(CreateTokenParams {
                 account_id: "demo".into(),
@@ -36,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("demo token: {}", demo.token.expose_secret());
     }
 
-    let auth = Authenticator::new(service, &config)?;
+    let auth = Authenticator::new(service, &AuthConfig::default())?;
     let app = Router::new().route("/whoami", get(whoami)).layer(
         TokenGateLayer::new(auth)
             // Lets the per-IP failure limit see the client's address.

@@ -12,6 +12,8 @@
 //! curl http://127.0.0.1:3000/
 //! ```
 
+#![allow(clippy::print_stdout)] // an example talks to its user on stdout
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 

@@ -5,21 +5,87 @@
 //! compared in constant time; `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json` need no key (probes and scrapers).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::percent_decode;
-use crate::http_util::{self, Body};
+use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{CreateTokenParams, TokenError, TokenService};
+use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
+
+/// The environment variable holding the admin API's bearer key.
+pub(crate) const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
+/// Shortest admin key accepted.
+pub(crate) const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// `[admin]`: the admin API, health and metrics (`tokengate serve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens; unset: off.
+    pub listen: Option<SocketAddr>,
+    /// Serve the token routes without `TOKENGATE_ADMIN_KEY`, allowed only on
+    /// a loopback address (for trying tokengate on a laptop).
+    pub allow_unauthenticated_loopback: bool,
+    /// The token routes' bearer key: from `TOKENGATE_ADMIN_KEY` only (the
+    /// loader fills it in), never from the file, and never serialized.
+    #[serde(skip)]
+    pub key: Option<AdminKey>,
+}
+
+impl AdminConfig {
+    /// Keyless only on loopback; with a listener, a key of at least
+    /// [`MIN_ADMIN_KEY_LEN`] characters unless keyless is allowed.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.allow_unauthenticated_loopback && self.listen.is_some_and(|a| !a.ip().is_loopback())
+        {
+            return Err(invalid(
+                "admin.allow_unauthenticated_loopback",
+                "only allowed when admin.listen is a loopback address",
+            ));
+        }
+        let Some(addr) = self.listen else {
+            return Ok(());
+        };
+        match &self.key {
+            Some(key) if key.0.len() < MIN_ADMIN_KEY_LEN => Err(InvalidConfig::Environment(
+                format!("{ADMIN_KEY_ENV} must be at least {MIN_ADMIN_KEY_LEN} characters"),
+            )),
+            Some(_) => Ok(()),
+            None if self.allow_unauthenticated_loopback => Ok(()),
+            None => Err(InvalidConfig::Environment(format!(
+                "the admin listener ({addr}) needs {ADMIN_KEY_ENV}, or a loopback address with \
+                 [admin] allow_unauthenticated_loopback = true"
+            ))),
+        }
+    }
+}
+
+/// The admin API's bearer key. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey(String);
+
+impl AdminKey {
+    /// A key (checked by [`AdminConfig::validate`]).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(***)")
+    }
+}
 
 /// The OpenAPI 3 document, kept in the repository and served as is.
 pub(crate) const OPENAPI: &str = include_str!("../docs/openapi.json");
@@ -44,11 +110,15 @@ struct CreateBody {
 }
 
 impl Admin {
-    pub(crate) fn new(service: TokenService, metrics: Arc<Metrics>, key: Option<&str>) -> Self {
+    pub(crate) fn new(
+        service: TokenService,
+        metrics: Arc<Metrics>,
+        key: Option<&AdminKey>,
+    ) -> Self {
         Self {
             service,
             metrics,
-            key_digest: key.map(|k| Sha256::digest(k.as_bytes()).into()),
+            key_digest: key.map(|k| Sha256::digest(k.0.as_bytes()).into()),
         }
     }
 

@@ -12,22 +12,22 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, redact_url};
+use crate::config::Config;
 use crate::service::{CreateTokenParams, MAX_EXPIRES_IN_DAYS, TokenError, TokenInfo, TokenService};
-use crate::store::RedisStore;
+use crate::store::{RedisStore, redact_url};
 use crate::token::TokenId;
 
 /// Exit code for a usage error (bad flag, missing argument, bad value).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code for every other failure.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Retention used by `token cleanup` unless `--retention-days` says otherwise.
-pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
 
 /// tokengate: API-token gateway.
 #[derive(Debug, Parser)]
 #[command(name = "tokengate", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (TOML); see config/tokengate.toml.
     #[arg(long, global = true, env = "TOKENGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -41,7 +41,7 @@ pub struct Cli {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the front doors the config enables ([proxy], [forward_auth],
     /// [admin]) until SIGTERM / SIGINT.
     Serve,
@@ -52,7 +52,7 @@ pub enum Command {
 
 /// `tokengate token …`
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a token and print it (the only time it is ever shown).
     Create {
         /// Account the token acts for (1–128 characters).
@@ -116,7 +116,7 @@ pub enum TokenCommand {
 
 /// Output format flags shared by the token commands.
 #[derive(Debug, Clone, Copy, Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -154,8 +154,8 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        init_tracing(&config.log.level, config.log.format);
-        return match runtime.block_on(crate::server::serve(config)) {
+        crate::log::init(&config.log);
+        return match runtime.block_on(crate::server::serve(config.serve_config())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -164,10 +164,16 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    init_tracing("warn", crate::config::LogFormat::Human);
+    crate::log::init(&crate::log::LogConfig {
+        level: "warn".to_owned(),
+        ..Default::default()
+    });
     match runtime.block_on(run(cli)) {
         Ok(output) => {
-            print!("{output}");
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                print!("{output}");
+            }
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -179,11 +185,11 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command and returns what to print on stdout, or the one-line
 /// error message.
-pub async fn run(cli: Cli) -> Result<String, String> {
+pub(crate) async fn run(cli: Cli) -> Result<String, String> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Token(command) => run_token(&config, command).await,
-        Command::Serve => crate::server::serve(config)
+        Command::Serve => crate::server::serve(config.serve_config())
             .await
             .map(|()| String::new())
             .map_err(|e| e.to_string()),
@@ -400,23 +406,4 @@ fn one_line_usage_error(e: &clap::Error) -> String {
         .take_while(|line| !line.is_empty())
         .collect();
     format!("{} (see --help)", first.join(" "))
-}
-
-/// Logs go to stderr, so stdout stays clean for `--json`. `RUST_LOG`
-/// overrides `level`.
-fn init_tracing(level: &str, format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only on a terminal, and not with NO_COLOR set: a log file or a
-    // collector gets plain text.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match format {
-        crate::config::LogFormat::Human => builder.init(),
-        crate::config::LogFormat::Json => builder.json().init(),
-    }
 }

@@ -11,9 +11,18 @@
 use std::net::SocketAddr;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthRequest, Authenticator};
 use crate::http_util::{self, Body};
+
+/// `[forward_auth]`: the forward-auth endpoint (`tokengate serve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// Where the forward-auth endpoint listens; unset: off.
+    pub listen: Option<SocketAddr>,
+}
 
 pub(crate) async fn handle<B>(
     auth: &Authenticator,
@@ -98,7 +107,7 @@ pub(crate) async fn handle<B>(
                 .apply(response.headers_mut(), decision.auth());
             response
         }
-        Err(rejection) => http_util::rejection(&rejection),
+        Err(rejection) => http_util::boxed(rejection.to_response()),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Small HTTP pieces shared by the network front doors: the boxed body type,
-//! JSON responses, hop-by-hop header handling, `Host` checks and an IO
-//! wrapper that watches reads.
+//! Small HTTP pieces shared by the Authenticator and the network front
+//! doors: the boxed body type, JSON and error responses, path
+//! normalization, hop-by-hop header handling, `Host` checks and an IO
+//! wrapper that watches reads. Imports nothing from the crate.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
@@ -12,8 +13,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use crate::auth::Rejection;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body of every listener.
@@ -29,9 +28,13 @@ pub(crate) fn empty() -> Body {
     full(Bytes::new())
 }
 
-/// A JSON response.
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
+/// A JSON response (`Content-Type: application/json`, `Cache-Control:
+/// no-store`), in whichever body type the caller needs.
+pub(crate) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -39,19 +42,35 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     response
 }
 
-/// `{"error": code, "message": message}` with `status`.
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({ "error": code, "message": message.into() }),
-    )
+/// The error body every door answers with (docs/http-contract.md,
+/// "Errors"): `{"error": code, "message": message}`, plus `field` naming
+/// the bad input of a 422. The one place it is written.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    field: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut body = serde_json::json!({ "error": code, "message": message });
+    if let Some(field) = field {
+        body["field"] = field.into();
+    }
+    json_response(status, &body)
 }
 
-/// The Authenticator's refusal as a response (the one place it is built).
-pub(crate) fn rejection(rejection: &Rejection) -> Response<Body> {
-    rejection
-        .to_response()
-        .map(|body| body.map_err(|never| match never {}).boxed())
+/// A response with a boxed body (the type every listener answers with).
+pub(crate) fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
+    response.map(|body| body.map_err(|never| match never {}).boxed())
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    boxed(json_response(status, value))
+}
+
+/// `{"error": code, "message": message}` with `status`.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    boxed(error_response(status, code, &message.into(), None))
 }
 
 /// The host a request names, checked as RFC 9112 §3.2 asks of a server:
@@ -229,6 +248,52 @@ impl<T: AsyncWrite + Unpin, H: Unpin> AsyncWrite for ReadHook<T, H> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// The percent-decoded path if it is in normal form, else `None`.
+pub(crate) fn normalize_path(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') {
+        return None;
+    }
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return None;
+    }
+    let decoded = percent_decode(raw)?;
+    // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
+    // drop before routing: `/public/..;/private` is `/private` to them.
+    if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {
+        return None;
+    }
+    let body = &decoded[1..];
+    let body = body.strip_suffix('/').unwrap_or(body);
+    if !body.is_empty()
+        && body
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return None;
+    }
+    Some(decoded)
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

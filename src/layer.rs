@@ -15,10 +15,10 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
-//! use tokengate::{Authenticator, Config, MemoryStore, TokenGateLayer, TokenService};
+//! use tokengate::{AuthConfig, Authenticator, MemoryStore, TokenGateLayer, TokenService};
 //!
 //! let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
-//! let auth = Authenticator::new(service, &Config::default()).unwrap();
+//! let auth = Authenticator::new(service, &AuthConfig::default()).unwrap();
 //! let mut app = ServiceBuilder::new()
 //!     .layer(TokenGateLayer::new(auth))
 //!     .service_fn(|_req: Request<Full<bytes::Bytes>>| async {

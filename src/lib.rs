@@ -1,15 +1,38 @@
 //! tokengate guards HTTP APIs with long-lived API tokens (`mk_…`).
 //!
-//! This crate is the token core: the token format, the stores, the
-//! [`TokenService`] that creates, lists, revokes, validates and cleans up
-//! tokens, the configuration and the `tokengate` command line.
-//!
 //! # Layout
-//! - [`token`]: the `mk_` format: generate, render, parse and checksum.
-//! - [`store`]: the [`TokenStore`] trait, [`RedisStore`] and [`MemoryStore`].
-//! - [`service`]: [`TokenService`], the input rules and [`TokenError`].
-//! - [`config`]: the TOML file, `TOKENGATE_*` overrides and their checks.
-//! - [`cli`]: `tokengate token create|list|get|revoke|cleanup`.
+//! Each layer uses only the ones above it in this list (`tests/layers.rs`
+//! keeps it so), and each component defines its own config section with its
+//! defaults and checks.
+//! - [`settings`]: what every config section shares (range checks, the
+//!   [`InvalidConfig`] error, durations as `"30s"`); `http_util`: small HTTP
+//!   pieces (JSON error bodies, path normalization). Neither imports
+//!   anything from the crate.
+//! - [`token`]: the `mk_` format: generate, render, parse and checksum
+//!   (docs/token-format.md).
+//! - [`store`]: the [`TokenStore`] trait, [`RedisStore`] and [`MemoryStore`],
+//!   `[redis]`, and the [`RevocationSink`] a store tells of revocations
+//!   (docs/redis-layout.md).
+//! - [`service`]: [`TokenService`] (create, list, get, revoke, validate,
+//!   clean up), the input rules, `[security]` and [`TokenError`].
+//! - [`auth`]: the [`Authenticator`] every front door shares: sources,
+//!   cache, rate limits, identity headers, public routes, last-accessed
+//!   times, and [`AuthConfig`] for their sections
+//!   (docs/http-contract.md).
+//! - [`layer`]: the tower [`TokenGateLayer`] for axum, hyper and tonic.
+//!
+//! With the `server` feature (on by default), the `tokengate` binary's parts:
+//! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
+//!   and `/metrics`, each with its section (`[proxy]`, …);
+//! - [`server`]: `tokengate serve`: composition, workers, connections,
+//!   shutdown; `[server]`;
+//! - [`config`]: the loader: one TOML file and `TOKENGATE_*` overrides into
+//!   [`Config`], the sections put together;
+//! - `cli`: `tokengate serve` and `tokengate token create|list|get|revoke|cleanup`.
+//!
+//! Without it (`default-features = false`), the crate is the token core, the
+//! stores, the Authenticator and the Layer, without clap, hyper's server,
+//! prometheus-client, tracing-subscriber or mimalloc.
 //!
 //! # Example
 //! ```
@@ -34,31 +57,62 @@
 //! # Ok(()) }
 //! ```
 
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod last_accessed;
-pub mod layer;
-pub mod metrics;
-pub mod server;
-
-mod admin;
-mod forward_auth;
-mod http2;
+pub mod settings;
+// Most of it serves the network front doors; the Authenticator uses the
+// error body and path normalization.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod http_util;
-mod proxy;
-pub mod service;
-pub mod store;
+
 pub mod token;
 
-pub use auth::{AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, Rejection};
+pub mod store;
+
+pub mod service;
+
+pub mod auth;
+
+pub mod layer;
+
+#[cfg(feature = "server")]
+mod admin;
+#[cfg(feature = "server")]
+mod forward_auth;
+#[cfg(feature = "server")]
+mod metrics;
+#[cfg(feature = "server")]
+mod proxy;
+
+#[cfg(feature = "server")]
+mod log;
+#[cfg(feature = "server")]
+pub mod server;
+
+#[cfg(feature = "server")]
+pub mod config;
+
+#[cfg(feature = "server")]
+mod cli;
+
+/// The `tokengate` binary's `main` (the CLI is not a library API).
+#[cfg(feature = "server")]
+#[doc(hidden)]
+pub use cli::main as cli_main;
+
+pub use auth::{
+    AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, LastAccessed,
+    Rejection,
+};
+#[cfg(feature = "server")]
 pub use config::{Config, ConfigError};
-pub use last_accessed::LastAccessed;
 pub use layer::{PeerAddr, TokenGateLayer, TokenGateService};
-pub use server::serve;
+#[cfg(feature = "server")]
+pub use server::{ServeConfig, ServeError, serve, serve_until};
 pub use service::{
-    AuthContext, Clock, CreateTokenParams, CreatedToken, RevocationSink, SystemClock, TokenError,
+    AuthContext, Clock, CreateTokenParams, CreatedToken, SecurityConfig, SystemClock, TokenError,
     TokenInfo, TokenService, TokenStatus,
 };
-pub use store::{MemoryStore, RedisStore, StoreError, TokenRecord, TokenStore};
+pub use settings::InvalidConfig;
+pub use store::{
+    MemoryStore, RedisConfig, RedisStore, RevocationSink, StoreError, TokenRecord, TokenStore,
+};
 pub use token::{FormatError, Token, TokenId};

@@ -1,4 +1,5 @@
-//! The `tokengate` binary: everything lives in the library's `cli` module.
+//! The `tokengate` binary: everything lives in the library (its `cli`
+//! module).
 
 /// mimalloc: a proxy allocates and frees small buffers on every request,
 /// which it serves faster than the system allocator (docs/performance.md).
@@ -6,5 +7,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    tokengate::cli::main()
+    tokengate::cli_main()
 }

@@ -19,15 +19,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, OUTCOMES};
-use crate::service::RevocationSink;
-use crate::store::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::store::{RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
 type Labels = Vec<(String, String)>;
 
 /// Store latency, per operation.
 #[derive(Clone, Debug)]
-pub struct StoreLatency(Family<Labels, Histogram>);
+pub(crate) struct StoreLatency(Family<Labels, Histogram>);
 
 impl Default for StoreLatency {
     fn default() -> Self {
@@ -49,14 +48,14 @@ impl StoreLatency {
 
 /// A store that times every call of the store it wraps.
 #[derive(Debug)]
-pub struct TimedStore<S: ?Sized> {
+pub(crate) struct TimedStore<S: ?Sized> {
     inner: Arc<S>,
     latency: StoreLatency,
 }
 
 impl<S: TokenStore + ?Sized> TimedStore<S> {
     /// Wraps `inner`, recording into `latency`.
-    pub fn new(inner: Arc<S>, latency: StoreLatency) -> Self {
+    pub(crate) fn new(inner: Arc<S>, latency: StoreLatency) -> Self {
         Self { inner, latency }
     }
 }
@@ -114,7 +113,7 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
 struct AuthCollector(Authenticator);
 
 impl Collector for AuthCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
         let mut family = encoder.encode_descriptor(
             "tokengate_requests",
@@ -184,13 +183,13 @@ impl Collector for AuthCollector {
 
 /// Everything `/metrics` shows.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
 }
 
 impl Metrics {
     /// Metrics for this Authenticator and store-latency histogram.
-    pub fn new(auth: Authenticator, latency: StoreLatency) -> Self {
+    pub(crate) fn new(auth: Authenticator, latency: StoreLatency) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "tokengate_store_latency_seconds",
@@ -202,7 +201,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);

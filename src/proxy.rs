@@ -1,6 +1,6 @@
 //! The sidecar reverse proxy: authenticate, then forward to one upstream.
 //!
-//! Per request, in this order (DESIGN §4):
+//! Per request, in this order (docs/http-contract.md, "Order of the steps"):
 //! 1. the shared Authenticator decides (401 / 400 / 429 / 503 stop here);
 //! 2. client-sent identity headers are stripped (and, as the body streams,
 //!    identity trailers);
@@ -34,12 +34,143 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth::{AuthRequest, Authenticator};
-use crate::config::Config;
 use crate::http_util::{self, Body, BoxError};
+use crate::settings::{self, InvalidConfig, invalid};
 
 /// How long to wait for a TCP connection to the upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[proxy]`: the sidecar reverse proxy (`tokengate serve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the proxy listens (`"127.0.0.1:8080"`); unset: no proxy.
+    pub listen: Option<SocketAddr>,
+    /// The API behind it: `http://host:port`.
+    pub upstream: Option<Upstream>,
+    /// How long the upstream has to answer (response headers) once the
+    /// request, body included, has been sent to it; then 504. While a body
+    /// streams, the upstream not reading any of it for this long is 504 too.
+    #[serde(with = "crate::settings::duration")]
+    pub upstream_timeout: Duration,
+    /// A client that sends no byte of its request body for this long gets
+    /// 408 (nginx's `client_body_timeout`).
+    #[serde(with = "crate::settings::duration")]
+    pub client_body_timeout: Duration,
+    /// Pass the client's `Authorization` header on to the upstream.
+    pub forward_authorization: bool,
+    /// A WebSocket tunnel with no bytes either way for this long is closed.
+    #[serde(with = "crate::settings::duration")]
+    pub tunnel_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream: None,
+            upstream_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(60),
+            forward_authorization: false,
+            tunnel_idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// An upstream whenever there is a listener; timeouts in range.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.listen.is_some() && self.upstream.is_none() {
+            return Err(invalid(
+                "proxy.upstream",
+                "is required when proxy.listen is set",
+            ));
+        }
+        settings::within(
+            "proxy.upstream_timeout",
+            self.upstream_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(3_600),
+        )?;
+        settings::within(
+            "proxy.client_body_timeout",
+            self.client_body_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3_600),
+        )?;
+        settings::within(
+            "proxy.tunnel_idle_timeout",
+            self.tunnel_idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )
+    }
+}
+
+/// The API behind the proxy: `http://host[:port]`, with no path, query or
+/// credentials, parsed when the config is read (a bad one stops start-up,
+/// naming the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Upstream(http::uri::Authority);
+
+impl Upstream {
+    /// `host[:port]`, sent as `Host` and used to connect.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(upstream: &str) -> Result<Self, String> {
+        let uri: Uri = upstream
+            .parse()
+            .map_err(|e| format!("{upstream:?} is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "{upstream:?}: only http:// upstreams are supported"
+            ));
+        }
+        let authority = match uri.authority() {
+            Some(a) if !a.as_str().contains('@') => a.clone(),
+            _ => return Err(format!("{upstream:?} needs a host, and no credentials")),
+        };
+        if uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+        {
+            return Err(format!(
+                "{upstream:?}: no path or query (requests keep their own path)"
+            ));
+        }
+        Ok(Self(authority))
+    }
+}
+
+impl TryFrom<String> for Upstream {
+    type Error = String;
+
+    fn try_from(upstream: String) -> Result<Self, String> {
+        upstream.parse()
+    }
+}
+
+impl From<Upstream> for String {
+    fn from(upstream: Upstream) -> Self {
+        upstream.to_string()
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}", self.0)
+    }
+}
 
 /// What the front doors keep per client connection: the peer, its address
 /// as a header value (formatted once, not per request), and the proxy's own
@@ -99,32 +230,21 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    pub(crate) fn new(auth: Authenticator, config: &Config) -> Result<Self, String> {
-        let upstream: Uri = config
-            .proxy
-            .upstream
-            .as_deref()
-            .ok_or("[proxy] upstream is not set")?
-            .parse()
-            .map_err(|e| format!("[proxy] upstream: {e}"))?;
-        let authority = upstream
-            .authority()
-            .cloned()
-            .ok_or("[proxy] upstream has no host")?;
+    pub(crate) fn new(auth: Authenticator, upstream: &Upstream, config: &ProxyConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(OnRuntime(tokio::runtime::Handle::current())).build(connector);
-        Ok(Self {
+        Self {
+            drop_api_key: auth.reads_api_key_header(),
             auth,
             client,
-            upstream: authority,
-            timeout: config.proxy.upstream_timeout,
-            forward_authorization: config.proxy.forward_authorization,
-            tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
-            client_body_timeout: config.proxy.client_body_timeout,
-            drop_api_key: config.sources.api_key_header,
-        })
+            upstream: upstream.authority().clone(),
+            timeout: config.upstream_timeout,
+            forward_authorization: config.forward_authorization,
+            tunnel_idle_timeout: config.tunnel_idle_timeout,
+            client_body_timeout: config.client_body_timeout,
+        }
     }
 
     pub(crate) async fn handle(
@@ -152,7 +272,7 @@ impl Proxy {
             .await;
         let decision = match decision {
             Ok(decision) => decision,
-            Err(rejection) => return http_util::rejection(&rejection),
+            Err(rejection) => return http_util::boxed(rejection.to_response()),
         };
         self.auth.remove_query_token(request.uri_mut());
 
@@ -704,7 +824,7 @@ mod tests {
             Ok(Frame::trailers(trailers)),
         ];
         let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
-        let auth = Authenticator::new(service, &crate::Config::default()).unwrap();
+        let auth = Authenticator::new(service, &crate::AuthConfig::default()).unwrap();
         let body = ClientBody {
             inner: StreamBody::new(futures_util::stream::iter(frames)),
             auth,
@@ -722,7 +842,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_time_spent_waiting_for_the_client_counts_as_a_stall() {
         let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
-        let auth = Authenticator::new(service, &crate::Config::default()).unwrap();
+        let auth = Authenticator::new(service, &crate::AuthConfig::default()).unwrap();
         let timeout = Duration::from_secs(5);
         let watch = Arc::new(BodyWatch::default());
         let never =

@@ -28,9 +28,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::store::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::settings::{InvalidConfig, in_range, invalid};
+use crate::store::{RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::{self, FormatError, RandomError, Token, TokenId};
 
 /// bcrypt cost used unless configured otherwise.
@@ -54,6 +55,52 @@ pub const MAX_NAME_CHARS: usize = 256;
 pub const MAX_EXPIRES_IN_DAYS: u32 = 3650;
 
 const SECONDS_PER_DAY: i64 = 86_400;
+
+/// `[security]`: hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// bcrypt cost for new tokens, 4–15. Each step doubles the time of every
+    /// hash and of every cache-miss verification.
+    pub bcrypt_cost: u32,
+    /// bcrypt verifications run at once (0: the number of CPUs). More cannot
+    /// go faster, only starve the rest of the process.
+    pub bcrypt_concurrency: usize,
+    /// Cache misses that may wait for a bcrypt slot; past this they get 503
+    /// at once instead of queueing without bound.
+    pub bcrypt_queue: usize,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
+            bcrypt_concurrency: 0,
+            bcrypt_queue: 1_000,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// Range checks: the bcrypt cost within 4–15, bounded concurrency and
+    /// queue.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let cost = self.bcrypt_cost;
+        if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
+            return Err(invalid(
+                "security.bcrypt_cost",
+                format!("{cost} is outside {MIN_BCRYPT_COST}–{MAX_BCRYPT_COST}"),
+            ));
+        }
+        in_range(
+            "security.bcrypt_concurrency",
+            self.bcrypt_concurrency,
+            0,
+            1_024,
+        )?;
+        in_range("security.bcrypt_queue", self.bcrypt_queue, 0, 1_000_000)
+    }
+}
 
 /// Everything that can go wrong in [`TokenService`], with whose fault it is.
 ///
@@ -226,20 +273,6 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
-/// Told when a token is revoked, so it can drop what it cached about it.
-/// The [`Authenticator`](crate::Authenticator) implements it.
-pub trait RevocationSink: Send + Sync + 'static {
-    /// `id` was revoked (here, or by another process).
-    fn revoked(&self, id: TokenId);
-    /// Revocations may have been missed (a broken subscription): forget
-    /// everything cached. Also says the channel is up again.
-    fn resync(&self);
-    /// The channel that carries other processes' revocations is down (lost,
-    /// or not answering its pings) until the next [`RevocationSink::resync`]:
-    /// trust what is cached for less long.
-    fn unsubscribed(&self) {}
-}
-
 /// Bounds bcrypt work: at most `slots` verifications run at once on the
 /// blocking pool, at most `queue` more wait, and the rest are refused at
 /// once. Without it, a flood of well-formed bad tokens would queue unbounded
@@ -390,15 +423,12 @@ impl TokenService {
         self.clock.now()
     }
 
-    /// The service for a configuration: bcrypt cost and limits from
-    /// `[security]`.
-    pub fn from_config(store: Arc<dyn TokenStore>, config: &crate::Config) -> Self {
+    /// The service for `[security]`: bcrypt cost and limits (checked by
+    /// [`SecurityConfig::validate`]; an out-of-range cost panics).
+    pub fn from_config(store: Arc<dyn TokenStore>, config: &SecurityConfig) -> Self {
         Self::new(store)
-            .with_bcrypt_cost(config.security.bcrypt_cost)
-            .with_bcrypt_limits(
-                config.security.bcrypt_concurrency,
-                config.security.bcrypt_queue,
-            )
+            .with_bcrypt_cost(config.bcrypt_cost)
+            .with_bcrypt_limits(config.bcrypt_concurrency, config.bcrypt_queue)
     }
 
     /// The store behind this service.

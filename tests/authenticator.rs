@@ -14,8 +14,8 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use support::{RedisServer, new_token, redis_service, test_config};
-use tokengate::{AuthContext, Authenticator, Config, PeerAddr, TokenGateLayer, TokenService};
+use support::{RedisServer, TestConfig, new_token, redis_service, test_config};
+use tokengate::{AuthContext, Authenticator, PeerAddr, TokenGateLayer, TokenService};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// What a client sees.
@@ -66,13 +66,13 @@ struct Gate {
 }
 
 impl Gate {
-    async fn new(config: Config) -> Self {
+    async fn new(config: TestConfig) -> Self {
         Self::on(RedisServer::start(), config).await
     }
 
-    async fn on(server: RedisServer, config: Config) -> Self {
+    async fn on(server: RedisServer, config: TestConfig) -> Self {
         let service = redis_service(&server, &config).await;
-        let auth = Authenticator::new(service.clone(), &config).unwrap();
+        let auth = Authenticator::new(service.clone(), &config.auth).unwrap();
         Self {
             server,
             service,
@@ -185,7 +185,7 @@ async fn bad_tokens_are_remembered_for_the_negative_ttl() {
 #[tokio::test]
 async fn negative_entries_expire_after_the_negative_ttl() {
     let mut config = test_config();
-    config.cache.negative_ttl = Duration::from_secs(1);
+    config.auth.cache.negative_ttl = Duration::from_secs(1);
     let gate = Gate::new(config).await;
     let unknown = tokengate::Token::generate().unwrap();
     gate.server.reset_stats().await;
@@ -233,7 +233,7 @@ async fn expiry_inside_the_cache_ttl_is_honoured() {
 #[tokio::test]
 async fn forged_identity_headers_never_reach_the_service() {
     let mut config = test_config();
-    config.public_routes = vec![tokengate::config::PublicRoute {
+    config.auth.public_routes = vec![tokengate::auth::PublicRoute {
         path_prefix: "/public".into(),
         methods: vec![],
     }];
@@ -393,9 +393,9 @@ async fn an_overlong_token_is_refused_before_any_work() {
 #[tokio::test]
 async fn per_token_rate_limit_answers_429_with_its_headers() {
     let mut config = test_config();
-    config.rate_limit.per_token_requests = 2;
-    config.rate_limit.per_token_period = Duration::from_secs(60);
-    config.rate_limit.per_token_burst = 2;
+    config.auth.rate_limit.per_token_requests = 2;
+    config.auth.rate_limit.per_token_period = Duration::from_secs(60);
+    config.auth.rate_limit.per_token_burst = 2;
     let gate = Gate::new(config).await;
     let token = new_token(&gate.service, "acme").await;
     let other = new_token(&gate.service, "acme").await;
@@ -421,8 +421,8 @@ async fn per_token_rate_limit_answers_429_with_its_headers() {
 #[tokio::test]
 async fn failed_authentications_per_ip_turn_into_429_before_any_work() {
     let mut config = test_config();
-    config.rate_limit.failed_auth_per_ip = 3;
-    config.rate_limit.failed_auth_period = Duration::from_secs(60);
+    config.auth.rate_limit.failed_auth_per_ip = 3;
+    config.auth.rate_limit.failed_auth_period = Duration::from_secs(60);
     let gate = Gate::new(config).await;
     let token = new_token(&gate.service, "acme").await;
     let attacker = "203.0.113.7";
@@ -532,7 +532,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
 #[tokio::test]
 async fn last_accessed_writes_are_batched() {
     let mut config = test_config();
-    config.last_accessed.flush_interval = Duration::from_secs(3_600);
+    config.auth.last_accessed.flush_interval = Duration::from_secs(3_600);
     let gate = Gate::new(config).await;
     let tokens = [
         new_token(&gate.service, "a").await,
@@ -568,7 +568,7 @@ async fn last_accessed_writes_are_batched() {
 #[tokio::test]
 async fn last_accessed_flushes_on_its_interval_early_when_full_and_on_shutdown() {
     let mut config = test_config();
-    config.last_accessed.flush_interval = Duration::from_millis(300);
+    config.auth.last_accessed.flush_interval = Duration::from_millis(300);
     let gate = Gate::new(config.clone()).await;
     let token = new_token(&gate.service, "acme").await;
     let id = tokengate::token::parse(&token).unwrap();
@@ -587,8 +587,8 @@ async fn last_accessed_flushes_on_its_interval_early_when_full_and_on_shutdown()
     }
 
     // max_pending reached: flushed without waiting for the (long) interval.
-    config.last_accessed.flush_interval = Duration::from_secs(3_600);
-    config.last_accessed.max_pending = 2;
+    config.auth.last_accessed.flush_interval = Duration::from_secs(3_600);
+    config.auth.last_accessed.max_pending = 2;
     let early = Gate::on(RedisServer::start(), config.clone()).await;
     let a = new_token(&early.service, "a").await;
     let b = new_token(&early.service, "b").await;
@@ -604,7 +604,7 @@ async fn last_accessed_flushes_on_its_interval_early_when_full_and_on_shutdown()
     }
 
     // Shutdown writes what is pending.
-    config.last_accessed.max_pending = 10_000;
+    config.auth.last_accessed.max_pending = 10_000;
     let last = Gate::on(RedisServer::start(), config).await;
     let token = new_token(&last.service, "acme").await;
     let id = tokengate::token::parse(&token).unwrap();
@@ -625,7 +625,7 @@ async fn revocation_reaches_another_authenticator_within_a_second() {
     let gate = Gate::new(config.clone()).await;
     // A second replica: its own connection, service and cache.
     let replica_service = redis_service(&gate.server, &config).await;
-    let replica = Authenticator::new(replica_service, &config).unwrap();
+    let replica = Authenticator::new(replica_service, &config.auth).unwrap();
     let token = new_token(&gate.service, "acme").await;
     assert_eq!(gate.get(&token).await.status, StatusCode::OK);
     assert_eq!(send(&replica, bearer(&token)).await.status, StatusCode::OK);
@@ -695,7 +695,7 @@ async fn a_flood_of_bad_tokens_cannot_stall_cached_requests() {
     config.security.bcrypt_cost = 12; // ~0.2 s per verify: the flood is slow work
     config.security.bcrypt_concurrency = 1;
     config.security.bcrypt_queue = 2;
-    config.rate_limit.failed_auth_per_ip = 0;
+    config.auth.rate_limit.failed_auth_per_ip = 0;
     let gate = Gate::new(config).await;
     let token = new_token(&gate.service, "acme").await;
     assert_eq!(gate.get(&token).await.status, StatusCode::OK);
@@ -767,8 +767,8 @@ async fn api_key_header_and_query_parameter_are_opt_in() {
     );
 
     let mut config = test_config();
-    config.sources.api_key_header = true;
-    config.sources.query_param = "api_key".into();
+    config.auth.sources.api_key_header = true;
+    config.auth.sources.query_param = "api_key".into();
     let gate = Gate::on(RedisServer::start(), config).await;
     let token = new_token(&gate.service, "acme").await;
     let reply = gate
@@ -807,7 +807,7 @@ async fn api_key_header_and_query_parameter_are_opt_in() {
 #[tokio::test]
 async fn public_routes_skip_auth_only_on_normalized_paths() {
     let mut config = test_config();
-    config.public_routes = vec![tokengate::config::PublicRoute {
+    config.auth.public_routes = vec![tokengate::auth::PublicRoute {
         path_prefix: "/health".into(),
         methods: vec!["GET".into()],
     }];

@@ -32,13 +32,13 @@ async fn whoami(Extension(auth): Extension<AuthContext>, headers: HeaderMap) -> 
 async fn an_axum_router_behind_the_layer() {
     let server = RedisServer::start();
     let mut config = test_config();
-    config.public_routes = vec![tokengate::config::PublicRoute {
+    config.auth.public_routes = vec![tokengate::auth::PublicRoute {
         path_prefix: "/health".into(),
         methods: vec![],
     }];
     let service = redis_service(&server, &config).await;
     let token = new_token(&service, "acme").await;
-    let auth = Authenticator::new(service, &config).unwrap();
+    let auth = Authenticator::new(service, &config.auth).unwrap();
     let app = Router::new()
         .route("/whoami", get(whoami))
         .route("/health", get(|| async { "ok" }))

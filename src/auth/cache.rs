@@ -12,12 +12,72 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::InvalidReason;
-use crate::config::CacheConfig;
-use crate::service::{AuthContext, RevocationSink};
+use crate::service::AuthContext;
+use crate::settings::{InvalidConfig, in_range, within};
+use crate::store::RevocationSink;
 use crate::token::TokenId;
+
+/// `[cache]`: the validation cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a valid token is trusted without asking the store: the
+    /// longest a revocation can go unnoticed by a replica that missed the
+    /// pub/sub message. Never past the token's own expiry.
+    #[serde(with = "crate::settings::duration")]
+    pub ttl: Duration,
+    /// How long a bad token (unknown, wrong secret, revoked, expired) is
+    /// remembered, so repeats cost neither a store read nor bcrypt.
+    #[serde(with = "crate::settings::duration")]
+    pub negative_ttl: Duration,
+    /// How long a valid token is trusted while the revocation channel
+    /// (Redis pub/sub) is down or not answering its pings: revocations made
+    /// by other processes cannot arrive then. Capped by `ttl`.
+    #[serde(with = "crate::settings::duration")]
+    pub degraded_ttl: Duration,
+    /// Most entries kept (positive and negative together).
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            degraded_ttl: Duration::from_secs(5),
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Range checks: a ttl of 1 s–1 h, a negative ttl no longer than it.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        within(
+            "cache.ttl",
+            self.ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(3_600),
+        )?;
+        within(
+            "cache.negative_ttl",
+            self.negative_ttl,
+            Duration::ZERO,
+            self.ttl,
+        )?;
+        within(
+            "cache.degraded_ttl",
+            self.degraded_ttl,
+            Duration::ZERO,
+            Duration::from_secs(3_600),
+        )?;
+        in_range("cache.max_entries", self.max_entries, 1, 100_000_000)
+    }
+}
 
 /// What the cache remembers about one token.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Where a request's token and client IP come from.
 //!
-//! Token sources (DESIGN §4): `Authorization: Bearer` always; `X-API-Key` and
+//! Token sources (docs/http-contract.md, "Token sources"): `Authorization: Bearer` always; `X-API-Key` and
 //! a query parameter when configured. A request that carries a token in more
 //! than one place, or two `Authorization` headers, is ambiguous and refused
 //! with 400 (RFC 6750 §2).
@@ -11,9 +11,59 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Uri};
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::Rejection;
-use crate::config::{ClientIpConfig, SourcesConfig};
+use crate::settings::{InvalidConfig, invalid};
+
+/// `[sources]`: `Authorization: Bearer <token>` is always read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Also read the token from the `X-API-Key` header.
+    pub api_key_header: bool,
+    /// Also read the token from this query parameter (e.g. `"api_key"`); it is
+    /// removed from the URI the service sees. Empty: off.
+    pub query_param: String,
+}
+
+impl SourcesConfig {
+    /// The query parameter's name is short and plain.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let q = &self.query_param;
+        if q.len() > 64
+            || !q
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "sources.query_param",
+                "must be empty (off) or up to 64 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[client_ip]`: which peers may say who the client is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientIpConfig {
+    /// Peers whose `X-Forwarded-For` entries are believed (CIDR blocks). The
+    /// client IP is the nearest address not in this list.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|cidr| cidr.parse().expect("a valid CIDR literal"))
+                .collect(),
+        }
+    }
+}
 
 const API_KEY_HEADER: &str = "x-api-key";
 const MULTIPLE: Rejection = Rejection::InvalidRequest("The request carries more than one token.");
@@ -43,6 +93,10 @@ impl Sources {
             api_key_header: config.api_key_header,
             query_param: (!config.query_param.is_empty()).then(|| config.query_param.clone()),
         }
+    }
+
+    pub(crate) fn api_key_header(&self) -> bool {
+        self.api_key_header
     }
 
     pub(crate) fn query_param(&self) -> Option<&str> {
@@ -131,7 +185,7 @@ fn key_names(key: &str, name: &str) -> bool {
 /// A query value decoded as forms encode it: `+` is a space (a literal `+`
 /// arrives as `%2B`), then `%XX` escapes.
 fn decode_query_value(value: &str) -> Option<String> {
-    super::routes::percent_decode(&value.replace('+', " "))
+    crate::http_util::percent_decode(&value.replace('+', " "))
 }
 
 /// The URI without any `name=…` query pair, so the service never sees the

@@ -2,8 +2,77 @@
 //! values. One helper, used by the Layer and the proxy alike.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
 
 use crate::service::AuthContext;
+use crate::settings::{InvalidConfig, invalid};
+
+/// `[headers]`: names of the identity headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadersConfig {
+    /// Carries the authenticated account id to the service.
+    pub account_id: String,
+    /// Carries the authenticated token id to the service.
+    pub token_id: String,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "X-Account-Id".to_owned(),
+            token_id: "X-Token-Id".to_owned(),
+        }
+    }
+}
+
+impl HeadersConfig {
+    /// Each name is a valid header that means nothing else to HTTP or a
+    /// proxy, and the two differ however they are folded.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        for (key, name) in [
+            ("headers.account_id", &self.account_id),
+            ("headers.token_id", &self.token_id),
+        ] {
+            check_identity_header(name).map_err(|message| invalid(key, message))?;
+        }
+        if fold_header_name(&self.account_id) == fold_header_name(&self.token_id) {
+            return Err(invalid(
+                "headers.token_id",
+                "must differ from headers.account_id",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An identity header must be a valid name, and not one that proxies or
+/// HTTP itself give a meaning to.
+fn check_identity_header(name: &str) -> Result<(), String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    const RESERVED: &[&str] = &[
+        "authorization",
+        "host",
+        "connection",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-api-key",
+    ];
+    if RESERVED.contains(&parsed.as_str()) {
+        return Err(format!("{name:?} is a reserved header"));
+    }
+    Ok(())
+}
 
 /// A header name as proxies and frameworks may fold it: lowercase, with `_`
 /// and `.` read as `-` (nginx, CGI/WSGI and some Node frameworks map
@@ -48,6 +117,13 @@ impl Default for IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// The headers `[headers]` names (checked by [`HeadersConfig::validate`]).
+    pub fn from_config(config: &HeadersConfig) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Self::new(&config.account_id, &config.token_id)
+            .map_err(|e| invalid("headers", e.to_string()))
+    }
+
     /// Identity headers with these names.
     pub fn new(account_id: &str, token_id: &str) -> Result<Self, http::header::InvalidHeaderName> {
         Ok(Self {

@@ -1,4 +1,5 @@
-//! The [`Authenticator`]: the hot path every front door shares (DESIGN §3).
+//! The [`Authenticator`]: the hot path every front door shares
+//! (docs/http-contract.md, "Order of the steps").
 //!
 //! ```text
 //! public route? → client IP over the failure limit? → extract the token
@@ -15,10 +16,10 @@
 //! # async fn main() {
 //! use std::sync::Arc;
 //! use http::{HeaderMap, Method, Uri};
-//! use tokengate::{AuthRequest, Authenticator, Config, Decision, MemoryStore, Rejection, TokenService};
+//! use tokengate::{AuthConfig, AuthRequest, Authenticator, Decision, MemoryStore, Rejection, TokenService};
 //!
 //! let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
-//! let auth = Authenticator::new(service, &Config::default()).unwrap();
+//! let auth = Authenticator::new(service, &AuthConfig::default()).unwrap();
 //! let (method, uri, headers) = (Method::GET, Uri::from_static("/orders"), HeaderMap::new());
 //! let request = AuthRequest { method: &method, uri: &uri, headers: &headers, peer: None };
 //! assert_eq!(auth.check(request).await, Err(Rejection::MissingToken));
@@ -33,33 +34,75 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Request, Uri};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError};
-use crate::last_accessed::LastAccessed;
-use crate::service::{AuthContext, RevocationSink, TokenError, TokenService};
+use serde::{Deserialize, Serialize};
+
+use crate::service::{AuthContext, TokenError, TokenService};
+use crate::settings::InvalidConfig;
+use crate::store::RevocationSink;
 use crate::token;
 
 mod cache;
 mod extract;
 mod headers;
+mod last_accessed;
 mod rate_limit;
 mod rejection;
 mod routes;
 mod timing;
 
+pub use self::cache::CacheConfig;
 use self::cache::{AuthCache, Cached};
 use self::extract::{ClientIp, Presented, Sources};
+pub use self::extract::{ClientIpConfig, SourcesConfig};
+#[cfg(feature = "server")]
 pub(crate) use self::headers::folds_to;
-pub use self::headers::{IdentityHeaders, fold_header_name};
+pub use self::headers::{HeadersConfig, IdentityHeaders, fold_header_name};
+pub use self::last_accessed::{LastAccessed, LastAccessedConfig};
 use self::rate_limit::Limits;
+pub use self::rate_limit::RateLimitConfig;
 pub use self::rejection::{InvalidReason, Rejection};
-pub(crate) use self::routes::percent_decode;
-pub use self::routes::{PublicRoutes, normalize_path};
+pub use self::routes::{PublicRoute, PublicRoutes};
 use self::timing::VerifyTime;
 
 /// When to retry after the store failed to answer.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// When to retry after bcrypt verification was overloaded.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The Authenticator's settings: the sections of the config file it reads,
+/// each defined (with its defaults and checks) beside the code that uses it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[cache]`: the validation cache.
+    pub cache: CacheConfig,
+    /// `[rate_limit]`: per-token and per-client-IP limits.
+    pub rate_limit: RateLimitConfig,
+    /// `[headers]`: names of the identity headers.
+    pub headers: HeadersConfig,
+    /// `[last_accessed]`: batching of last-accessed writes.
+    pub last_accessed: LastAccessedConfig,
+    /// `[sources]`: where tokens are read from, besides `Authorization: Bearer`.
+    pub sources: SourcesConfig,
+    /// `[client_ip]`: which peers may say who the client is.
+    pub client_ip: ClientIpConfig,
+    /// `[[public_routes]]`: requests that skip authentication.
+    pub public_routes: Vec<PublicRoute>,
+}
+
+impl AuthConfig {
+    /// Checks every section, in the order of the file's reference.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        self.cache.validate()?;
+        self.rate_limit.validate()?;
+        self.headers.validate()?;
+        self.last_accessed.validate()?;
+        self.sources.validate()?;
+        self.public_routes
+            .iter()
+            .try_for_each(PublicRoute::validate)
+    }
+}
 
 /// What the Authenticator needs to know about a request.
 #[derive(Debug, Clone, Copy)]
@@ -175,17 +218,12 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An Authenticator over `service`, configured by `config` (`[cache]`,
-    /// `[rate_limit]`, `[headers]`, `[last_accessed]`, `[sources]`,
-    /// `[client_ip]`, `[[public_routes]]`). Starts the last-accessed flusher
-    /// and, on Redis, the revocation subscriber: call within a Tokio runtime.
-    pub fn new(service: TokenService, config: &Config) -> Result<Self, ConfigError> {
+    /// An Authenticator over `service`, configured by `config` (checked
+    /// here). Starts the last-accessed flusher and, on Redis, the revocation
+    /// subscriber: call within a Tokio runtime.
+    pub fn new(service: TokenService, config: &AuthConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
-        let headers = IdentityHeaders::new(&config.headers.account_id, &config.headers.token_id)
-            .map_err(|e| ConfigError::Invalid {
-                key: "headers",
-                message: e.to_string(),
-            })?;
+        let headers = IdentityHeaders::from_config(&config.headers)?;
         let cache = Arc::new(AuthCache::new(&config.cache));
         let sink: Arc<dyn RevocationSink> = cache.clone();
         service.add_revocation_sink(Arc::downgrade(&sink));
@@ -224,6 +262,12 @@ impl Authenticator {
     /// The last-accessed recorder.
     pub fn last_accessed(&self) -> &LastAccessed {
         &self.inner.last_accessed
+    }
+
+    /// Whether tokens are also read from `X-API-Key` (which the proxy then
+    /// does not pass on).
+    pub fn reads_api_key_header(&self) -> bool {
+        self.inner.sources.api_key_header()
     }
 
     /// Whether `ip` is a configured trusted proxy.

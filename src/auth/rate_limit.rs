@@ -16,9 +16,94 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ipnet::Ipv6Net;
 
+use serde::{Deserialize, Serialize};
+
 use super::Rejection;
-use crate::config::RateLimitConfig;
+use crate::settings::{InvalidConfig, in_range, within};
 use crate::token::TokenId;
+
+/// `[rate_limit]`: per-token and per-client-IP limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests each token may make per `per_token_period` (0: no limit).
+    pub per_token_requests: u32,
+    /// The period of `per_token_requests`.
+    #[serde(with = "crate::settings::duration")]
+    pub per_token_period: Duration,
+    /// Requests a token may make at once after being idle.
+    pub per_token_burst: u32,
+    /// Failed authentications a client IP may make per `failed_auth_period`
+    /// before its requests get 429 (0: no limit).
+    pub failed_auth_per_ip: u32,
+    /// The period of `failed_auth_per_ip`.
+    #[serde(with = "crate::settings::duration")]
+    pub failed_auth_period: Duration,
+    /// IPv6 clients share one failure bucket per network of this prefix
+    /// length (64: one per /64, what one host usually holds; 128: per
+    /// address). IPv4 clients are counted per address.
+    pub failed_auth_ipv6_prefix: u8,
+    /// Most tokens and IPs tracked by each limiter; idle ones are dropped.
+    pub max_keys: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_token_requests: 100,
+            per_token_period: Duration::from_secs(1),
+            per_token_burst: 200,
+            failed_auth_per_ip: 10,
+            failed_auth_period: Duration::from_secs(60),
+            failed_auth_ipv6_prefix: 64,
+            max_keys: 100_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let day = Duration::from_secs(86_400);
+        in_range(
+            "rate_limit.per_token_requests",
+            self.per_token_requests,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "rate_limit.per_token_period",
+            self.per_token_period,
+            Duration::from_millis(1),
+            day,
+        )?;
+        in_range(
+            "rate_limit.per_token_burst",
+            self.per_token_burst,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "rate_limit.failed_auth_per_ip",
+            self.failed_auth_per_ip,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "rate_limit.failed_auth_period",
+            self.failed_auth_period,
+            Duration::from_millis(1),
+            day,
+        )?;
+        in_range(
+            "rate_limit.failed_auth_ipv6_prefix",
+            self.failed_auth_ipv6_prefix,
+            32,
+            128,
+        )?;
+        in_range("rate_limit.max_keys", self.max_keys, 1, 100_000_000)
+    }
+}
 
 /// One limiter per key, bounded.
 struct Keyed<K: Hash + Eq + Send + Sync + 'static, V: Send + Sync + 'static> {

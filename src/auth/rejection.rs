@@ -1,14 +1,15 @@
 //! Why a request was refused, and the one function that turns that into an
-//! HTTP response (DESIGN §4): status, `WWW-Authenticate`, rate-limit headers
+//! HTTP response (docs/http-contract.md, "Errors"): status, `WWW-Authenticate`, rate-limit headers
 //! and a JSON body that never says which part of a token was wrong.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::http_util;
 use crate::service::TokenError;
 
 const REALM: &str = r#"Bearer realm="tokengate""#;
@@ -130,12 +131,9 @@ impl Rejection {
 
     /// The full HTTP response, with this rejection in its extensions.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-        *response.status_mut() = self.status();
+        let mut response =
+            http_util::error_response(self.status(), self.code(), &self.message(), None);
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let www = match self {
             Self::MissingToken => Some(REALM.to_owned()),
             Self::InvalidToken(_) => Some(format!(r#"{REALM}, error="invalid_token""#)),

@@ -8,53 +8,50 @@
 //! public, whatever the service behind would make of them.
 
 use http::Method;
+use serde::{Deserialize, Serialize};
 
-use crate::config::PublicRoute;
+use crate::http_util::normalize_path;
+use crate::settings::{InvalidConfig, invalid};
 
-/// The percent-decoded path if it is in normal form, else `None`.
-pub fn normalize_path(raw: &str) -> Option<String> {
-    if !raw.starts_with('/') {
-        return None;
-    }
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return None;
-    }
-    let decoded = percent_decode(raw)?;
-    // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
-    // drop before routing: `/public/..;/private` is `/private` to them.
-    if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {
-        return None;
-    }
-    let body = &decoded[1..];
-    let body = body.strip_suffix('/').unwrap_or(body);
-    if !body.is_empty()
-        && body
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return None;
-    }
-    Some(decoded)
+/// `[[public_routes]]`: a request matching one skips authentication (its
+/// forged identity headers are still removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicRoute {
+    /// Matches this path and everything below it (`/health` matches
+    /// `/health` and `/health/live`, not `/healthz`), on the normalized path.
+    pub path_prefix: String,
+    /// Methods that match; empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
-/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
-pub(crate) fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+impl PublicRoute {
+    /// The prefix must be a normalized absolute path, the methods HTTP
+    /// methods.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if !self.path_prefix.starts_with('/')
+            || self.path_prefix.contains('%')
+            || normalize_path(&self.path_prefix).is_none()
+        {
+            return Err(invalid(
+                "public_routes.path_prefix",
+                format!(
+                    "{:?} must be an absolute, normalized path (no //, . or .. segments, no %-escapes)",
+                    self.path_prefix
+                ),
+            ));
         }
+        for method in &self.methods {
+            Method::from_bytes(method.as_bytes()).map_err(|_| {
+                invalid(
+                    "public_routes.methods",
+                    format!("{method:?} is not an HTTP method"),
+                )
+            })?;
+        }
+        Ok(())
     }
-    String::from_utf8(out).ok()
 }
 
 /// The configured public routes.
@@ -64,7 +61,7 @@ pub struct PublicRoutes {
 }
 
 impl PublicRoutes {
-    /// From `[[public_routes]]` (already validated by the config).
+    /// From `[[public_routes]]` (checked by [`PublicRoute::validate`]).
     pub fn new(routes: &[PublicRoute]) -> Self {
         let rules = routes
             .iter()

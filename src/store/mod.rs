@@ -11,8 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::config::RedisConfig;
+use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
 
 mod memory;
@@ -21,6 +22,74 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
+/// Key prefix used unless configured otherwise.
+pub const DEFAULT_KEY_PREFIX: &str = "tokengate:";
+/// Longest key prefix accepted.
+pub const MAX_KEY_PREFIX_LEN: usize = 64;
+
+/// `[redis]`: the production token store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`. Unset: the embedded in-memory
+    /// store (single process, tokens lost on restart).
+    pub url: Option<String>,
+    /// Prepended to every key and channel name, so several deployments can
+    /// share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The prefix is short printable ASCII; the URL parses (nothing is
+    /// connected to).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let prefix = &self.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > MAX_KEY_PREFIX_LEN
+            || !prefix.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "redis.key_prefix",
+                format!("must be 1–{MAX_KEY_PREFIX_LEN} printable ASCII characters without spaces"),
+            ));
+        }
+        if let Some(url) = &self.url {
+            check_redis_url(url).map_err(|message| invalid("redis.url", message))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a Redis URL without connecting.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    ::redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("not a usable Redis URL ({}): {e}", redact_url(url)))
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Opens the store the configuration names: Redis when `[redis] url` is set
 /// (connecting, and failing if Redis does not answer), else the embedded
 /// in-memory store, which logs a warning.
@@ -28,7 +97,7 @@ pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreErro
     match &config.url {
         Some(url) => {
             let store = RedisStore::connect(url, &config.key_prefix).await?;
-            tracing::info!(url = %crate::config::redact_url(url), prefix = %config.key_prefix, "using the Redis token store");
+            tracing::info!(url = %redact_url(url), prefix = %config.key_prefix, "using the Redis token store");
             Ok(Arc::new(store))
         }
         None => Ok(Arc::new(MemoryStore::new())),
@@ -172,9 +241,43 @@ pub trait TokenStore: Send + Sync + 'static {
     /// revocation hook already covers it). The task ends when `sink` is gone.
     fn watch_revocations(
         &self,
-        sink: std::sync::Weak<dyn crate::service::RevocationSink>,
+        sink: std::sync::Weak<dyn RevocationSink>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let _ = sink;
         None
+    }
+}
+
+/// Told when a token is revoked, so it can drop what it cached about it.
+/// The store produces remote revocations ([`TokenStore::watch_revocations`]);
+/// the service (its own revocations) and the Authenticator's cache consume
+/// them.
+pub trait RevocationSink: Send + Sync + 'static {
+    /// `id` was revoked (here, or by another process).
+    fn revoked(&self, id: TokenId);
+    /// Revocations may have been missed (a broken subscription): forget
+    /// everything cached. Also says the channel is up again.
+    fn resync(&self);
+    /// The channel that carries other processes' revocations is down (lost,
+    /// or not answering its pings) until the next [`RevocationSink::resync`]:
+    /// trust what is cached for less long.
+    fn unsubscribed(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:s3cret@host"),
+            "redis://user:***@host"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 }

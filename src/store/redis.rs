@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::RevocationSink;
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
-use crate::service::RevocationSink;
 use crate::token::TokenId;
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller

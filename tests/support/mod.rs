@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
 
+#[cfg(feature = "server")]
 pub mod procs;
+#[cfg(feature = "server")]
 pub mod upstream;
 
 /// Cheapest bcrypt cost: these tests are about behaviour, not hashing speed.
@@ -296,19 +298,31 @@ impl RedisServer {
     }
 }
 
+/// What the library tests configure: the store, the service and the
+/// Authenticator, each with its own section type.
+#[derive(Debug, Clone, Default)]
+pub struct TestConfig {
+    /// `[redis]` (only its key prefix is used: the URL is the test server's).
+    pub redis: tokengate::RedisConfig,
+    /// `[security]`.
+    pub security: tokengate::SecurityConfig,
+    /// The Authenticator's sections.
+    pub auth: tokengate::AuthConfig,
+}
+
 /// A config for tests: bcrypt cost 4; everything else at its default.
-pub fn test_config() -> tokengate::Config {
-    let mut config = tokengate::Config::default();
+pub fn test_config() -> TestConfig {
+    let mut config = TestConfig::default();
     config.security.bcrypt_cost = TEST_BCRYPT_COST;
     config
 }
 
 /// A TokenService over a new connection to `server`, configured by `config`.
-pub async fn redis_service(server: &RedisServer, config: &tokengate::Config) -> TokenService {
+pub async fn redis_service(server: &RedisServer, config: &TestConfig) -> TokenService {
     let store = RedisStore::connect(&server.url(), &config.redis.key_prefix)
         .await
         .unwrap();
-    TokenService::from_config(Arc::new(store), config)
+    TokenService::from_config(Arc::new(store), &config.security)
 }
 
 /// Creates a token that never expires and returns its plaintext.

@@ -15,9 +15,46 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::LastAccessedConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{InvalidConfig, in_range, within};
 use crate::store::{StoreError, TokenStore};
 use crate::token::TokenId;
+
+/// `[last_accessed]`: batching of last-accessed writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LastAccessedConfig {
+    /// How often pending last-accessed times are written, in one round trip.
+    #[serde(with = "crate::settings::duration")]
+    pub flush_interval: Duration,
+    /// Flush early once this many token ids wait; past twice this, new ids
+    /// are dropped until a flush succeeds (memory stays bounded while the
+    /// store is down).
+    pub max_pending: usize,
+}
+
+impl Default for LastAccessedConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(10),
+            max_pending: 10_000,
+        }
+    }
+}
+
+impl LastAccessedConfig {
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        within(
+            "last_accessed.flush_interval",
+            self.flush_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3_600),
+        )?;
+        in_range("last_accessed.max_pending", self.max_pending, 1, 10_000_000)
+    }
+}
 
 /// Handle to the pending map and its flusher task. Cheap to clone.
 #[derive(Clone)]

@@ -1,19 +1,16 @@
-//! `tokengate serve`: builds the store, the service and the one
-//! Authenticator, binds the listeners the config enables, serves until
-//! SIGTERM / SIGINT, then shuts down gracefully.
+//! The connection machinery of `tokengate serve`: worker threads, the
+//! hand-off from the accept loops, and each connection's protocol, limits
+//! and graceful end.
 //!
 //! The accept loops run on the main runtime and hand each connection to one
 //! of `[server] workers` threads, each with its own single-threaded runtime
-//! (`Workers`). The stack of a connection, outermost first, and why each
+//! ([`Workers`]). The stack of a connection, outermost first, and why each
 //! part is there:
 //! - hyper's HTTP/1.1 or HTTP/2 (h2c) connection, told apart by the first
 //!   bytes: bounds header count and size (431) and the time to send headers
 //!   (slowloris); for HTTP/2 also concurrent streams, idle connections and
-//!   unfinished header blocks (`crate::http2`);
-//! - the listener's front door: proxy, forward-auth or admin;
-//! - the Authenticator shared by the proxy and forward-auth, so a token
-//!   cached by one is cached for the other;
-//! - a store wrapper that times every call (for `/metrics`).
+//!   unfinished header blocks (`super::http2`);
+//! - the listener's front door: proxy, forward-auth or admin.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,182 +22,109 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::admin::Admin;
-use crate::auth::Authenticator;
-use crate::config::{Config, ServerConfig, redact_url};
-use crate::http_util::Body;
-use crate::metrics::{Metrics, StoreLatency, TimedStore};
-use crate::proxy::{ClientConnection, Proxy};
-use crate::service::TokenService;
-use crate::store::{self, TokenStore};
+use super::http2::{Activity, guarded, watch_frames};
+use super::{Door, ServeError};
+use crate::proxy::ClientConnection;
+use crate::settings::{InvalidConfig, in_range, within};
 
-/// The environment variable holding the admin API's bearer key.
-pub const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
 /// hyper's default limit on the number of request headers.
 const HYPER_MAX_HEADERS: usize = 100;
 
-/// Shortest admin key accepted.
-pub const MIN_ADMIN_KEY_LEN: usize = 16;
-
-/// Why `serve` could not start (one line, naming the cause).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ServeError(String);
-
-impl From<String> for ServeError {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
+/// `[server]`: limits and timeouts shared by every listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM / SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "crate::settings::duration")]
+    pub shutdown_grace: Duration,
+    /// A client must send its request headers within this (slowloris).
+    #[serde(with = "crate::settings::duration")]
+    pub header_read_timeout: Duration,
+    /// Most headers in a request; more gets 431.
+    pub max_headers: usize,
+    /// Most bytes of request line and headers; more gets 431.
+    pub max_header_bytes: usize,
+    /// Most open client connections per listener; past it, new connections
+    /// wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// (GOAWAY). HTTP/1.1 connections between requests are closed by
+    /// `header_read_timeout`, which also bounds each HTTP/2 stream's headers.
+    #[serde(with = "crate::settings::duration")]
+    pub idle_timeout: Duration,
+    /// Most concurrent streams (requests) per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Threads serving client connections, each with its own event loop
+    /// (thread per core, as nginx's `worker_processes`); unset: one per CPU.
+    pub workers: Option<usize>,
 }
 
-#[derive(Clone)]
-enum Door {
-    Proxy(Arc<Proxy>),
-    ForwardAuth(Authenticator),
-    Admin(Arc<Admin>),
-}
-
-impl Door {
-    async fn handle(
-        &self,
-        request: http::Request<hyper::body::Incoming>,
-        client: &ClientConnection,
-    ) -> http::Response<Body> {
-        match self {
-            Self::Proxy(proxy) => proxy.handle(request, client).await,
-            Self::ForwardAuth(auth) => {
-                crate::forward_auth::handle(auth, request, client.peer()).await
-            }
-            Self::Admin(admin) => admin.handle(request).await,
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(30),
+            http2_max_concurrent_streams: 128,
+            workers: None,
         }
     }
 }
 
-/// Runs the front doors `config` enables until SIGTERM or SIGINT, then
-/// stops accepting, lets in-flight requests finish (up to
-/// `[server] shutdown_grace`), writes pending last-accessed times and
-/// returns.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
-    serve_until(config, shutdown_signal()).await
-}
-
-/// As [`serve`], stopping when `stop` completes instead of on a signal.
-pub async fn serve_until(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
-    config.validate().map_err(|e| e.to_string())?;
-    let latency = StoreLatency::default();
-    let store = store::open(&config.redis).await.map_err(|e| {
-        format!(
-            "cannot connect to Redis at {}: {e}",
-            redact_url(config.redis.url.as_deref().unwrap_or_default())
-        )
-    })?;
-    let kind = store.kind();
-    let store: Arc<dyn TokenStore> = Arc::new(TimedStore::new(store, latency.clone()));
-    let service = TokenService::from_config(store, &config);
-    let auth = Authenticator::new(service.clone(), &config).map_err(|e| e.to_string())?;
-    let metrics = Arc::new(Metrics::new(auth.clone(), latency));
-
-    let admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
-    if let Some(addr) = config.admin.listen {
-        match &admin_key {
-            Some(key) if key.len() < MIN_ADMIN_KEY_LEN => {
-                return Err(format!(
-                    "{ADMIN_KEY_ENV} must be at least {MIN_ADMIN_KEY_LEN} characters"
-                )
-                .into());
-            }
-            Some(_) => {}
-            None if config.admin.allow_unauthenticated_loopback && addr.ip().is_loopback() => {
-                tracing::warn!(%addr, "the admin API needs no key: [admin] allow_unauthenticated_loopback is set");
-            }
-            None => {
-                return Err(format!(
-                    "the admin listener ({addr}) needs {ADMIN_KEY_ENV}, or a loopback address with \
-                     [admin] allow_unauthenticated_loopback = true"
-                )
-                .into());
-            }
+impl ServerConfig {
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        within(
+            "server.shutdown_grace",
+            self.shutdown_grace,
+            Duration::ZERO,
+            Duration::from_secs(600),
+        )?;
+        within(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?;
+        in_range("server.max_headers", self.max_headers, 1, 1_000)?;
+        in_range(
+            "server.max_header_bytes",
+            self.max_header_bytes,
+            8_192,
+            1_048_576,
+        )?;
+        in_range("server.max_connections", self.max_connections, 1, 1_000_000)?;
+        within(
+            "server.idle_timeout",
+            self.idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(86_400),
+        )?;
+        in_range(
+            "server.http2_max_concurrent_streams",
+            self.http2_max_concurrent_streams,
+            1,
+            10_000,
+        )?;
+        if let Some(workers) = self.workers {
+            in_range("server.workers", workers, 1, 1_024)?;
         }
+        Ok(())
     }
 
-    // Bind everything before serving anything: a port in use stops start-up.
-    let mut doors = Vec::new();
-    if let Some(addr) = config.proxy.listen {
-        let proxy = Proxy::new(auth.clone(), &config)?;
-        doors.push((
-            "proxy",
-            bind(addr, "[proxy] listen").await?,
-            Door::Proxy(Arc::new(proxy)),
-        ));
-    }
-    if let Some(addr) = config.forward_auth.listen {
-        doors.push((
-            "forward_auth",
-            bind(addr, "[forward_auth] listen").await?,
-            Door::ForwardAuth(auth.clone()),
-        ));
-    }
-    if let Some(addr) = config.admin.listen {
-        let admin = Admin::new(service.clone(), metrics.clone(), admin_key.as_deref());
-        doors.push((
-            "admin",
-            bind(addr, "[admin] listen").await?,
-            Door::Admin(Arc::new(admin)),
-        ));
-    }
-    if doors.is_empty() {
-        return Err(
-            "nothing to serve: set [proxy] listen, [forward_auth] listen or [admin] listen"
-                .to_owned()
-                .into(),
-        );
-    }
-    for (name, listener, _) in &doors {
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(front_door = name, %address, "listening");
-    }
-    if let Some(upstream) = &config.proxy.upstream {
-        tracing::info!(%upstream, "proxying to upstream");
-    }
-    let workers = config.server.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    let mut running = Workers::start(workers, &config.server).await?;
-    let (stop_accepting, accepting) = watch::channel(false);
-    let accept_loops: Vec<_> = doors
-        .into_iter()
-        .map(|(_, listener, door)| {
-            tokio::spawn(accept_loop(
-                listener,
-                door,
-                running.handoffs.clone(),
-                config.server.max_connections,
-                accepting.clone(),
-            ))
+    /// `workers`, or one per CPU.
+    pub(super) fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
-        .collect();
-    tracing::info!(store = kind, workers, "tokengate started");
-
-    stop.await;
-    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
-    let _ = stop_accepting.send(true);
-    for task in accept_loops {
-        let _ = task.await;
     }
-    running.drained().await;
-    auth.shutdown().await;
-    running.release().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError(format!("cannot listen on {addr} ({key}): {e}")))
 }
 
 /// How a worker serves a connection: one builder per protocol, and the
@@ -250,14 +174,18 @@ impl Protocols {
 /// hand each new connection to the worker with the fewest open ones, so
 /// connections spread evenly whoever wins a race to `accept`.
 ///
-/// Shutdown has two steps. [`Workers::drained`]: once the accept loops have
-/// ended, every worker lets its connections finish (up to the grace period,
+/// Shutdown has two steps. [`Workers::drain`]: the accept loops end, and
+/// every worker lets its connections finish (up to the grace period,
 /// then cuts them) and reports. [`Workers::release`]: the workers' runtimes
 /// stop. In between, the last-accessed times are flushed: a Redis connection
 /// re-established after an outage is driven by whichever runtime saw the
 /// error, so no runtime may stop before the flush.
-struct Workers {
+pub(super) struct Workers {
     handoffs: Vec<Handoff>,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the accept loops to stop.
+    stop_accepting: watch::Sender<bool>,
+    max_connections: usize,
     /// Closed when every worker has drained: each holds a sender.
     drained: mpsc::Receiver<()>,
     /// Dropped to let the workers' runtimes stop.
@@ -294,11 +222,12 @@ struct Worker {
 
 impl Workers {
     /// Starts `count` worker threads; returns once each has its runtime.
-    async fn start(count: usize, server: &ServerConfig) -> Result<Self, ServeError> {
+    pub(super) async fn start(server: &ServerConfig) -> Result<Self, ServeError> {
+        let count = server.worker_count();
         let protocols = Arc::new(Protocols::new(server));
         let (drained_tx, drained) = mpsc::channel(1);
         let (release, released) = watch::channel(());
-        let (started_tx, mut started) = mpsc::channel::<Result<(), String>>(count.max(1));
+        let (started_tx, mut started) = mpsc::channel::<std::io::Result<()>>(count.max(1));
         let mut handoffs = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -322,18 +251,16 @@ impl Workers {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build();
-                    let _ = started_tx.try_send(
-                        runtime
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| format!("cannot start a worker's runtime: {e}")),
-                    );
+                    let _ = started_tx.try_send(match &runtime {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                    });
                     drop(started_tx);
                     if let Ok(runtime) = runtime {
                         runtime.block_on(worker.run());
                     }
                 })
-                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+                .map_err(ServeError::Worker)?;
             handoffs.push(Handoff { connections, open });
             threads.push(thread);
         }
@@ -341,28 +268,56 @@ impl Workers {
         for _ in 0..count {
             match started.recv().await {
                 Some(Ok(())) => {}
-                Some(Err(message)) => return Err(message.into()),
-                None => return Err("a worker thread stopped during start-up".to_owned().into()),
+                Some(Err(e)) => return Err(ServeError::Worker(e)),
+                None => {
+                    let stopped = std::io::Error::other("it stopped during start-up");
+                    return Err(ServeError::Worker(stopped));
+                }
             }
         }
+        let (stop_accepting, _) = watch::channel(false);
         Ok(Self {
             handoffs,
+            accept_loops: Vec::new(),
+            stop_accepting,
+            max_connections: server.max_connections,
             drained,
             release,
             threads,
         })
     }
 
-    /// Waits until every worker has let its connections finish (or cut them
-    /// at the grace period): call after the accept loops ended (they hold
-    /// the other senders).
-    async fn drained(&mut self) {
+    /// How many worker threads run.
+    pub(super) fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Accepts connections on `listener` (on the calling runtime) and hands
+    /// each, with its front door, to the least loaded worker.
+    pub(super) fn accept(&mut self, listener: TcpListener, door: Door) {
+        self.accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            door,
+            self.handoffs.clone(),
+            self.max_connections,
+            self.stop_accepting.subscribe(),
+        )));
+    }
+
+    /// Stops accepting, then waits until every worker has let its
+    /// connections finish (or cut them at the grace period).
+    pub(super) async fn drain(&mut self) {
+        let _ = self.stop_accepting.send(true);
+        for task in self.accept_loops.drain(..) {
+            let _ = task.await;
+        }
+        // The accept loops held the other senders.
         self.handoffs.clear();
         while self.drained.recv().await.is_some() {}
     }
 
     /// Stops the workers' runtimes and waits for their threads.
-    async fn release(self) {
+    pub(super) async fn release(self) {
         drop(self.release);
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -534,17 +489,17 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
             drive(connection, None, protocols, stop).await
         }
         Protocol::Http2 => {
-            let activity = crate::http2::Activity::new();
+            let activity = Activity::new();
             let streams = activity.clone();
             let service = service_fn(move |request| {
                 let (door, client) = (door.clone(), client.clone());
                 let open = streams.stream();
                 async move {
                     let response = door.handle(request, &client).await;
-                    Ok::<_, Infallible>(response.map(|body| crate::http2::guarded(body, open)))
+                    Ok::<_, Infallible>(response.map(|body| guarded(body, open)))
                 }
             });
-            let io = crate::http2::watch_frames(stream, activity.clone());
+            let io = watch_frames(stream, activity.clone());
             let connection = protocols.http2.serve_connection(TokioIo::new(io), service);
             drive(connection, Some(&activity), protocols, stop).await
         }
@@ -562,7 +517,7 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
 /// `header_read_timeout` later and the reason still holds.
 async fn drive<C>(
     connection: C,
-    activity: Option<&crate::http2::Activity>,
+    activity: Option<&Activity>,
     protocols: &Protocols,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
@@ -689,28 +644,5 @@ async fn protocol_within(stream: &tokio::net::TcpStream, limit: Duration) -> Opt
     match tokio::time::timeout(limit, known).await {
         Ok(Ok::<_, std::io::Error>(protocol)) => protocol,
         _ => None,
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
