@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
-use crate::service::{CreateTokenParams, TokenError, TokenService};
+use crate::service::{CreateTokenParams, CreatedToken, TokenError, TokenInfo, TokenService};
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
 
@@ -133,54 +133,76 @@ impl Admin {
             }
         }
         let path = request.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let method = request.method().clone();
-        match segments.as_slice() {
-            ["healthz"] => only_get(&method, || {
-                http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            }),
-            ["readyz"] if method == Method::GET || method == Method::HEAD => self.ready().await,
-            ["metrics"] => only_get(&method, || {
+        let (route, params) = match Route::parse(request.method(), &path) {
+            Parsed::Route(route, params) => (Ok(route), params),
+            Parsed::WrongMethod {
+                allow,
+                needs_key,
+                params,
+            } => (Err((allow, needs_key)), params),
+            Parsed::NotFound => {
+                return http_util::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("No route for {path}."),
+                );
+            }
+        };
+        let needs_key = match &route {
+            Ok(route) => route.needs_key(),
+            Err((_, needs_key)) => *needs_key,
+        };
+        if needs_key {
+            if let Some(refused) = self.check_key(request.headers()) {
+                return refused;
+            }
+        }
+        let account = match params.account.as_deref().map(percent_decode) {
+            Some(None) => {
+                return http_util::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Malformed account id in the path.",
+                );
+            }
+            Some(Some(account)) => account,
+            None => String::new(),
+        };
+        let id = params.id.as_deref().unwrap_or_default();
+        match route {
+            Ok(route) => self.apply(route, &account, id, request.into_body()).await,
+            Err((allow, _)) => method_not_allowed(&allow),
+        }
+    }
+
+    /// Answers a parsed request (its key checked, its account decoded).
+    async fn apply<B>(&self, route: Route, account: &str, id: &str, body: B) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        match route {
+            Route::Healthz => http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Route::Readyz => self.ready().await,
+            Route::Metrics => {
                 let mut response = Response::new(http_util::full(self.metrics.render()));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 response
-            }),
-            ["openapi.json"] => only_get(&method, || {
+            }
+            Route::OpenApi => {
                 let mut response = Response::new(http_util::full(OPENAPI));
                 response
                     .headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
-            }),
-            ["v1", "accounts", account, "tokens", rest @ ..] if rest.len() <= 1 => {
-                if let Some(refused) = self.check_key(request.headers()) {
-                    return refused;
-                }
-                let Some(account) = percent_decode(account) else {
-                    return http_util::error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "Malformed account id in the path.",
-                    );
-                };
-                match (rest.first(), method) {
-                    (None, Method::POST) => self.create(&account, request.into_body()).await,
-                    (None, Method::GET) => self.list(&account).await,
-                    (Some(id), Method::GET) => self.get(&account, id).await,
-                    (Some(id), Method::DELETE) => self.revoke(&account, id).await,
-                    (None, _) => method_not_allowed("GET, POST"),
-                    (Some(_), _) => method_not_allowed("GET, DELETE"),
-                }
             }
-            ["readyz"] => method_not_allowed("GET, HEAD"),
-            _ => http_util::error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("No route for {path}."),
-            ),
+            Route::CreateToken => self.create(account, body).await,
+            Route::ListTokens => self.list(account).await,
+            Route::GetToken => self.get(account, id).await,
+            Route::RevokeToken => self.revoke(account, id).await,
         }
     }
 
@@ -269,11 +291,10 @@ impl Admin {
             })
             .await;
         match created {
-            Ok(created) => {
-                let mut value = serde_json::json!(created.info);
-                value["token"] = created.token.expose_secret().into();
-                http_util::json(StatusCode::CREATED, &value)
-            }
+            Ok(created) => match serde_json::to_value(CreatedTokenBody::new(&created)) {
+                Ok(value) => http_util::json(StatusCode::CREATED, &value),
+                Err(e) => token_error(TokenError::Internal(e.to_string())),
+            },
             Err(e) => token_error(e),
         }
     }
@@ -302,6 +323,149 @@ impl Admin {
         match self.service.revoke_token(id, account).await {
             Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
             Err(e) => token_error(e),
+        }
+    }
+}
+
+/// Every admin route. A request is parsed into one ([`Route::parse`]), then
+/// answered ([`Admin::apply`]); [`Route::ALL`] is also the table the OpenAPI
+/// document is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    ListTokens,
+    CreateToken,
+    GetToken,
+    RevokeToken,
+}
+
+/// The path parameters of a matched route, as sent (percent-encoded).
+#[derive(Debug, Default)]
+struct Params {
+    account: Option<String>,
+    id: Option<String>,
+}
+
+/// What a request's method and path name.
+#[derive(Debug)]
+enum Parsed {
+    Route(Route, Params),
+    /// The path is a route's, the method none of its: 405 with `Allow`
+    /// (after the key check, for the token routes).
+    WrongMethod {
+        allow: String,
+        needs_key: bool,
+        params: Params,
+    },
+    NotFound,
+}
+
+impl Route {
+    /// The route table, in the order methods are listed in `Allow`.
+    const ALL: [Route; 8] = [
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::OpenApi,
+        Route::ListTokens,
+        Route::CreateToken,
+        Route::GetToken,
+        Route::RevokeToken,
+    ];
+
+    /// Method and path template (`{name}` matches one segment).
+    fn spec(self) -> (Method, &'static str) {
+        match self {
+            Route::Healthz => (Method::GET, "/healthz"),
+            Route::Readyz => (Method::GET, "/readyz"),
+            Route::Metrics => (Method::GET, "/metrics"),
+            Route::OpenApi => (Method::GET, "/openapi.json"),
+            Route::ListTokens => (Method::GET, "/v1/accounts/{account}/tokens"),
+            Route::CreateToken => (Method::POST, "/v1/accounts/{account}/tokens"),
+            Route::GetToken => (Method::GET, "/v1/accounts/{account}/tokens/{id}"),
+            Route::RevokeToken => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}"),
+        }
+    }
+
+    /// The token routes need the admin key; probes and scrapers do not.
+    fn needs_key(self) -> bool {
+        matches!(
+            self,
+            Route::ListTokens | Route::CreateToken | Route::GetToken | Route::RevokeToken
+        )
+    }
+
+    /// Whether `method` is this route's; HEAD counts as GET on the routes
+    /// that need no key.
+    fn accepts(self, method: &Method) -> bool {
+        let (own, _) = self.spec();
+        *method == own || (*method == Method::HEAD && own == Method::GET && !self.needs_key())
+    }
+
+    /// `path`'s parameters if it fits this route's template.
+    fn match_path(self, path: &str) -> Option<Params> {
+        let (_, template) = self.spec();
+        let mut params = Params::default();
+        let mut segments = path.split('/');
+        for expected in template.split('/') {
+            let segment = segments.next()?;
+            match expected {
+                "{account}" => params.account = Some(segment.to_owned()),
+                "{id}" => params.id = Some(segment.to_owned()),
+                literal if literal == segment => {}
+                _ => return None,
+            }
+        }
+        segments.next().is_none().then_some(params)
+    }
+
+    fn parse(method: &Method, path: &str) -> Parsed {
+        let mut allow: Vec<String> = Vec::new();
+        let mut needs_key = false;
+        let mut matched = None;
+        for route in Route::ALL {
+            let Some(params) = route.match_path(path) else {
+                continue;
+            };
+            if route.accepts(method) {
+                return Parsed::Route(route, params);
+            }
+            matched = Some(params);
+            let own = route.spec().0;
+            allow.push(own.to_string());
+            if own == Method::GET && !route.needs_key() {
+                allow.push("HEAD".to_owned());
+            }
+            needs_key |= route.needs_key();
+        }
+        match matched {
+            Some(params) => Parsed::WrongMethod {
+                allow: allow.join(", "),
+                needs_key,
+                params,
+            },
+            None => Parsed::NotFound,
+        }
+    }
+}
+
+/// The created-token JSON of the admin API and `tokengate token create
+/// --json`: the token's record and, this once, the token itself.
+#[derive(Debug, Serialize)]
+pub(crate) struct CreatedTokenBody<'a> {
+    #[serde(flatten)]
+    info: &'a TokenInfo,
+    token: &'a str,
+}
+
+impl<'a> CreatedTokenBody<'a> {
+    pub(crate) fn new(created: &'a CreatedToken) -> Self {
+        Self {
+            info: &created.info,
+            token: created.token.expose_secret(),
         }
     }
 }
@@ -383,23 +547,15 @@ fn parse_id(id: &str) -> Option<TokenId> {
     percent_decode(id)?.parse().ok()
 }
 
-fn only_get(method: &Method, respond: impl FnOnce() -> Response<Body>) -> Response<Body> {
-    if method == Method::GET || method == Method::HEAD {
-        respond()
-    } else {
-        method_not_allowed("GET, HEAD")
-    }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+fn method_not_allowed(allow: &str) -> Response<Body> {
     let mut response = http_util::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("Method not allowed on this route (allowed: {allow})."),
     );
-    response
-        .headers_mut()
-        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    if let Ok(allow) = HeaderValue::from_str(allow) {
+        response.headers_mut().insert(http::header::ALLOW, allow);
+    }
     response
 }
 
@@ -415,10 +571,12 @@ fn not_found() -> Response<Body> {
 fn token_error(e: TokenError) -> Response<Body> {
     match e {
         TokenError::NotFound => not_found(),
-        TokenError::InvalidInput { field, reason } => http_util::json(
+        TokenError::InvalidInput { field, reason } => http_util::boxed(http_util::error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &serde_json::json!({ "error": "invalid_input", "field": field, "message": format!("{field} {reason}") }),
-        ),
+            "invalid_input",
+            &format!("{field} {reason}"),
+            Some(field),
+        )),
         TokenError::Store(e) => {
             tracing::warn!(error = %e, "admin API: store unavailable");
             http_util::error(
@@ -469,19 +627,6 @@ mod tests {
         }
     }
 
-    /// Every route: (method, path template). The OpenAPI document must list
-    /// exactly these (checked by a test).
-    const ROUTES: [(&str, &str); 8] = [
-        ("GET", "/healthz"),
-        ("GET", "/readyz"),
-        ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
-        ("POST", "/v1/accounts/{account}/tokens"),
-        ("GET", "/v1/accounts/{account}/tokens"),
-        ("GET", "/v1/accounts/{account}/tokens/{id}"),
-        ("DELETE", "/v1/accounts/{account}/tokens/{id}"),
-    ];
-
     #[test]
     fn the_openapi_document_lists_exactly_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
@@ -494,12 +639,208 @@ mod tests {
                 }
             }
         }
-        let mut routes: Vec<(String, String)> = ROUTES
+        let mut routes: Vec<(String, String)> = Route::ALL
             .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .map(|route| {
+                let (method, template) = route.spec();
+                (method.to_string(), template.to_owned())
+            })
             .collect();
         documented.sort();
         routes.sort();
         assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn requests_parse_into_routes() {
+        let parse = |method: Method, path: &str| match Route::parse(&method, path) {
+            Parsed::Route(route, params) => format!("{route:?} {params:?}"),
+            Parsed::WrongMethod { allow, .. } => format!("405 {allow}"),
+            Parsed::NotFound => "404".to_owned(),
+        };
+        assert_eq!(
+            parse(Method::HEAD, "/healthz"),
+            "Healthz Params { account: None, id: None }"
+        );
+        assert_eq!(parse(Method::POST, "/readyz"), "405 GET, HEAD");
+        assert_eq!(
+            parse(Method::POST, "/v1/accounts/a%20b/tokens"),
+            r#"CreateToken Params { account: Some("a%20b"), id: None }"#
+        );
+        assert_eq!(
+            parse(Method::HEAD, "/v1/accounts/a/tokens"),
+            "405 GET, POST"
+        );
+        assert_eq!(
+            parse(Method::PUT, "/v1/accounts/a/tokens/x"),
+            "405 GET, DELETE"
+        );
+        assert_eq!(parse(Method::GET, "/v1/accounts/a/tokens/x/y"), "404");
+        assert_eq!(parse(Method::GET, "/healthz/"), "404");
+    }
+
+    /// Checks `value` against an OpenAPI 3.0 schema: the parts the document
+    /// uses (`$ref`, `allOf`, `type`, `nullable`, `required`, `properties`,
+    /// `additionalProperties: false`, `enum`, `items`, `format: uuid`).
+    fn check_schema(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        at: &str,
+    ) {
+        use serde_json::Value;
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.strip_prefix("#/components/schemas/").unwrap();
+            return check_schema(doc, &doc["components"]["schemas"][name], value, at);
+        }
+        if let Some(all) = schema["allOf"].as_array() {
+            for part in all {
+                check_schema(doc, part, value, at);
+            }
+            return;
+        }
+        if value.is_null() {
+            assert_eq!(
+                schema["nullable"],
+                Value::Bool(true),
+                "{at}: null where not nullable"
+            );
+            return;
+        }
+        let fits = match schema["type"].as_str() {
+            Some("object") => value.is_object(),
+            Some("array") => value.is_array(),
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("boolean") => value.is_boolean(),
+            Some(other) => panic!("{at}: schema type {other} not handled"),
+            None => true,
+        };
+        assert!(fits, "{at}: {value} is not a {}", schema["type"]);
+        if let Some(allowed) = schema["enum"].as_array() {
+            assert!(allowed.contains(value), "{at}: {value} not in {allowed:?}");
+        }
+        if schema["format"] == "uuid" {
+            assert!(
+                value.as_str().unwrap().parse::<TokenId>().is_ok(),
+                "{at}: {value} is not a uuid"
+            );
+        }
+        if let Some(items) = value.as_array() {
+            for (i, item) in items.iter().enumerate() {
+                check_schema(doc, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        if let Some(object) = value.as_object() {
+            for key in schema["required"].as_array().into_iter().flatten() {
+                let key = key.as_str().unwrap();
+                assert!(object.contains_key(key), "{at}: {key} is required");
+            }
+            let properties = schema["properties"].as_object();
+            for (key, field) in object {
+                match properties.and_then(|p| p.get(key)) {
+                    Some(property) => check_schema(doc, property, field, &format!("{at}.{key}")),
+                    None => assert_ne!(
+                        schema["additionalProperties"],
+                        Value::Bool(false),
+                        "{at}: {key} is not in the schema"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn real_responses_match_the_documented_schemas() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let store = Arc::new(crate::MemoryStore::new());
+        let service = TokenService::new(store).with_bcrypt_cost(4);
+        let auth =
+            crate::Authenticator::new(service.clone(), &crate::AuthConfig::default()).unwrap();
+        let metrics = Arc::new(Metrics::new(auth, crate::metrics::StoreLatency::default()));
+        let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
+        let admin = Admin::new(service, metrics, Some(&key));
+
+        let call = |method: Method, path: String, body: &'static str, with_key: bool| {
+            let mut request = Request::builder().method(method).uri(path);
+            if with_key {
+                request = request.header(AUTHORIZATION, format!("Bearer {}", key.0));
+            }
+            let request = request
+                .body(http_body_util::Full::new(Bytes::from(body)))
+                .unwrap();
+            let admin = &admin;
+            async move {
+                let response = admin.handle(request).await;
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                )
+            }
+        };
+        // Checks one answer against the schema its route documents for its status.
+        let check = |route: Route, status: StatusCode, body: &serde_json::Value| {
+            let (method, template) = route.spec();
+            let documented = &doc["paths"][template][method.as_str().to_lowercase()]["responses"]
+                [status.as_str()];
+            assert!(
+                documented.is_object(),
+                "{template} does not document {status}"
+            );
+            let schema = &documented["content"]["application/json"]["schema"];
+            check_schema(&doc, schema, body, &format!("{method} {template} {status}"));
+        };
+
+        let tokens = "/v1/accounts/acme/tokens".to_owned();
+        let (status, created) = call(
+            Method::POST,
+            tokens.clone(),
+            r#"{"name":"ci","expires_in_days":30}"#,
+            true,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        check(Route::CreateToken, status, &created);
+        assert!(crate::token::parse(created["token"].as_str().unwrap()).is_ok());
+        let token = format!("{tokens}/{}", created["id"].as_str().unwrap());
+
+        let (status, list) = call(Method::GET, tokens.clone(), "", true).await;
+        check(Route::ListTokens, status, &list);
+        let (status, info) = call(Method::GET, token.clone(), "", true).await;
+        check(Route::GetToken, status, &info);
+        let (status, revoked) = call(Method::DELETE, token.clone(), "", true).await;
+        check(Route::RevokeToken, status, &revoked);
+        assert_eq!(revoked["status"], "revoked");
+        let (status, health) = call(Method::GET, "/healthz".to_owned(), "", false).await;
+        check(Route::Healthz, status, &health);
+        let (status, ready) = call(Method::GET, "/readyz".to_owned(), "", false).await;
+        check(Route::Readyz, status, &ready);
+
+        // Each error body.
+        let (status, error) = call(Method::POST, tokens.clone(), "{", true).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        check(Route::CreateToken, status, &error);
+        let (status, error) = call(Method::POST, tokens.clone(), r#"{"name":""}"#, true).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error["field"], "name");
+        check(Route::CreateToken, status, &error);
+        let (status, error) = call(Method::GET, tokens.clone(), "", false).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        check(Route::ListTokens, status, &error);
+        let unknown = format!("{tokens}/{}", TokenId::from_uuid(uuid::Uuid::nil()));
+        let (status, error) = call(Method::GET, unknown, "", true).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        check(Route::GetToken, status, &error);
+        // Not a route's own status, but the same Error body.
+        let (status, error) = call(Method::GET, "/nowhere".to_owned(), "", true).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        check_schema(
+            &doc,
+            &serde_json::json!({"$ref": "#/components/schemas/Error"}),
+            &error,
+            "404",
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::CreatedTokenBody;
 use crate::config::Config;
 use crate::service::{CreateTokenParams, MAX_EXPIRES_IN_DAYS, TokenError, TokenInfo, TokenService};
 use crate::store::{RedisStore, redact_url};
@@ -234,8 +235,9 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 .await
                 .map_err(fail)?;
             if output.json {
-                let mut value = serde_json::to_value(&created.info).map_err(|e| e.to_string())?;
-                value["token"] = created.token.expose_secret().into();
+                // Through a Value, whose keys are sorted (as the admin API's).
+                let value = serde_json::to_value(CreatedTokenBody::new(&created))
+                    .map_err(|e| e.to_string())?;
                 return Ok(json_line(&value));
             }
             let info = &created.info;
