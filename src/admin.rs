@@ -753,10 +753,11 @@ mod tests {
     #[tokio::test]
     async fn real_responses_match_the_documented_schemas() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        let store = Arc::new(crate::MemoryStore::new());
+        let store = Arc::new(crate::store::MemoryStore::new());
         let service = TokenService::new(store).with_bcrypt_cost(4);
         let auth =
-            crate::Authenticator::new(service.clone(), &crate::AuthConfig::default()).unwrap();
+            crate::auth::Authenticator::new(service.clone(), &crate::auth::AuthConfig::default())
+                .unwrap();
         let metrics = Arc::new(Metrics::new(auth, crate::metrics::StoreLatency::default()));
         let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
         let admin = Admin::new(service, metrics, Some(&key));

@@ -823,8 +823,10 @@ mod tests {
             Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"hello"))),
             Ok(Frame::trailers(trailers)),
         ];
-        let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
-        let auth = Authenticator::new(service, &crate::AuthConfig::default()).unwrap();
+        let service = crate::service::TokenService::new(std::sync::Arc::new(
+            crate::store::MemoryStore::new(),
+        ));
+        let auth = Authenticator::new(service, &crate::auth::AuthConfig::default()).unwrap();
         let body = ClientBody {
             inner: StreamBody::new(futures_util::stream::iter(frames)),
             auth,
@@ -841,8 +843,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_time_spent_waiting_for_the_client_counts_as_a_stall() {
-        let service = crate::TokenService::new(std::sync::Arc::new(crate::MemoryStore::new()));
-        let auth = Authenticator::new(service, &crate::AuthConfig::default()).unwrap();
+        let service = crate::service::TokenService::new(std::sync::Arc::new(
+            crate::store::MemoryStore::new(),
+        ));
+        let auth = Authenticator::new(service, &crate::auth::AuthConfig::default()).unwrap();
         let timeout = Duration::from_secs(5);
         let watch = Arc::new(BodyWatch::default());
         let never =

@@ -1,0 +1,212 @@
+//! The crate's layers point one way (lib.rs, "Layout"):
+//!
+//! ```text
+//! {settings, http_util} ← token ← store ← service ← auth
+//!   ← {layer, proxy, forward_auth, admin, metrics} ← server ← config ← cli
+//! ```
+//!
+//! This test reads `src/**/*.rs`, finds every `crate::<module>` path (in
+//! `use` items and inline), and fails on one that names a module of a higher
+//! layer, or on an import cycle between top-level modules. `lib.rs` (the
+//! re-exports) and `main.rs` (the binary) are outside the graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module's layer: a module may use its own layer's and lower
+/// ones'.
+const LAYERS: &[(&str, u8)] = &[
+    ("settings", 0),
+    ("http_util", 0),
+    ("token", 1),
+    ("store", 2),
+    ("service", 3),
+    ("auth", 4),
+    ("layer", 5),
+    ("proxy", 5),
+    ("forward_auth", 5),
+    ("admin", 5),
+    ("metrics", 5),
+    ("server", 6),
+    ("log", 6),
+    ("config", 7),
+    ("cli", 8),
+];
+
+fn layer(module: &str) -> u8 {
+    LAYERS
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, layer)| *layer)
+        .unwrap_or_else(|| panic!("module {module} has no layer: add it to tests/layers.rs"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to: `src/auth/cache.rs` → `auth`.
+fn owner(src: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(src).unwrap();
+    let first = relative.components().next().unwrap().as_os_str();
+    first.to_str().unwrap().trim_end_matches(".rs").to_owned()
+}
+
+/// The top-level modules `text` names with `crate::…`, including each
+/// item of a grouped `use crate::{a::X, b::{Y, Z}}` over several lines.
+/// Comments are skipped.
+fn imports(text: &str) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            found.insert(ident(rest));
+            continue;
+        };
+        // The group's top-level items, up to its closing brace.
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    found.insert(ident(&group[start..i]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    found.insert(ident(&group[start..i]));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    found.remove("");
+    found
+}
+
+/// Every top-level module's imports of other top-level modules.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let module = owner(&src, &file);
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let names = imports(&text)
+            .into_iter()
+            .filter(|name| *name != module && LAYERS.iter().any(|(m, _)| m == name))
+            .collect::<BTreeSet<_>>();
+        // Re-exports at the crate root (`crate::Config`) are not modules:
+        // they are resolved to the module that defines them.
+        graph.entry(module).or_default().extend(names);
+        for root in imports(&text)
+            .into_iter()
+            .filter(|n| n.starts_with(char::is_uppercase))
+        {
+            panic!(
+                "{}: `crate::{root}` goes through the crate root's re-exports; name the module",
+                file.display()
+            );
+        }
+    }
+    graph
+}
+
+#[test]
+fn every_import_points_down_a_layer() {
+    let mut upward = Vec::new();
+    for (module, names) in graph() {
+        for name in names {
+            if layer(&name) > layer(&module) {
+                upward.push(format!(
+                    "{module} (layer {}) imports {name} (layer {})",
+                    layer(&module),
+                    layer(&name)
+                ));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports that point up:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn there_is_no_import_cycle() {
+    let graph = graph();
+    // Depth-first search, reporting the first cycle found.
+    fn visit(
+        module: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            panic!("import cycle: {} → {module}", path[at..].join(" → "));
+        }
+        if done.contains(module) {
+            return;
+        }
+        path.push(module.to_owned());
+        for next in graph.get(module).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(module.to_owned());
+    }
+    let mut done = BTreeSet::new();
+    for module in graph.keys() {
+        visit(module, &graph, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn the_store_knows_nothing_above_it() {
+    let graph = graph();
+    let store: Vec<&String> = graph["store"].iter().collect();
+    for name in &store {
+        assert!(
+            ["settings", "http_util", "token"].contains(&name.as_str()),
+            "store imports {name}"
+        );
+    }
+    let http_util: Vec<&String> = graph.get("http_util").into_iter().flatten().collect();
+    assert!(http_util.is_empty(), "http_util imports {http_util:?}");
+    let settings: Vec<&String> = graph.get("settings").into_iter().flatten().collect();
+    assert!(settings.is_empty(), "settings imports {settings:?}");
+}
+
+#[test]
+fn the_scanner_sees_imports() {
+    let found = imports(
+        "use crate::auth::{A, B};\nuse crate::{\n    store::{X, Y},\n    token,\n};\n// crate::cli\nlet x = crate::service::f();\n",
+    );
+    let found: Vec<&str> = found.iter().map(String::as_str).collect();
+    assert_eq!(found, ["auth", "service", "store", "token"]);
+}
