@@ -43,9 +43,8 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
-    /// Keyless only on loopback; with a listener, a key of at least
-    /// [`MIN_ADMIN_KEY_LEN`] characters unless keyless is allowed.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
+    /// The rules on the file's keys alone: keyless only on loopback.
+    pub fn validate_file(&self) -> Result<(), InvalidConfig> {
         if self.allow_unauthenticated_loopback && self.listen.is_some_and(|a| !a.ip().is_loopback())
         {
             return Err(invalid(
@@ -53,6 +52,15 @@ impl AdminConfig {
                 "only allowed when admin.listen is a loopback address",
             ));
         }
+        Ok(())
+    }
+
+    /// Keyless only on loopback; with a listener, a key of at least
+    /// [`MIN_ADMIN_KEY_LEN`] characters unless keyless is allowed. `serve`
+    /// checks this; loading a file checks only [`AdminConfig::validate_file`]
+    /// (the token commands read the same file and need no admin key).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        self.validate_file()?;
         let Some(addr) = self.listen else {
             return Ok(());
         };

@@ -197,10 +197,17 @@ impl Config {
     }
 
     /// Range and shape checks that types alone cannot express: each
-    /// section's own `validate`.
+    /// section's own `validate`, in the order of the reference file. The
+    /// admin key's presence is checked by `serve` (the token commands read
+    /// the same file and need none).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.serve_config().validate()?;
+        self.security.validate()?;
+        self.redis.validate()?;
+        self.auth().validate()?;
+        self.proxy.validate()?;
+        self.server.validate()?;
         self.log.validate()?;
+        self.admin.validate_file()?;
         Ok(())
     }
 
@@ -283,6 +290,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::admin::AdminKey;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -460,6 +468,48 @@ mod tests {
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_key_comes_from_the_environment_only() {
+        let text = "[admin]\nlisten = \"127.0.0.1:8081\"\n";
+        // The token commands read the same file and need no admin key.
+        let config = load(text, &[]).unwrap();
+        assert_eq!(config.admin.key, None);
+        let err = config.serve_config().validate().unwrap_err().to_string();
+        assert!(err.contains("needs TOKENGATE_ADMIN_KEY"), "{err}");
+
+        let key = "an-admin-key-of-24-chars";
+        let config = load(text, &[("TOKENGATE_ADMIN_KEY", key)]).unwrap();
+        assert_eq!(config.admin.key, Some(AdminKey::new(key)));
+        config.serve_config().validate().unwrap();
+        assert!(!format!("{config:?}").contains(key), "Debug shows the key");
+        let short = load(text, &[("TOKENGATE_ADMIN_KEY", "short")]).unwrap();
+        let err = short.serve_config().validate().unwrap_err().to_string();
+        assert_eq!(err, "TOKENGATE_ADMIN_KEY must be at least 16 characters");
+        // Never from the file.
+        let err = load("[admin]\nkey = \"an-admin-key-of-24-chars\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("admin.key"), "{err}");
+    }
+
+    #[test]
+    fn the_upstream_is_parsed_when_the_config_is_read() {
+        let config = load("[proxy]\nupstream = \"http://127.0.0.1:9000/\"\n", &[]).unwrap();
+        let upstream = config.proxy.upstream.unwrap();
+        assert_eq!(upstream.authority().as_str(), "127.0.0.1:9000");
+        for (bad, why) in [
+            ("ftp://x", "only http://"),
+            ("http://u:p@x", "no credentials"),
+            ("http://x/api", "no path or query"),
+        ] {
+            let err = load(&format!("[proxy]\nupstream = \"{bad}\"\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("key proxy.upstream") && err.contains(why),
+                "{err}"
+            );
         }
     }
 }

@@ -877,3 +877,18 @@ async fn refusals_take_as_long_whether_or_not_the_id_is_live() {
         );
     }
 }
+
+/// The Authenticator takes its own sections only, and checks them.
+#[tokio::test]
+async fn the_authenticator_checks_its_own_sections() {
+    let service = TokenService::new(std::sync::Arc::new(tokengate::MemoryStore::new()));
+    let mut config = tokengate::AuthConfig::default();
+    config.cache.ttl = Duration::ZERO;
+    let err = Authenticator::new(service.clone(), &config).unwrap_err();
+    assert_eq!(err.to_string(), "config key cache.ttl: 0s is outside 1s–1h");
+    config.cache.ttl = Duration::from_secs(30);
+    config.headers.token_id = "X-Account-Id".into();
+    let err = Authenticator::new(service.clone(), &config).unwrap_err();
+    assert!(err.to_string().contains("headers.token_id"), "{err}");
+    Authenticator::new(service, &tokengate::AuthConfig::default()).unwrap();
+}

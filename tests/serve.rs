@@ -786,6 +786,82 @@ fn start_up_errors_are_one_line_naming_the_cause() {
     );
 }
 
+/// `serve_until` in-process: the admin key comes with the config (no
+/// process environment), errors are typed, and `stop` ends it cleanly.
+#[tokio::test]
+async fn serve_until_runs_in_process_from_a_serve_config() {
+    use tokengate::server::{AdminKey, ServeConfig};
+    use tokengate::{InvalidConfig, ServeError};
+
+    let admin = free_port();
+    let mut config = ServeConfig::default();
+    config.security.bcrypt_cost = support::TEST_BCRYPT_COST;
+    config.admin.listen = Some(format!("127.0.0.1:{admin}").parse().unwrap());
+    config.admin.key = Some(AdminKey::new(ADMIN_KEY));
+    // Debug never shows the key.
+    assert!(!format!("{config:?}").contains(ADMIN_KEY));
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tokengate::serve_until(config.clone(), async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://127.0.0.1:{admin}/v1/accounts/acme/tokens");
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let created = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok() {
+            break http(
+                "POST",
+                &url,
+                &[("authorization", &auth)],
+                r#"{"name":"ci"}"#,
+            )
+            .await;
+        }
+        assert!(Instant::now() < deadline, "serve_until did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json());
+    let listed = http(
+        "GET",
+        &url,
+        &[("authorization", "Bearer wrong-key-0123456789")],
+        "",
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::UNAUTHORIZED);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    // Typed errors, the same one-line messages the CLI prints.
+    let mut keyless = config.clone();
+    keyless.admin.key = None;
+    let err = tokengate::serve_until(keyless, async {}).await.unwrap_err();
+    assert!(
+        matches!(err, ServeError::Config(InvalidConfig::Environment(_))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("needs TOKENGATE_ADMIN_KEY"),
+        "{err}"
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut taken = config.clone();
+    taken.admin.listen = Some(busy.local_addr().unwrap());
+    let err = tokengate::serve_until(taken, async {}).await.unwrap_err();
+    match &err {
+        ServeError::Bind { address, key, .. } => {
+            assert_eq!(*address, busy.local_addr().unwrap());
+            assert_eq!(*key, "[admin] listen");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = tokengate::serve_until(ServeConfig::default(), async {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServeError::NothingToServe), "{err:?}");
+}
+
 #[tokio::test]
 async fn serve_works_on_the_embedded_store_with_nothing_else_installed() {
     let upstream = Upstream::start().await;
