@@ -56,7 +56,7 @@ impl AdminConfig {
     }
 
     /// Keyless only on loopback; with a listener, a key of at least
-    /// [`MIN_ADMIN_KEY_LEN`] characters unless keyless is allowed. `serve`
+    /// 16 characters unless keyless is allowed. `serve`
     /// checks this; loading a file checks only [`AdminConfig::validate_file`]
     /// (the token commands read the same file and need no admin key).
     pub fn validate(&self) -> Result<(), InvalidConfig> {

@@ -1,6 +1,6 @@
 //! [`TokenService`]: create, list, get, revoke, validate and clean up tokens.
 //!
-//! The one implementation behind the Rust API, the CLI and (later) the admin
+//! The one implementation behind the Rust API, the CLI and the admin
 //! HTTP API. It owns the input rules and the validation order; the store only
 //! keeps records.
 //!
