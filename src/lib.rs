@@ -24,10 +24,10 @@
 //! With the `server` feature (on by default), the `tokengate` binary's parts:
 //! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
 //!   and `/metrics`, each with its section (`[proxy]`, …);
-//! - [`server`]: `tokengate serve`: composition, workers, connections,
+//! - `server`: `tokengate serve`: composition, workers, connections,
 //!   shutdown; `[server]`;
-//! - [`config`]: the loader: one TOML file and `TOKENGATE_*` overrides into
-//!   [`Config`], the sections put together;
+//! - `config`: the loader: one TOML file and `TOKENGATE_*` overrides into
+//!   `Config`, the sections put together;
 //! - `cli`: `tokengate serve` and `tokengate token create|list|get|revoke|cleanup`.
 //!
 //! Without it (`default-features = false`), the crate is the token core, the
