@@ -43,7 +43,7 @@ pub(crate) fn json_response(
 }
 
 /// The error body every door answers with (docs/http-contract.md,
-/// "Errors"): `{"error": code, "message": message}`, plus `field` naming
+/// "Responses"): `{"error": code, "message": message}`, plus `field` naming
 /// the bad input of a 422. The one place it is written.
 pub(crate) fn error_response(
     status: StatusCode,

@@ -394,7 +394,7 @@ impl Proxy {
 
     /// The response to a request that got no upstream response: the
     /// client's fault when its body broke (400) or stalled (408), else 502,
-    /// or 504 past the timeout (docs/http-contract.md, "Proxy").
+    /// or 504 past the timeout (docs/http-contract.md, "Connections").
     fn send_failed(
         &self,
         error: SendError,

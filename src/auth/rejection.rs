@@ -1,6 +1,7 @@
 //! Why a request was refused, and the one function that turns that into an
-//! HTTP response (docs/http-contract.md, "Errors"): status, `WWW-Authenticate`, rate-limit headers
-//! and a JSON body that never says which part of a token was wrong.
+//! HTTP response (docs/http-contract.md, "Responses"): status,
+//! `WWW-Authenticate`, rate-limit headers and a JSON body that never says
+//! which part of a token was wrong.
 
 use std::time::Duration;
 
