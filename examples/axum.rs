@@ -31,7 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Each component's settings, at their defaults; a service with a config
     // file of its own can embed these types in it (they are serde types).
     let redis = RedisConfig {
-        url: std::env::var("TOKENGATE_REDIS_URL").ok(),
+        url: std::env::var("TOKENGATE_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty()),
         ..RedisConfig::default()
     };
     redis.validate()?;

@@ -413,12 +413,13 @@ impl Route {
         *method == own || (*method == Method::HEAD && own == Method::GET && !self.needs_key())
     }
 
-    /// `path`'s parameters if it fits this route's template.
+    /// `path`'s parameters if it fits this route's template (leading
+    /// slashes count as one).
     fn match_path(self, path: &str) -> Option<Params> {
         let (_, template) = self.spec();
         let mut params = Params::default();
-        let mut segments = path.split('/');
-        for expected in template.split('/') {
+        let mut segments = path.trim_start_matches('/').split('/');
+        for expected in template.trim_start_matches('/').split('/') {
             let segment = segments.next()?;
             match expected {
                 "{account}" => params.account = Some(segment.to_owned()),
@@ -685,6 +686,11 @@ mod tests {
         );
         assert_eq!(parse(Method::GET, "/v1/accounts/a/tokens/x/y"), "404");
         assert_eq!(parse(Method::GET, "/healthz/"), "404");
+        assert_eq!(parse(Method::GET, "/"), "404");
+        assert_eq!(
+            parse(Method::GET, "//healthz"),
+            "Healthz Params { account: None, id: None }"
+        );
     }
 
     /// Checks `value` against an OpenAPI 3.0 schema: the parts the document

@@ -197,17 +197,24 @@ impl Config {
     }
 
     /// Range and shape checks that types alone cannot express: each
-    /// section's own `validate`, in the order of the reference file. The
-    /// admin key's presence is checked by `serve` (the token commands read
-    /// the same file and need none).
+    /// section's own `validate` (when several keys are wrong, the first in
+    /// this order is reported). The admin key's presence is checked by
+    /// `serve` (the token commands read the same file and need none).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.security.validate()?;
         self.redis.validate()?;
-        self.auth().validate()?;
+        self.cache.validate()?;
+        self.rate_limit.validate()?;
+        self.headers.validate()?;
+        self.last_accessed.validate()?;
+        self.sources.validate()?;
         self.proxy.validate()?;
         self.server.validate()?;
         self.log.validate()?;
         self.admin.validate_file()?;
+        self.public_routes
+            .iter()
+            .try_for_each(PublicRoute::validate)?;
         Ok(())
     }
 
@@ -497,19 +504,33 @@ mod tests {
     fn the_upstream_is_parsed_when_the_config_is_read() {
         let config = load("[proxy]\nupstream = \"http://127.0.0.1:9000/\"\n", &[]).unwrap();
         let upstream = config.proxy.upstream.unwrap();
-        assert_eq!(upstream.authority().as_str(), "127.0.0.1:9000");
-        for (bad, why) in [
-            ("ftp://x", "only http://"),
-            ("http://u:p@x", "no credentials"),
-            ("http://x/api", "no path or query"),
+        assert_eq!(upstream.authority().unwrap().as_str(), "127.0.0.1:9000");
+        for (bad, message) in [
+            (
+                "ftp://x",
+                r#"config key proxy.upstream: "ftp://x": only http:// upstreams are supported"#,
+            ),
+            (
+                "http://u:p@x",
+                r#"config key proxy.upstream: "http://u:p@x" needs a host, and no credentials"#,
+            ),
+            (
+                "http://x/api",
+                r#"config key proxy.upstream: "http://x/api": no path or query (requests keep their own path)"#,
+            ),
         ] {
-            let err = load(&format!("[proxy]\nupstream = \"{bad}\"\n"), &[])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("key proxy.upstream") && err.contains(why),
-                "{err}"
-            );
+            let err = load(&format!("[proxy]\nupstream = \"{bad}\"\n"), &[]).unwrap_err();
+            assert_eq!(err.to_string(), message);
+            let err = load("", &[("TOKENGATE_PROXY_UPSTREAM", bad)]).unwrap_err();
+            assert_eq!(err.to_string(), message);
         }
+        // The environment replaces a bad value in the file.
+        let config = load(
+            "[proxy]\nupstream = \"ftp://x\"\n",
+            &[("TOKENGATE_PROXY_UPSTREAM", "http://127.0.0.1:9001")],
+        )
+        .unwrap();
+        let upstream = config.proxy.upstream.unwrap();
+        assert_eq!(upstream.to_string(), "http://127.0.0.1:9001");
     }
 }

@@ -89,6 +89,9 @@ impl ProxyConfig {
                 "is required when proxy.listen is set",
             ));
         }
+        if let Some(Err(message)) = self.upstream.as_ref().map(|u| &u.parsed) {
+            return Err(invalid("proxy.upstream", message.clone()));
+        }
         settings::within(
             "proxy.upstream_timeout",
             self.upstream_timeout,
@@ -111,23 +114,26 @@ impl ProxyConfig {
 }
 
 /// The API behind the proxy: `http://host[:port]`, with no path, query or
-/// credentials, parsed when the config is read (a bad one stops start-up,
-/// naming the key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Upstream(http::uri::Authority);
-
-impl Upstream {
-    /// `host[:port]`, sent as `Host` and used to connect.
-    pub fn authority(&self) -> &http::uri::Authority {
-        &self.0
-    }
+/// credentials. Parsed when the config is read; a bad one is reported by
+/// [`ProxyConfig::validate`] under its key, after the environment has had
+/// its say (`TOKENGATE_PROXY_UPSTREAM` may replace the file's).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct Upstream {
+    /// As written.
+    text: String,
+    /// `host[:port]`, or why the text is not a usable upstream.
+    parsed: Result<http::uri::Authority, String>,
 }
 
-impl std::str::FromStr for Upstream {
-    type Err = String;
+impl Upstream {
+    /// `host[:port]`, sent as `Host` and used to connect; `None` for an
+    /// upstream that [`ProxyConfig::validate`] refuses.
+    pub fn authority(&self) -> Option<&http::uri::Authority> {
+        self.parsed.as_ref().ok()
+    }
 
-    fn from_str(upstream: &str) -> Result<Self, String> {
+    fn parse(upstream: &str) -> Result<http::uri::Authority, String> {
         let uri: Uri = upstream
             .parse()
             .map_err(|e| format!("{upstream:?} is not a URL: {e}"))?;
@@ -148,27 +154,32 @@ impl std::str::FromStr for Upstream {
                 "{upstream:?}: no path or query (requests keep their own path)"
             ));
         }
-        Ok(Self(authority))
+        Ok(authority)
     }
 }
 
-impl TryFrom<String> for Upstream {
-    type Error = String;
-
-    fn try_from(upstream: String) -> Result<Self, String> {
-        upstream.parse()
+impl From<String> for Upstream {
+    fn from(text: String) -> Self {
+        let parsed = Self::parse(&text);
+        Self { text, parsed }
     }
 }
 
 impl From<Upstream> for String {
     fn from(upstream: Upstream) -> Self {
-        upstream.to_string()
+        upstream.text
     }
 }
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}", self.0)
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({:?})", self.text)
     }
 }
 
@@ -230,7 +241,11 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    pub(crate) fn new(auth: Authenticator, upstream: &Upstream, config: &ProxyConfig) -> Self {
+    pub(crate) fn new(
+        auth: Authenticator,
+        upstream: http::uri::Authority,
+        config: &ProxyConfig,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -239,7 +254,7 @@ impl Proxy {
             drop_api_key: auth.reads_api_key_header(),
             auth,
             client,
-            upstream: upstream.authority().clone(),
+            upstream,
             timeout: config.upstream_timeout,
             forward_authorization: config.forward_authorization,
             tunnel_idle_timeout: config.tunnel_idle_timeout,

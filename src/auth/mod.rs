@@ -91,7 +91,7 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// Checks every section, in the order of the file's reference.
+    /// Checks every section (the first wrong key is reported).
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.cache.validate()?;
         self.rate_limit.validate()?;

@@ -1,5 +1,5 @@
 //! Time limits for HTTP/2 client connections (docs/http-contract.md,
-//! "Connection limits").
+//! "Connections").
 //!
 //! hyper bounds an HTTP/1.1 connection's wait for request headers, between
 //! requests too, with `header_read_timeout`; for HTTP/2 it bounds nothing of

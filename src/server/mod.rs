@@ -94,9 +94,18 @@ pub enum ServeError {
     /// No listener is configured.
     #[error("nothing to serve: set [proxy] listen, [forward_auth] listen or [admin] listen")]
     NothingToServe,
+    /// A bound listener cannot say its address.
+    #[error("{0}")]
+    Listener(std::io::Error),
     /// A worker thread could not be started.
     #[error("cannot start a worker thread: {0}")]
-    Worker(std::io::Error),
+    WorkerThread(std::io::Error),
+    /// A worker thread could not build its runtime.
+    #[error("cannot start a worker's runtime: {0}")]
+    WorkerRuntime(std::io::Error),
+    /// A worker thread ended before it was ready.
+    #[error("a worker thread stopped during start-up")]
+    WorkerStopped,
 }
 
 #[derive(Clone)]
@@ -152,11 +161,13 @@ pub async fn serve_until(
 
     // Bind everything before serving anything: a port in use stops start-up.
     let mut doors = Vec::new();
-    if let (Some(addr), Some(upstream)) = (config.proxy.listen, &config.proxy.upstream) {
-        let proxy = Proxy::new(auth.clone(), upstream, &config.proxy);
+    let upstream = config.proxy.upstream.as_ref();
+    if let (Some(addr), Some(authority)) =
+        (config.proxy.listen, upstream.and_then(|u| u.authority()))
+    {
+        let proxy = Proxy::new(auth.clone(), authority.clone(), &config.proxy);
         let listener = bind(addr, "[proxy] listen").await?;
         doors.push(("proxy", listener, Door::Proxy(Arc::new(proxy))));
-        tracing::info!(%upstream, "proxying to upstream");
     }
     if let Some(addr) = config.forward_auth.listen {
         let listener = bind(addr, "[forward_auth] listen").await?;
@@ -170,12 +181,16 @@ pub async fn serve_until(
     if doors.is_empty() {
         return Err(ServeError::NothingToServe);
     }
+    for (name, listener, _) in &doors {
+        let address = listener.local_addr().map_err(ServeError::Listener)?;
+        tracing::info!(front_door = name, %address, "listening");
+    }
+    if let Some(upstream) = upstream {
+        tracing::info!(%upstream, "proxying to upstream");
+    }
 
     let mut workers = Workers::start(&config.server).await?;
-    for (name, listener, door) in doors {
-        if let Ok(address) = listener.local_addr() {
-            tracing::info!(front_door = name, %address, "listening");
-        }
+    for (_, listener, door) in doors {
         workers.accept(listener, door);
     }
     tracing::info!(store = kind, workers = workers.count(), "tokengate started");

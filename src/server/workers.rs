@@ -221,7 +221,8 @@ struct Worker {
 }
 
 impl Workers {
-    /// Starts `count` worker threads; returns once each has its runtime.
+    /// Starts `[server] workers` threads (one per CPU by default); returns
+    /// once each has its runtime.
     pub(super) async fn start(server: &ServerConfig) -> Result<Self, ServeError> {
         let count = server.worker_count();
         let protocols = Arc::new(Protocols::new(server));
@@ -260,7 +261,7 @@ impl Workers {
                         runtime.block_on(worker.run());
                     }
                 })
-                .map_err(ServeError::Worker)?;
+                .map_err(ServeError::WorkerThread)?;
             handoffs.push(Handoff { connections, open });
             threads.push(thread);
         }
@@ -268,11 +269,8 @@ impl Workers {
         for _ in 0..count {
             match started.recv().await {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(ServeError::Worker(e)),
-                None => {
-                    let stopped = std::io::Error::other("it stopped during start-up");
-                    return Err(ServeError::Worker(stopped));
-                }
+                Some(Err(e)) => return Err(ServeError::WorkerRuntime(e)),
+                None => return Err(ServeError::WorkerStopped),
             }
         }
         let (stop_accepting, _) = watch::channel(false);
@@ -621,7 +619,7 @@ enum Protocol {
 /// from HTTP/2 (`None` if it has not). A client that connects and sends
 /// nothing, or half an HTTP/2 preface, would otherwise hold a connection
 /// forever; from there on hyper's header read timeout (HTTP/1) and
-/// `crate::http2`'s limits apply.
+/// `super::http2`'s limits apply.
 async fn protocol_within(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Protocol> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; 24];
