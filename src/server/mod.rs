@@ -18,10 +18,8 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::forward_auth;
-use crate::http_util::Body;
 use crate::metrics::{Metrics, StoreLatency, TimedStore};
-use crate::proxy::{ClientConnection, Proxy};
+use crate::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
 use crate::settings::InvalidConfig;
 use crate::store::{self, RedisConfig, StoreError, TokenStore, redact_url};
@@ -30,7 +28,7 @@ mod http2;
 mod workers;
 
 pub use self::workers::ServerConfig;
-use self::workers::Workers;
+use self::workers::{Door, Workers};
 pub use crate::admin::{AdminConfig, AdminKey};
 pub use crate::forward_auth::ForwardAuthConfig;
 pub use crate::proxy::{ProxyConfig, Upstream};
@@ -106,27 +104,6 @@ pub enum ServeError {
     /// A worker thread ended before it was ready.
     #[error("a worker thread stopped during start-up")]
     WorkerStopped,
-}
-
-#[derive(Clone)]
-enum Door {
-    Proxy(Arc<Proxy>),
-    ForwardAuth(Authenticator),
-    Admin(Arc<Admin>),
-}
-
-impl Door {
-    async fn handle(
-        &self,
-        request: http::Request<hyper::body::Incoming>,
-        client: &ClientConnection,
-    ) -> http::Response<Body> {
-        match self {
-            Self::Proxy(proxy) => proxy.handle(request, client).await,
-            Self::ForwardAuth(auth) => forward_auth::handle(auth, request, client.peer()).await,
-            Self::Admin(admin) => admin.handle(request).await,
-        }
-    }
 }
 
 /// Runs the front doors `config` enables until SIGTERM or SIGINT, then

@@ -26,9 +26,13 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use super::ServeError;
 use super::http2::{Activity, guarded, watch_frames};
-use super::{Door, ServeError};
-use crate::proxy::ClientConnection;
+use crate::admin::Admin;
+use crate::auth::Authenticator;
+use crate::forward_auth;
+use crate::http_util::Body;
+use crate::proxy::{ClientConnection, Proxy};
 use crate::settings::{InvalidConfig, in_range, within};
 
 /// hyper's default limit on the number of request headers.
@@ -124,6 +128,30 @@ impl ServerConfig {
         self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
+    }
+}
+
+/// A listener's front door: what a connection's requests go to.
+#[derive(Clone)]
+pub(super) enum Door {
+    Proxy(Arc<Proxy>),
+    ForwardAuth(Authenticator),
+    Admin(Arc<Admin>),
+}
+
+impl Door {
+    // Beside the connection code that calls it once per request: one
+    // codegen unit, so it can be inlined there.
+    async fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        client: &ClientConnection,
+    ) -> http::Response<Body> {
+        match self {
+            Self::Proxy(proxy) => proxy.handle(request, client).await,
+            Self::ForwardAuth(auth) => forward_auth::handle(auth, request, client.peer()).await,
+            Self::Admin(admin) => admin.handle(request).await,
+        }
     }
 }
 
