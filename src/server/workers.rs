@@ -140,8 +140,10 @@ pub(super) enum Door {
 }
 
 impl Door {
-    // Beside the connection code that calls it once per request: one
-    // codegen unit, so it can be inlined there.
+    // Kept beside the connection code that calls it on every request (the
+    // same module, so the same codegen unit): in another module, the proxy
+    // load benchmark showed more CPU per request (docs/performance.md,
+    // "After the architecture change of issue 9").
     async fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
