@@ -128,8 +128,12 @@ pub(crate) struct AuthCache {
     misses: AtomicU64,
     /// Whether the revocation channel is up (always, without one).
     subscribed: AtomicBool,
-    /// Resyncs so far.
+    /// Rechecks so far.
     epoch: AtomicU64,
+    /// The entries present when the last recheck collected the ids to ask
+    /// the store about: trusted although stamped with an older epoch. Read
+    /// only on a hit whose epoch is old, i.e. after a recheck, for one ttl.
+    rechecked: std::sync::Mutex<std::collections::HashSet<Key>>,
     /// How long a valid entry is trusted while it is not.
     degraded_ttl: Duration,
 }
@@ -154,6 +158,7 @@ impl AuthCache {
             misses: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
+            rechecked: std::sync::Mutex::default(),
             degraded_ttl: config.degraded_ttl.min(config.ttl),
         }
     }
@@ -171,7 +176,10 @@ impl AuthCache {
         E: Send + Sync + 'static,
     {
         let mut hit = self.entries.get(&key).await;
-        if hit.as_ref().is_some_and(|entry| self.distrusted(entry)) {
+        if hit
+            .as_ref()
+            .is_some_and(|entry| self.distrusted(&key, entry))
+        {
             self.entries.invalidate(&key).await;
             hit = None;
         }
@@ -200,15 +208,15 @@ impl AuthCache {
     /// A valid entry older than the degraded ttl while the revocation
     /// channel is down: a revocation made elsewhere meanwhile cannot have
     /// reached us, so ask the store again (one relaxed load on every hit).
-    /// Also an entry whose lookup began before the last resync: clearing
-    /// the cache does not stop a lookup then in flight from inserting what
-    /// it read before a revocation it never heard of.
-    fn distrusted(&self, entry: &Cached) -> bool {
+    /// Also an entry whose lookup began before the last recheck: the
+    /// recheck asks the store about the tokens cached then, not about one
+    /// a lookup in flight inserts afterwards from what it read before.
+    fn distrusted(&self, key: &Key, entry: &Cached) -> bool {
         match entry {
             Cached::Valid {
                 verified_at, epoch, ..
             } => {
-                *epoch != self.epoch.load(Ordering::Relaxed)
+                (*epoch != self.epoch.load(Ordering::Relaxed) && !self.was_rechecked(key))
                     || (!self.subscribed.load(Ordering::Relaxed)
                         && verified_at.elapsed() >= self.degraded_ttl)
             }
@@ -216,7 +224,14 @@ impl AuthCache {
         }
     }
 
-    /// The current resync count, to stamp a lookup with when it begins.
+    fn was_rechecked(&self, key: &Key) -> bool {
+        self.rechecked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
+    }
+
+    /// The current recheck count, to stamp a lookup with when it begins.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }
@@ -240,11 +255,34 @@ impl RevocationSink for AuthCache {
         self.revoked.insert(id, ());
     }
 
-    fn resync(&self) {
-        tracing::info!("clearing the token cache (revocations may have been missed)");
+    fn caught_up(&self) {
+        if !self.subscribed.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "revocation feed back: cached tokens are trusted for the full ttl again"
+            );
+        }
+    }
+
+    fn recheck(&self) -> Vec<TokenId> {
+        let mut rechecked = self
+            .rechecked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // First the new epoch: a lookup in flight inserts what it read
+        // before a revocation the store is about to be asked about, stamped
+        // with the old one, and is trusted only if collected below.
         self.epoch.fetch_add(1, Ordering::Relaxed);
-        self.entries.invalidate_all();
-        self.subscribed.store(true, Ordering::Relaxed);
+        rechecked.clear();
+        let mut ids = Vec::new();
+        for (key, entry) in self.entries.iter() {
+            if let Cached::Valid { auth, .. } = entry {
+                rechecked.insert(*key);
+                ids.push(auth.token_id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn unsubscribed(&self) {

@@ -235,8 +235,8 @@ pub trait TokenStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Starts a task that tells `sink` of revocations made by other
-    /// processes, and tells it to resync whenever it (re)subscribes, since
-    /// messages sent in between are lost. `None` for a store that other
+    /// processes, including those made while it was disconnected. `None`
+    /// for a store that other
     /// processes cannot share (the in-memory store: the service's own
     /// revocation hook already covers it). The task ends when `sink` is gone.
     fn watch_revocations(
@@ -255,13 +255,21 @@ pub trait TokenStore: Send + Sync + 'static {
 pub trait RevocationSink: Send + Sync + 'static {
     /// `id` was revoked (here, or by another process).
     fn revoked(&self, id: TokenId);
-    /// Revocations may have been missed (a broken subscription): forget
-    /// everything cached. Also says the channel is up again.
-    fn resync(&self);
-    /// The channel that carries other processes' revocations is down (lost,
-    /// or not answering its pings) until the next [`RevocationSink::resync`]:
-    /// trust what is cached for less long.
+    /// The feed of other processes' revocations is down (lost, or not
+    /// answering) until the next [`RevocationSink::caught_up`]: trust what
+    /// is cached for less long.
     fn unsubscribed(&self) {}
+    /// The feed is up again, and every revocation made meanwhile has been
+    /// delivered: trust the cache as before.
+    fn caught_up(&self) {}
+    /// Revocations may have been lost (the feed's history no longer reaches
+    /// back to where this reader was): the ids of the tokens cached now,
+    /// which the store then checks one by one, calling
+    /// [`RevocationSink::revoked`] for each that is revoked or gone. A
+    /// lookup already in flight must not be trusted after this call.
+    fn recheck(&self) -> Vec<TokenId> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

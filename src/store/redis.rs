@@ -4,7 +4,8 @@
 //! - `{prefix}token:{id}`: HASH, the record;
 //! - `{prefix}account:{account_id}`: SET of token ids;
 //! - `{prefix}expiry`: ZSET id → end of life (expiry, or revocation if earlier);
-//! - `{prefix}revocations`: pub/sub channel carrying revoked ids.
+//! - `{prefix}events`: STREAM of token changes (revocations), capped, which
+//!   every replica reads from the last entry it saw.
 //!
 //! Every change that touches more than one key runs as one Lua script, so the
 //! indexes never disagree with the records, whatever fails in between.
@@ -13,8 +14,6 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Weak;
 use std::time::Duration;
-
-use futures_util::StreamExt as _;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -35,6 +34,11 @@ const RECONNECT_RETRIES: usize = 3;
 /// Ids handled per round trip by cleanup, so one call never builds an
 /// unbounded pipeline.
 const CLEANUP_BATCH: isize = 500;
+/// About how many events the stream keeps (Redis trims whole nodes, so a
+/// few more). A replica disconnected for longer than it takes the fleet to
+/// make this many token changes re-checks its cached tokens instead of
+/// replaying (docs/redis-layout.md, "Revocations").
+pub(super) const EVENTS_MAX_LEN: usize = 10_000;
 
 /// Creates the record, its account-index entry and its expiry-index entry, or
 /// nothing if the id exists. KEYS: token, account, expiry. ARGV: id,
@@ -47,8 +51,9 @@ if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
 return 1
 ";
 
-/// Soft-deletes a token of the given account and publishes its id.
-/// KEYS: token, expiry. ARGV: account_id, now, id, channel.
+/// Soft-deletes a token of the given account and appends the revocation to
+/// the events stream (capped at about ARGV[4] entries).
+/// KEYS: token, expiry, events. ARGV: account_id, now, id, max events.
 /// Returns 0 not found, 1 revoked, 2 already revoked.
 const REVOKE_LUA: &str = r"
 local account = redis.call('HGET', KEYS[1], 'account_id')
@@ -62,9 +67,9 @@ if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
   redis.call('ZADD', KEYS[2], eol, ARGV[3])
   result = 1
 end
--- Published again on a repeated revoke: a replica that missed the first
--- message gets another chance to drop the token from its cache.
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+-- Appended again on a repeated revoke: a replica that somehow kept the
+-- token gets another chance to drop it from its cache.
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'revoked', 'id', ARGV[3])
 return result
 ";
 
@@ -124,8 +129,8 @@ impl Keys {
     fn expiry(&self) -> String {
         format!("{}expiry", self.prefix)
     }
-    fn revocations(&self) -> String {
-        format!("{}revocations", self.prefix)
+    fn events(&self) -> String {
+        format!("{}events", self.prefix)
     }
 }
 
@@ -154,9 +159,9 @@ impl RedisStore {
         })
     }
 
-    /// The channel on which revoked token ids are published.
-    pub fn revocations_channel(&self) -> String {
-        self.keys.revocations()
+    /// The stream of token changes (revocations) every replica reads.
+    pub fn events_key(&self) -> String {
+        self.keys.events()
     }
 
     /// Runs `op` on the shared connection and, when it failed because that
@@ -271,11 +276,12 @@ impl TokenStore for RedisStore {
         invocation
             .key(self.keys.token(id))
             .key(self.keys.expiry())
+            .key(self.keys.events())
             .arg(account_id)
             .arg(at)
             .arg(id.to_string())
-            .arg(self.keys.revocations());
-        // Retried like a read: a second run finds it revoked and publishes again.
+            .arg(EVENTS_MAX_LEN);
+        // Retried like a read: a second run finds it revoked and appends again.
         let outcome: i64 = self
             .retried(|mut conn| {
                 let invocation = &invocation;
@@ -376,81 +382,252 @@ impl TokenStore for RedisStore {
         sink: Weak<dyn RevocationSink>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let client = self.client.clone();
-        let channel = self.keys.revocations();
-        Some(tokio::spawn(watch(client, channel, sink)))
+        Some(tokio::spawn(watch(client, self.keys.clone(), sink)))
     }
 }
 
-/// Shortest and longest pause between resubscription attempts: short, since
-/// every moment unsubscribed is a moment another replica's revocation could
-/// be missed, and an attempt costs one connection (refused at once while
-/// Redis is down, bounded by the connect timeout while it is unreachable).
-const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
+/// Shortest and longest pause between reconnection attempts: short, since
+/// every moment disconnected is a moment another replica's revocation waits,
+/// and an attempt costs one connection (refused at once while Redis is down,
+/// bounded by the connect timeout while it is unreachable).
+const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(50), Duration::from_millis(500));
-/// How often the subscription is pinged: a connection that died without a
-/// reset (a partition, a frozen Redis) delivers nothing and reports nothing,
-/// so silence alone cannot tell it from a quiet channel.
-const SUBSCRIPTION_PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one read waits for new events. Each read that returns is also
+/// proof that the connection is alive: a connection that died without a
+/// reset (a partition, a frozen Redis) fails by the response timeout.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// Events taken per read.
+const READ_COUNT: usize = 512;
+/// Cached ids re-checked per round trip.
+const RECHECK_BATCH: usize = 500;
 
-/// Subscribes to the revocations channel for as long as the sink lives,
-/// resubscribing (and asking for a resync) after every break, and telling
-/// the sink whenever it is not subscribed (docs/redis-layout.md,
+/// A stream entry id, `ms-seq`, in order.
+type EntryId = (u64, u64);
+
+fn parse_entry_id(text: &str) -> Option<EntryId> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn entry_id_text((ms, seq): EntryId) -> String {
+    format!("{ms}-{seq}")
+}
+
+/// What `XINFO STREAM` says about the events stream, as far as a reader
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamState {
+    /// The newest id ever given.
+    last_generated: EntryId,
+    /// The oldest entry still kept (`None`: empty).
+    first_entry: Option<EntryId>,
+    /// Entries ever removed, by trimming or `XDEL` (`entries-added` −
+    /// `length`; `None` before Redis 7, which does not count them).
+    removed: Option<u64>,
+}
+
+/// Whether a reader that has seen every entry up to `seen` may have missed
+/// some, given the stream's state now (`None`: the stream does not exist).
+/// Trimming removes the oldest entries, so the entries after `seen` are
+/// intact when `seen` itself is still kept; when it is not, some may be
+/// gone, and the answer errs on the side of yes (a re-check costs one
+/// pipelined read per 500 cached tokens, no bcrypt).
+fn missed_events(seen: EntryId, stream: Option<StreamState>) -> bool {
+    let Some(stream) = stream else {
+        // Gone (data lost, or deleted): missed something if it had anything.
+        return seen != (0, 0);
+    };
+    if stream.last_generated < seen {
+        // Recreated since: its entries may have ids we think we have seen.
+        return true;
+    }
+    if stream.last_generated == seen || stream.removed == Some(0) {
+        return false; // nothing new, or nothing ever removed
+    }
+    match stream.first_entry {
+        None => true, // new entries came, and all are gone
+        Some(first) => first > seen,
+    }
+}
+
+async fn stream_state(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<Option<StreamState>> {
+    let reply: redis::RedisResult<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(conn)
+        .await;
+    let fields = match reply {
+        Ok(fields) => fields,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let field =
+        |name: &str| -> Option<String> { redis::from_redis_value(fields.get(name)?.clone()).ok() };
+    let number = |name: &str| field(name).and_then(|n| n.parse::<u64>().ok());
+    let first_entry = fields.get("first-entry").and_then(|entry| {
+        let (id, _): (String, redis::Value) = redis::from_redis_value(entry.clone()).ok()?;
+        parse_entry_id(&id)
+    });
+    Ok(Some(StreamState {
+        last_generated: field("last-generated-id")
+            .and_then(|id| parse_entry_id(&id))
+            .unwrap_or((0, 0)),
+        first_entry,
+        removed: number("entries-added")
+            .zip(number("length"))
+            .map(|(added, length)| added.saturating_sub(length)),
+    }))
+}
+
+/// Reads the events stream for as long as the sink lives: every revocation
+/// made by any process reaches the sink, once connected, within a read.
+/// After a break it replays from the last entry it saw; only if entries it
+/// had not seen were trimmed away (or the stream is gone) does it ask the
+/// store about each cached token instead. While disconnected, the sink is
+/// told, so it trusts its cache for less long (docs/redis-layout.md,
 /// "Revocations").
-async fn watch(client: redis::Client, channel: String, sink: Weak<dyn RevocationSink>) {
-    let mut backoff = RESUBSCRIBE_BACKOFF.0;
+async fn watch(client: redis::Client, keys: Keys, sink: Weak<dyn RevocationSink>) {
+    let events = keys.events();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(READ_BLOCK + RESPONSE_TIMEOUT));
+    // The newest entry seen; `None` until the first connection, which
+    // starts from the stream's end (there is nothing cached to correct).
+    let mut seen: Option<EntryId> = None;
+    let mut backoff = RECONNECT_BACKOFF.0;
     while sink.strong_count() > 0 {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT + RESPONSE_TIMEOUT, subscribed).await {
-            Ok(Ok(pubsub)) => {
-                backoff = RESUBSCRIBE_BACKOFF.0;
-                // Pub/sub delivers at most once: whatever was published while
-                // we were not subscribed is lost, so forget everything cached.
-                let Some(strong) = sink.upgrade() else { return };
-                strong.resync();
-                drop(strong);
-                tracing::debug!(%channel, "subscribed to revocations");
-                let (mut pings, mut messages) = pubsub.split();
-                let mut ticks = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        message = messages.next() => {
-                            let Some(message) = message else {
-                                tracing::warn!(%channel, "revocation subscription lost; resubscribing");
-                                break;
-                            };
-                            let Some(strong) = sink.upgrade() else { return };
-                            match message
-                                .get_payload::<String>()
-                                .ok()
-                                .and_then(|p| p.parse().ok())
-                            {
-                                Some(id) => strong.revoked(id),
-                                None => tracing::warn!(%channel, "ignoring a malformed revocation message"),
-                            }
-                        }
-                        _ = ticks.tick() => {
-                            let pong = tokio::time::timeout(RESPONSE_TIMEOUT, pings.ping::<redis::Value>()).await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                tracing::warn!(%channel, "revocation subscription does not answer its ping; resubscribing");
-                                break;
-                            }
-                        }
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match connected {
+            Ok(Ok(mut conn)) => match catch_up(&mut conn, &keys, &mut seen, &sink).await {
+                Ok(()) => {
+                    backoff = RECONNECT_BACKOFF.0;
+                    let Some(strong) = sink.upgrade() else { return };
+                    strong.caught_up();
+                    drop(strong);
+                    tracing::debug!(stream = %events, "reading token events");
+                    if let Err(e) = read_events(&mut conn, &keys, &mut seen, &sink).await {
+                        tracing::warn!(stream = %events, error = %e, "token event stream lost; reconnecting");
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(stream = %events, error = %e, "cannot catch up on token events; retrying")
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot connect to read token events; retrying")
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to revocations; retrying"),
-            Err(_) => tracing::warn!("subscribing to revocations timed out; retrying"),
+            Err(_) => tracing::warn!("connecting to read token events timed out; retrying"),
         }
         let Some(strong) = sink.upgrade() else { return };
         strong.unsubscribed();
         drop(strong);
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
+    }
+}
+
+/// On (re)connecting: decides where to read from, and re-checks the cached
+/// tokens if events this reader had not seen are gone.
+async fn catch_up(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    seen: &mut Option<EntryId>,
+    sink: &Weak<dyn RevocationSink>,
+) -> redis::RedisResult<()> {
+    let stream = stream_state(conn, &keys.events()).await?;
+    let end = stream.map_or((0, 0), |s| s.last_generated);
+    let Some(last) = *seen else {
+        *seen = Some(end);
+        return Ok(());
+    };
+    if !missed_events(last, stream) {
+        return Ok(()); // the next read replays what came meanwhile
+    }
+    let Some(strong) = sink.upgrade() else {
+        return Ok(());
+    };
+    let ids = strong.recheck();
+    tracing::warn!(
+        cached = ids.len(),
+        "token events were trimmed or lost while disconnected; re-checking cached tokens with the store"
+    );
+    for batch in ids.chunks(RECHECK_BATCH) {
+        let mut pipe = redis::pipe();
+        for id in batch {
+            pipe.cmd("HMGET")
+                .arg(keys.token(id))
+                .arg("id")
+                .arg("revoked_at");
+        }
+        let states: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
+        for (id, (exists, revoked_at)) in batch.iter().zip(states) {
+            if exists.is_none() || revoked_at.is_some() {
+                strong.revoked(*id);
+            }
+        }
+    }
+    // Everything before the state read above is now accounted for.
+    *seen = Some(end);
+    Ok(())
+}
+
+/// Reads events until the connection fails, telling the sink of each
+/// revocation.
+async fn read_events(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    seen: &mut Option<EntryId>,
+    sink: &Weak<dyn RevocationSink>,
+) -> redis::RedisResult<()> {
+    let events = keys.events();
+    let block = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(1_000);
+    loop {
+        let from = entry_id_text(seen.unwrap_or((0, 0)));
+        // [[stream, [[id, [field, value, …]], …]]], or nil after the block.
+        type Reply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
+        let reply: Reply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(&events)
+            .arg(&from)
+            .query_async(conn)
+            .await?;
+        let Some(strong) = sink.upgrade() else {
+            return Ok(());
+        };
+        let entries: Vec<_> = reply.into_iter().flatten().flat_map(|(_, e)| e).collect();
+        let full = entries.len() >= READ_COUNT;
+        for (id, fields) in entries {
+            let revoked = fields
+                .chunks(2)
+                .find(|pair| pair.first().is_some_and(|f| f == "id"))
+                .and_then(|pair| pair.get(1)?.parse::<TokenId>().ok());
+            match revoked {
+                Some(token) => strong.revoked(token),
+                None => {
+                    tracing::warn!(stream = %events, entry = %id, "ignoring a malformed token event")
+                }
+            }
+            if let Some(id) = parse_entry_id(&id) {
+                *seen = Some(id);
+            }
+        }
+        // Far behind (a burst of changes): make sure nothing unread was
+        // trimmed meanwhile.
+        if full {
+            drop(strong);
+            catch_up(conn, keys, seen, sink).await?;
+        }
     }
 }
 
@@ -511,4 +688,38 @@ fn decode(
         last_accessed: number("last_accessed")?,
         revoked_at: number("revoked_at")?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last: u64, first: Option<u64>, removed: Option<u64>) -> Option<StreamState> {
+        Some(StreamState {
+            last_generated: (last, 0),
+            first_entry: first.map(|f| (f, 0)),
+            removed,
+        })
+    }
+
+    #[test]
+    fn a_reader_knows_when_it_may_have_missed_events() {
+        // Nothing new; or new entries, nothing ever removed: replay.
+        assert!(!missed_events((5, 0), state(5, Some(1), Some(3))));
+        assert!(!missed_events((5, 0), state(9, Some(1), Some(0))));
+        assert!(!missed_events((0, 0), state(9, Some(1), Some(0))));
+        // Its own position still kept: everything after it is too.
+        assert!(!missed_events((5, 0), state(9, Some(4), Some(3))));
+        assert!(!missed_events((5, 0), state(9, Some(5), Some(4))));
+        // Trimmed past it, or emptied after new entries came.
+        assert!(missed_events((5, 0), state(9, Some(7), Some(6))));
+        assert!(missed_events((5, 0), state(9, None, Some(9))));
+        // Redis 6 (no counts): the position alone decides.
+        assert!(!missed_events((5, 0), state(9, Some(2), None)));
+        assert!(missed_events((5, 0), state(9, Some(7), None)));
+        // Gone, or recreated behind it.
+        assert!(missed_events((5, 0), None));
+        assert!(!missed_events((0, 0), None));
+        assert!(missed_events((5, 0), state(3, Some(1), Some(0))));
+    }
 }
