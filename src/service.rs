@@ -533,7 +533,7 @@ impl TokenService {
             tracing::info!(token_id = %token_id, account_id, "token revoked");
         }
         // This process's caches drop the token now; other processes hear of
-        // it through the store (Redis pub/sub).
+        // it through the store (the Redis events stream).
         let sinks: Vec<_> = self
             .revocation_sinks
             .lock()

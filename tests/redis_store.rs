@@ -87,8 +87,8 @@ async fn no_key_or_value_anywhere_holds_a_plaintext_token() {
     let dump = h.redis.as_ref().unwrap().dump().await;
     assert_eq!(
         dump.len(),
-        20 + 3 + 1,
-        "records, account sets, expiry index"
+        20 + 3 + 1 + 1,
+        "records, account sets, expiry index, events stream"
     );
     for created in &tokens {
         let text = created.token.expose_secret();
@@ -217,6 +217,8 @@ async fn cleanup_removes_dead_tokens_from_every_key() {
         keys,
         vec![
             "tokengate:account:acme".to_owned(),
+            // The revocation's event: the stream is capped, not cleaned up.
+            "tokengate:events".to_owned(),
             format!("tokengate:token:{}", alive.info.id),
         ],
         "an emptied account set disappears with its last member"
@@ -262,7 +264,7 @@ async fn key_prefix_is_applied_to_every_key() {
     let created = create(&service, "acme", Some(1)).await;
     service.revoke_token(created.info.id, "acme").await.unwrap();
     let keys: Vec<String> = server.dump().await.into_iter().map(|(k, _)| k).collect();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys.len(), 4, "record, account, expiry, events: {keys:?}");
     assert!(keys.iter().all(|k| k.starts_with("team-a/")), "{keys:?}");
 
     // A service with the default prefix on the same Redis sees none of it.

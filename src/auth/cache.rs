@@ -26,8 +26,8 @@ use crate::token::TokenId;
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// How long a valid token is trusted without asking the store: the
-    /// longest a revocation can go unnoticed by a replica that missed the
-    /// pub/sub message. Never past the token's own expiry.
+    /// longest a revocation can go unnoticed by a replica that did not get
+    /// its event. Never past the token's own expiry.
     #[serde(with = "crate::settings::duration")]
     pub ttl: Duration,
     /// How long a bad token (unknown, wrong secret, revoked, expired) is
@@ -35,7 +35,7 @@ pub struct CacheConfig {
     #[serde(with = "crate::settings::duration")]
     pub negative_ttl: Duration,
     /// How long a valid token is trusted while the revocation channel
-    /// (Redis pub/sub) is down or not answering its pings: revocations made
+    /// (the Redis events stream) is down or not answering: revocations made
     /// by other processes cannot arrive then. Capped by `ttl`.
     #[serde(with = "crate::settings::duration")]
     pub degraded_ttl: Duration,
@@ -90,7 +90,7 @@ pub(crate) enum Cached {
         /// revocation channel is down).
         verified_at: Instant,
         /// [`AuthCache::epoch`] when the lookup began: one that began
-        /// before a resync may have missed a revocation the resync was for.
+        /// before a recheck may have missed a revocation the recheck was for.
         epoch: u64,
     },
     /// Not valid (remembered for the negative ttl).

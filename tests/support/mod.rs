@@ -161,6 +161,21 @@ impl RedisServer {
                 .query_async(&mut conn)
                 .await
                 .unwrap();
+            if kind == "stream" {
+                let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let lines: Vec<String> = entries
+                    .into_iter()
+                    .map(|(id, fields)| format!("{id} {}", fields.join(" ")))
+                    .collect();
+                out.push((key, lines.join("\n")));
+                continue;
+            }
             let mut cmd = match kind.as_str() {
                 "hash" => redis::cmd("HGETALL"),
                 "set" => redis::cmd("SMEMBERS"),
