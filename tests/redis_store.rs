@@ -384,3 +384,85 @@ async fn a_connection_closed_by_redis_costs_no_call_an_error() {
         Err(TokenError::NotFound)
     ));
 }
+
+/// An ACL user limited to tokengate's keys and to the command categories
+/// docs/redis-layout.md lists ("Connection") runs the whole lifecycle,
+/// the event reader included; a wrong password is an error that does not
+/// show the password.
+#[tokio::test]
+async fn an_acl_user_limited_to_the_prefix_is_enough() {
+    let server = RedisServer::start();
+    let mut admin = server.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("tokengate")
+        .arg("on")
+        .arg(">s3cret-pass")
+        .arg("resetkeys")
+        .arg("~tokengate:*")
+        .arg("-@all")
+        .arg("+@read")
+        .arg("+@write")
+        .arg("+@scripting")
+        .arg("+@connection")
+        .arg("-@dangerous")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let port = server.port();
+    let url = format!("redis://tokengate:s3cret-pass@127.0.0.1:{port}");
+    let store = Arc::new(RedisStore::connect(&url, "tokengate:").await.unwrap());
+    let service = TokenService::new(store.clone()).with_bcrypt_cost(TEST_BCRYPT_COST);
+    let auth =
+        tokengate::Authenticator::new(service.clone(), &tokengate::AuthConfig::default()).unwrap();
+    let created = create(&service, "acme", Some(1)).await;
+    let token = created.token.expose_secret().to_owned();
+    service.validate_token(&token).await.unwrap();
+    service.list_tokens("acme").await.unwrap();
+    service
+        .update_last_accessed(created.info.id, 1)
+        .await
+        .unwrap();
+    service.revoke_token(created.info.id, "acme").await.unwrap();
+    assert_eq!(service.cleanup_expired(Duration::ZERO).await.unwrap(), 1);
+    // The event reader (XINFO, XREAD) works under the same user: a
+    // revocation by another process reaches this Authenticator.
+    let other = create(&service, "acme", None).await;
+    let request = |token: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    };
+    let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
+    let headers = request(other.token.expose_secret());
+    let check = || {
+        auth.check(tokengate::AuthRequest {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            peer: None,
+        })
+    };
+    assert!(check().await.is_ok());
+    let elsewhere = TokenService::new(Arc::new(
+        RedisStore::connect(&url, "tokengate:").await.unwrap(),
+    ));
+    elsewhere.revoke_token(other.info.id, "acme").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while check().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "revocation not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(auth);
+
+    let wrong = format!("redis://tokengate:wrong-pass@127.0.0.1:{port}");
+    let err = RedisStore::connect(&wrong, "tokengate:")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("wrong-pass"), "{err}");
+    assert_eq!(
+        tokengate::store::redact_url(&wrong),
+        format!("redis://tokengate:***@127.0.0.1:{port}")
+    );
+}
