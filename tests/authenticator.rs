@@ -142,6 +142,31 @@ async fn a_cached_hit_does_no_store_read() {
     assert_eq!((stats.cache_misses, stats.cache_hits), (1, 4));
 }
 
+/// A cache hit makes no Redis call: a thousand cached requests leave nothing
+/// in INFO commandstats but the event reader's once-a-second blocking read
+/// and this test's own INFO / CONFIG.
+#[tokio::test]
+async fn a_thousand_cache_hits_send_redis_nothing() {
+    let mut config = test_config();
+    config.auth.rate_limit.per_token_requests = 0; // no limit in the way
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    gate.server.reset_stats().await;
+    for _ in 0..1_000 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    let calls: Vec<(String, u64)> = gate
+        .server
+        .all_calls()
+        .await
+        .into_iter()
+        .filter(|(name, _)| !["xread", "info", "config|resetstat"].contains(&name.as_str()))
+        .collect();
+    assert!(calls.is_empty(), "Redis calls on cache hits: {calls:?}");
+    assert_eq!(gate.auth.stats().cache_hits, 1_000);
+}
+
 #[tokio::test]
 async fn concurrent_misses_on_one_token_share_one_lookup() {
     let gate = Gate::new(test_config()).await;

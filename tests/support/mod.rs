@@ -302,6 +302,24 @@ impl RedisServer {
             .map_or(0, |n| n.parse().unwrap())
     }
 
+    /// Every command Redis ran since start or the last reset, with its
+    /// count (lowercase names, `client|kill` style for subcommands).
+    pub async fn all_calls(&self) -> Vec<(String, u64)> {
+        let mut conn = self.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                let calls = rest.split(',').next()?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+
     /// Zeroes the command counters.
     pub async fn reset_stats(&self) {
         let mut conn = self.connection().await;
