@@ -699,6 +699,25 @@ async fn while_disconnected(server: &RedisServer, commands: &mut redis::Pipeline
     let _: () = pipe.query_async(&mut conn).await.unwrap();
 }
 
+/// What another process's revoke writes: the record's `revoked_at` and the
+/// event.
+fn revoked_by_another_process(token: &str) -> redis::Pipeline {
+    let id = tokengate::token::parse(token).unwrap().to_string();
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg("revoked_at")
+        .arg(1)
+        .cmd("XADD")
+        .arg("tokengate:events")
+        .arg("*")
+        .arg("type")
+        .arg("revoked")
+        .arg("id")
+        .arg(&id);
+    pipe
+}
+
 /// Waits until `token` gets `status`, failing after `within`.
 async fn until_status(gate: &Gate, token: &str, status: StatusCode, within: Duration) {
     let deadline = Instant::now() + within;
@@ -729,21 +748,7 @@ async fn a_reconnected_replica_replays_revocations_and_keeps_its_cache() {
     // Revoked by another process while this one's reader is cut off: the
     // record and the event are written, the event never reaches the old
     // connection.
-    let id = tokengate::token::parse(&revoked).unwrap().to_string();
-    let mut revoke = redis::pipe();
-    revoke
-        .cmd("HSET")
-        .arg(format!("tokengate:token:{id}"))
-        .arg("revoked_at")
-        .arg(1)
-        .cmd("XADD")
-        .arg("tokengate:events")
-        .arg("*")
-        .arg("type")
-        .arg("revoked")
-        .arg("id")
-        .arg(&id);
-    while_disconnected(&gate.server, &mut revoke).await;
+    while_disconnected(&gate.server, &mut revoked_by_another_process(&revoked)).await;
     // Replayed once reconnected: refused within 1 s, and never a 503.
     until_status(
         &gate,
@@ -775,20 +780,8 @@ async fn trimmed_events_make_a_replica_recheck_its_cached_tokens_without_bcrypt(
     let verified = gate.auth.stats().bcrypt_verifications;
     // While it is cut off: a revocation whose event is then trimmed away,
     // as when more changes than the stream keeps happen in an outage.
-    let id = tokengate::token::parse(&revoked).unwrap().to_string();
-    let mut revoke = redis::pipe();
+    let mut revoke = revoked_by_another_process(&revoked);
     revoke
-        .cmd("HSET")
-        .arg(format!("tokengate:token:{id}"))
-        .arg("revoked_at")
-        .arg(1)
-        .cmd("XADD")
-        .arg("tokengate:events")
-        .arg("*")
-        .arg("type")
-        .arg("revoked")
-        .arg("id")
-        .arg(&id)
         .cmd("XTRIM")
         .arg("tokengate:events")
         .arg("MAXLEN")

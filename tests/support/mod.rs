@@ -289,17 +289,11 @@ impl RedisServer {
     /// How many times Redis ran `command` (lowercase, e.g. "hgetall") since
     /// start or the last [`RedisServer::reset_stats`], from INFO commandstats.
     pub async fn calls(&self, command: &str) -> u64 {
-        let mut conn = self.connection().await;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
+        self.all_calls()
             .await
-            .unwrap();
-        let prefix = format!("cmdstat_{command}:calls=");
-        info.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |n| n.parse().unwrap())
+            .into_iter()
+            .find(|(name, _)| name == command)
+            .map_or(0, |(_, calls)| calls)
     }
 
     /// Every command Redis ran since start or the last reset, with its
