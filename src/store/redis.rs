@@ -495,7 +495,7 @@ async fn watch(client: redis::Client, keys: Keys, sink: Weak<dyn RevocationSink>
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(READ_BLOCK + RESPONSE_TIMEOUT));
     // The newest entry seen; `None` until the first connection, which
-    // starts from the stream's end (there is nothing cached to correct).
+    // starts from the stream's end.
     let mut seen: Option<EntryId> = None;
     let mut backoff = RECONNECT_BACKOFF.0;
     while sink.strong_count() > 0 {
@@ -543,21 +543,21 @@ async fn catch_up(
 ) -> redis::RedisResult<()> {
     let stream = stream_state(conn, &keys.events()).await?;
     let end = stream.map_or((0, 0), |s| s.last_generated);
-    let Some(last) = *seen else {
-        *seen = Some(end);
-        return Ok(());
-    };
-    if !missed_events(last, stream) {
+    // Before the first connection there is no position to replay from:
+    // whatever was cached meanwhile (usually nothing) is re-checked.
+    if seen.is_some_and(|last| !missed_events(last, stream)) {
         return Ok(()); // the next read replays what came meanwhile
     }
     let Some(strong) = sink.upgrade() else {
         return Ok(());
     };
     let ids = strong.recheck();
-    tracing::warn!(
-        cached = ids.len(),
-        "token events were trimmed or lost while disconnected; re-checking cached tokens with the store"
-    );
+    if seen.is_some() {
+        tracing::warn!(
+            cached = ids.len(),
+            "token events were trimmed or lost while disconnected; re-checking cached tokens with the store"
+        );
+    }
     for batch in ids.chunks(RECHECK_BATCH) {
         let mut pipe = redis::pipe();
         for id in batch {
