@@ -214,7 +214,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     the in-memory store lives inside one running server and is gone when it stops"
             .to_owned());
     };
-    let store = RedisStore::connect(url, &config.redis.key_prefix)
+    let store = RedisStore::open(&config.redis)
         .await
         .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
     let service = TokenService::new(Arc::new(store)).with_bcrypt_cost(config.security.bcrypt_cost);

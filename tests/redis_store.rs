@@ -466,3 +466,64 @@ async fn an_acl_user_limited_to_the_prefix_is_enough() {
         format!("redis://tokengate:***@127.0.0.1:{port}")
     );
 }
+
+/// `rediss://` with the CA that signed Redis's certificate: the whole
+/// lifecycle works over TLS. With another CA, connecting fails at once with
+/// an error that says why.
+#[cfg(feature = "redis-tls")]
+#[tokio::test]
+async fn rediss_with_a_ca_file_works_and_a_wrong_ca_is_refused() {
+    use support::TlsFiles;
+    use tokengate::RedisConfig;
+
+    let tls = TlsFiles::generate();
+    let (server, tls_port) = RedisServer::start_tls(&tls);
+    let config = RedisConfig {
+        url: Some(format!("rediss://127.0.0.1:{tls_port}")),
+        tls_ca_file: Some(tls.path("ca.crt")),
+        ..RedisConfig::default()
+    };
+    config.validate().unwrap();
+    let store = Arc::new(RedisStore::open(&config).await.unwrap());
+    let service = TokenService::new(store).with_bcrypt_cost(TEST_BCRYPT_COST);
+    let created = create(&service, "acme", Some(1)).await;
+    service
+        .validate_token(created.token.expose_secret())
+        .await
+        .unwrap();
+    service.revoke_token(created.info.id, "acme").await.unwrap();
+    // It went through this server (its plain port shows the record).
+    let mut conn = server.connection().await;
+    let revoked: Option<i64> = conn
+        .hget(format!("tokengate:token:{}", created.info.id), "revoked_at")
+        .await
+        .unwrap();
+    assert!(revoked.is_some());
+
+    let wrong = RedisConfig {
+        tls_ca_file: Some(tls.path("other-ca.crt")),
+        ..config.clone()
+    };
+    let err = RedisStore::open(&wrong).await.unwrap_err().to_string();
+    assert_eq!(err, "redis: invalid peer certificate: UnknownIssuer");
+
+    // The TLS files are checked when the config is read.
+    let missing = RedisConfig {
+        tls_ca_file: Some(tls.path("nope.crt")),
+        ..config.clone()
+    };
+    let err = missing.validate().unwrap_err().to_string();
+    assert!(
+        err.starts_with("config key redis.tls_ca_file: cannot read"),
+        "{err}"
+    );
+    let plain = RedisConfig {
+        url: Some(server.url()),
+        ..config
+    };
+    let err = plain.validate().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "config key redis.tls_ca_file: only with a rediss:// url"
+    );
+}

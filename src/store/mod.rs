@@ -8,6 +8,7 @@
 //! in docs/redis-layout.md.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,12 +32,21 @@ pub const MAX_KEY_PREFIX_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`. Unset: the embedded in-memory
-    /// store (single process, tokens lost on restart).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
+    /// Unset: the embedded in-memory store (single process, tokens lost on
+    /// restart).
     pub url: Option<String>,
     /// Prepended to every key and channel name, so several deployments can
     /// share one Redis.
     pub key_prefix: String,
+    /// With `rediss://`: the CA certificate (PEM) Redis's certificate must
+    /// chain to. Unset: the system's trusted roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a client certificate (PEM), for a Redis with
+    /// `tls-auth-clients yes`; needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -44,6 +54,9 @@ impl Default for RedisConfig {
         Self {
             url: None,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -64,6 +77,35 @@ impl RedisConfig {
         }
         if let Some(url) = &self.url {
             check_redis_url(url).map_err(|message| invalid("redis.url", message))?;
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "redis.tls_key_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        let files = [
+            ("redis.tls_ca_file", &self.tls_ca_file),
+            ("redis.tls_cert_file", &self.tls_cert_file),
+            ("redis.tls_key_file", &self.tls_key_file),
+        ];
+        for (key, file) in files {
+            let Some(file) = file else { continue };
+            if !self
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+            {
+                return Err(invalid(key, "only with a rediss:// url"));
+            }
+            if !cfg!(feature = "redis-tls") {
+                return Err(invalid(
+                    key,
+                    "this build has no TLS (cargo feature redis-tls)",
+                ));
+            }
+            std::fs::metadata(file)
+                .map_err(|e| invalid(key, format!("cannot read {}: {e}", file.display())))?;
         }
         Ok(())
     }
@@ -96,7 +138,7 @@ pub fn redact_url(url: &str) -> String {
 pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
     match &config.url {
         Some(url) => {
-            let store = RedisStore::connect(url, &config.key_prefix).await?;
+            let store = RedisStore::open(config).await?;
             tracing::info!(url = %redact_url(url), prefix = %config.key_prefix, "using the Redis token store");
             Ok(Arc::new(store))
         }
@@ -190,6 +232,9 @@ pub enum StoreError {
         /// The field that is missing or malformed.
         field: &'static str,
     },
+    /// A TLS file named by `[redis]` cannot be read.
+    #[error("{0}")]
+    Tls(String),
     /// The token id is already taken (a UUID collision, or a replayed insert).
     #[error("token {0} already exists")]
     Duplicate(TokenId),

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::RevocationSink;
+use super::{RedisConfig, RevocationSink};
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
@@ -139,7 +139,16 @@ impl RedisStore {
     /// `rediss://` for TLS where built in) and checks that Redis answers.
     /// After that, the connection reconnects by itself.
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::with_client(client(url, None)?, key_prefix).await
+    }
+
+    /// Connects as `[redis]` says: its URL, key prefix and TLS files.
+    pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        let url = config.url.as_deref().unwrap_or_default();
+        Self::with_client(client(url, Some(config))?, &config.key_prefix).await
+    }
+
+    async fn with_client(client: redis::Client, key_prefix: &str) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -187,6 +196,39 @@ impl RedisStore {
             result => result,
         }
     }
+}
+
+/// A client for `url`; for `rediss://`, trusting the CA and presenting the
+/// client certificate that `config` names (docs/redis-layout.md,
+/// "Connection").
+fn client(url: &str, config: Option<&RedisConfig>) -> Result<redis::Client, StoreError> {
+    #[cfg(feature = "redis-tls")]
+    if url.starts_with("rediss://") {
+        // rustls needs a crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| StoreError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let root_cert = config
+            .and_then(|c| c.tls_ca_file.as_deref())
+            .map(read)
+            .transpose()?;
+        let client_tls = match config.map(|c| (&c.tls_cert_file, &c.tls_key_file)) {
+            Some((Some(cert), Some(key))) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        return Ok(redis::Client::build_with_tls(url, certificates)?);
+    }
+    let _ = config;
+    Ok(redis::Client::open(url)?)
 }
 
 #[async_trait]

@@ -23,6 +23,8 @@ pub const TEST_BCRYPT_COST: u32 = 4;
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// More `redis-server` arguments (a TLS port and its files).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -31,12 +33,42 @@ impl RedisServer {
     pub fn start() -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let mut server = Self { child: None, port };
+            let mut server = Self {
+                child: None,
+                port,
+                extra: Vec::new(),
+            };
             if server.spawn() {
                 return server;
             }
         }
         panic!("could not start redis-server on a free port after 5 tries");
+    }
+
+    /// Starts redis-server with a TLS port as well, serving `tls`'s server
+    /// certificate; returns it and the TLS port (the plain port stays, for
+    /// the test's own looks).
+    pub fn start_tls(tls: &TlsFiles) -> (Self, u16) {
+        let tls_port = free_port();
+        let path = |name: &str| tls.path(name).display().to_string();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            extra: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path("redis.crt"),
+                "--tls-key-file".into(),
+                path("redis.key"),
+                "--tls-ca-cert-file".into(),
+                path("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        assert!(server.spawn(), "redis-server with TLS did not start");
+        (server, tls_port)
     }
 
     /// Starts it again on the same port (after [`RedisServer::stop`]), empty.
@@ -53,6 +85,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -433,5 +466,97 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
         status: parts.status,
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// A CA, a certificate for 127.0.0.1 signed by it, and a second CA that
+/// signed nothing, generated with `openssl` in a temporary directory.
+pub struct TlsFiles {
+    dir: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates them; fails (never skips) when openssl is missing.
+    pub fn generate() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tokengate-tls-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}); install it (apt-get install -y openssl)")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN=tokengate test {ca}"),
+            ]);
+        }
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "redis.crt",
+        ]);
+        Self { dir }
+    }
+
+    /// A file in the directory: `ca.crt`, `other-ca.crt`, `redis.crt`, `redis.key`.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
