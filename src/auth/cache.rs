@@ -294,3 +294,67 @@ impl RevocationSink for AuthCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(id: TokenId, epoch: u64) -> Cached {
+        Cached::Valid {
+            auth: AuthContext {
+                account_id: "acme".into(),
+                token_id: id,
+            },
+            lifetime: Duration::MAX,
+            verified_at: Instant::now(),
+            epoch,
+        }
+    }
+
+    /// How many lookups `get` ran (0: a hit).
+    async fn get(cache: &AuthCache, key: Key, answer: Cached) -> usize {
+        let mut lookups = 0;
+        let lookup = || {
+            lookups += 1;
+            async move { Ok::<_, ()>(answer) }
+        };
+        cache.get_or_lookup(key, lookup).await.unwrap();
+        lookups
+    }
+
+    #[tokio::test]
+    async fn a_recheck_keeps_what_it_checked_and_distrusts_lookups_in_flight() {
+        let cache = AuthCache::new(&CacheConfig::default());
+        let id = TokenId::from_uuid(uuid::Uuid::from_u128(1));
+        let (cached, in_flight) = (AuthCache::key("cached"), AuthCache::key("in flight"));
+        assert_eq!(get(&cache, cached, valid(id, cache.epoch())).await, 1);
+        // A lookup begins (stamped with the epoch now), then a re-check runs
+        // before it inserts what it read.
+        let began = cache.epoch();
+        assert_eq!(cache.recheck(), vec![id]);
+        assert_eq!(get(&cache, in_flight, valid(id, began)).await, 1);
+        // The entry the re-check collected stays trusted: a hit, no lookup.
+        assert_eq!(get(&cache, cached, valid(id, cache.epoch())).await, 0);
+        // The one that was in flight is not: asked again, once.
+        assert_eq!(get(&cache, in_flight, valid(id, cache.epoch())).await, 1);
+        assert_eq!(get(&cache, in_flight, valid(id, cache.epoch())).await, 0);
+    }
+
+    #[tokio::test]
+    async fn caught_up_restores_full_trust_without_clearing() {
+        let config = CacheConfig {
+            degraded_ttl: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        let cache = AuthCache::new(&config);
+        let id = TokenId::from_uuid(uuid::Uuid::from_u128(2));
+        let key = AuthCache::key("token");
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 1);
+        // Feed down: with a zero degraded ttl, every hit asks the store.
+        cache.unsubscribed();
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 1);
+        // Back: trusted again, from the cache.
+        cache.caught_up();
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 0);
+    }
+}
