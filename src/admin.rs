@@ -463,7 +463,8 @@ impl Route {
 
 /// The created-token JSON of the admin API and `tokengate token create
 /// --json`: the token's record and, this once, the token itself.
-#[derive(Debug, Serialize)]
+/// No `Debug`: it holds the plaintext token, which must never reach a log.
+#[derive(Serialize)]
 pub(crate) struct CreatedTokenBody<'a> {
     #[serde(flatten)]
     info: &'a TokenInfo,
