@@ -19,7 +19,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, OUTCOMES};
-use crate::store::{RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::store::{
+    LimitReport, LimitState, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+};
 use crate::token::TokenId;
 
 type Labels = Vec<(String, String)>;
@@ -99,6 +101,19 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
     }
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+    fn shares_limits(&self) -> bool {
+        self.inner.shares_limits()
+    }
+    async fn reconcile_limits(
+        &self,
+        reports: &[LimitReport],
+    ) -> Result<Vec<LimitState>, StoreError> {
+        timed!(
+            self,
+            "reconcile_limits",
+            self.inner.reconcile_limits(reports)
+        )
     }
     fn watch_revocations(
         &self,

@@ -167,6 +167,50 @@ async fn a_thousand_cache_hits_send_redis_nothing() {
     assert_eq!(gate.auth.stats().cache_hits, 1_000);
 }
 
+/// With fleet-wide limits on, cache hits still make no Redis call of their
+/// own: the limiters are reconciled in the background, one pipelined round
+/// per `sync_interval` for all the limiters used meanwhile.
+#[tokio::test]
+async fn rate_limited_cache_hits_cost_one_background_round_per_interval() {
+    let mut config = test_config();
+    config.auth.rate_limit.per_token_requests = 1_000_000;
+    config.auth.rate_limit.per_account_requests = 1_000_000;
+    config.auth.rate_limit.sync_interval = Duration::from_millis(200);
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    gate.server.reset_stats().await;
+    let started = std::time::Instant::now();
+    for _ in 0..1_000 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    // Let the last round run.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let elapsed = started.elapsed();
+    let calls: Vec<(String, u64)> = gate
+        .server
+        .all_calls()
+        .await
+        .into_iter()
+        .filter(|(name, _)| !["xread", "info", "config|resetstat"].contains(&name.as_str()))
+        .collect();
+    let rounds = elapsed.as_millis() as u64 / 200 + 1;
+    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map_or(0, |c| c.1);
+    eprintln!("1,000 cache hits in {elapsed:?}: {calls:?}");
+    // Two limiters (token and account) per round, at most.
+    assert!(
+        (1..=2 * rounds).contains(&evalsha),
+        "{evalsha} limiter updates in {rounds} rounds"
+    );
+    // The round's script and what it runs inside, once per limiter.
+    let round = ["script|load", "evalsha", "time", "hmget", "hset", "pexpire"];
+    assert!(
+        calls.iter().all(|(name, n)| round.contains(&name.as_str())
+            && (name == "script|load" || *n == evalsha)),
+        "Redis calls besides the limiter rounds: {calls:?}"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_misses_on_one_token_share_one_lookup() {
     let gate = Gate::new(test_config()).await;

@@ -5,7 +5,7 @@
 //! public route? → client IP over the failure limit? → extract the token
 //!   → parse + checksum → cache (SHA-256 of the token) → [miss, single-flight]
 //!     store read by id → revoked / expired → bcrypt (bounded) → cache
-//!   → per-token rate limit → AuthContext, last-accessed noted in memory
+//!   → per-token and per-account rate limits → AuthContext, last-accessed noted in memory
 //! ```
 //!
 //! A refusal is a [`Rejection`], which front doors answer with
@@ -192,7 +192,7 @@ struct Inner {
     cache: Arc<AuthCache>,
     sources: Sources,
     client_ip: ClientIp,
-    limits: Limits,
+    limits: Arc<Limits>,
     headers: IdentityHeaders,
     routes: PublicRoutes,
     last_accessed: LastAccessed,
@@ -230,15 +230,24 @@ impl Authenticator {
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
         let verify_time = VerifyTime::calibrated(service.bcrypt_cost());
+        let store = service.store().clone();
+        let limits = Arc::new(Limits::new(&config.rate_limit, store.shares_limits()));
         let mut tasks = vec![flusher];
-        tasks.extend(service.store().watch_revocations(Arc::downgrade(&sink)));
+        tasks.extend(store.watch_revocations(Arc::downgrade(&sink)));
+        if store.shares_limits() {
+            tasks.push(tokio::spawn(rate_limit::reconcile(
+                Arc::downgrade(&limits),
+                store,
+                config.rate_limit.sync_interval,
+            )));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 service,
                 cache,
                 sources: Sources::new(&config.sources),
                 client_ip: ClientIp::new(&config.client_ip),
-                limits: Limits::new(&config.rate_limit),
+                limits,
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
                 last_accessed,
@@ -363,7 +372,7 @@ impl Authenticator {
         match entry {
             Cached::Invalid(reason) => Err(self.failed(ip, Some(token_id), reason)),
             Cached::Valid { auth, .. } => {
-                inner.limits.check_token(auth.token_id)?;
+                inner.limits.check(auth.token_id, &auth.account_id)?;
                 inner
                     .last_accessed
                     .record(auth.token_id, inner.service.now());

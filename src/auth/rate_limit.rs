@@ -1,5 +1,13 @@
-//! Rate limits (GCRA, via `governor`): per token, and per client IP on
-//! failed authentications.
+//! Rate limits: per token, per account, and per client IP on failed
+//! authentications (docs/rate-limits.md).
+//!
+//! Token and account limits are GCRA limiters of our own, so that a store
+//! shared by several replicas can count them fleet-wide: each request is
+//! decided from local state alone, and a background task reports what this
+//! replica admitted to the store every `sync_interval` and learns what the
+//! rest of the fleet did (see [`reconcile`]). On a store of one process
+//! (the in-memory store) they are plain local limiters. The failure limit is
+//! local on every store (`governor`).
 //!
 //! Each key gets its own limiter, kept in a bounded moka cache: a key idle
 //! for as long as its limiter takes to refill completely is dropped (it
@@ -9,7 +17,8 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -20,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Rejection;
 use crate::settings::{InvalidConfig, in_range, within};
+use crate::store::{LimitKey, LimitReport, LimitState, StoreError, TokenStore};
 use crate::token::TokenId;
 
 /// `[rate_limit]`: per-token and per-client-IP limits.
@@ -33,6 +43,19 @@ pub struct RateLimitConfig {
     pub per_token_period: Duration,
     /// Requests a token may make at once after being idle.
     pub per_token_burst: u32,
+    /// Requests all of an account's tokens together may make per
+    /// `per_account_period` (0: no limit).
+    pub per_account_requests: u32,
+    /// The period of `per_account_requests`.
+    #[serde(with = "crate::settings::duration")]
+    pub per_account_period: Duration,
+    /// Requests an account may make at once after being idle.
+    pub per_account_burst: u32,
+    /// With a shared store (Redis): how often each replica reports what it
+    /// admitted and learns what the fleet did. Shorter: less overshoot,
+    /// more Redis calls (one pipelined round trip per interval).
+    #[serde(with = "crate::settings::duration")]
+    pub sync_interval: Duration,
     /// Failed authentications a client IP may make per `failed_auth_period`
     /// before its requests get 429 (0: no limit).
     pub failed_auth_per_ip: u32,
@@ -53,6 +76,10 @@ impl Default for RateLimitConfig {
             per_token_requests: 100,
             per_token_period: Duration::from_secs(1),
             per_token_burst: 200,
+            per_account_requests: 0,
+            per_account_period: Duration::from_secs(1),
+            per_account_burst: 1_000,
+            sync_interval: Duration::from_millis(100),
             failed_auth_per_ip: 10,
             failed_auth_period: Duration::from_secs(60),
             failed_auth_ipv6_prefix: 64,
@@ -82,6 +109,30 @@ impl RateLimitConfig {
             self.per_token_burst,
             1,
             10_000_000,
+        )?;
+        in_range(
+            "rate_limit.per_account_requests",
+            self.per_account_requests,
+            0,
+            10_000_000,
+        )?;
+        within(
+            "rate_limit.per_account_period",
+            self.per_account_period,
+            Duration::from_millis(1),
+            day,
+        )?;
+        in_range(
+            "rate_limit.per_account_burst",
+            self.per_account_burst,
+            1,
+            100_000_000,
+        )?;
+        within(
+            "rate_limit.sync_interval",
+            self.sync_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
         )?;
         in_range(
             "rate_limit.failed_auth_per_ip",
@@ -156,12 +207,18 @@ struct FailureState {
     blocked_until: Mutex<Option<Instant>>,
 }
 
-/// Both limits. A limit configured to 0 is off.
+/// The three limits. A limit configured to 0 is off.
 pub(crate) struct Limits {
-    per_token: Option<Keyed<TokenId, DefaultDirectRateLimiter>>,
+    /// The limiters' clock: nanoseconds are counted from here.
+    clock: Instant,
+    per_token: Option<Limiter<TokenId>>,
+    per_account: Option<Limiter<String>>,
     failures: Option<Keyed<IpAddr, FailureState>>,
     /// IPv6 clients are counted per network of this prefix length.
     ipv6_prefix: u8,
+    /// With a shared store: the limiters used since the last report (each
+    /// once), which the next [`Limits::reconcile`] round reports.
+    active: Option<Mutex<Vec<Active>>>,
 }
 
 /// The failure limit's key for `ip`: itself for IPv4, its network for IPv6.
@@ -174,14 +231,196 @@ fn bucket(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
+/// Nanoseconds on the limiters' clock.
+type Nanos = u64;
+
+/// The largest share of a limit the rest of the fleet is assumed to use
+/// (a cold start's bursts can make it well over 1 for a round).
+const MAX_OTHERS_SHARE: f64 = 1_000.0;
+
+/// A token or account limit's shape, in GCRA terms.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    name: &'static str,
+    requests: u32,
+    window: Duration,
+    /// The emission interval: `window / requests`.
+    interval: Nanos,
+    /// `burst × interval`: how far ahead of now the limiter may run.
+    tolerance: Nanos,
+}
+
+impl Policy {
+    fn new(name: &'static str, requests: u32, window: Duration, burst: u32) -> Option<Self> {
+        if requests == 0 {
+            return None;
+        }
+        let interval =
+            u64::try_from(window.as_nanos() / u128::from(requests)).map_or(u64::MAX, |i| i.max(1));
+        Some(Self {
+            name,
+            requests,
+            window,
+            interval,
+            tolerance: interval.saturating_mul(u64::from(burst.max(1))),
+        })
+    }
+
+    fn rejection(&self, retry_after: Nanos) -> Rejection {
+        Rejection::RateLimited {
+            policy: self.name,
+            quota: self.requests,
+            window: self.window,
+            retry_after: Duration::from_nanos(retry_after),
+        }
+    }
+
+    fn report(&self, key: LimitKey, admitted: u64) -> LimitReport {
+        LimitReport {
+            key,
+            admitted,
+            interval_us: self.interval as f64 / 1_000.0,
+            tolerance_us: self.tolerance as f64 / 1_000.0,
+        }
+    }
+}
+
+/// One limiter of a policy per key, bounded.
+struct Limiter<K: Hash + Eq + Send + Sync + 'static> {
+    policy: Policy,
+    states: moka::sync::Cache<K, Arc<Gcra>>,
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> Limiter<K> {
+    fn new(policy: Option<Policy>, max_keys: u64) -> Option<Self> {
+        let policy = policy?;
+        // Idle this long, a limiter is full again: nothing is lost by
+        // dropping it (a fleet limiter's unreported admissions are held by
+        // the report list until reported).
+        let refill = Duration::from_nanos(policy.tolerance);
+        Some(Self {
+            policy,
+            states: moka::sync::Cache::builder()
+                .max_capacity(max_keys)
+                .time_to_idle(refill.max(Duration::from_secs(1)))
+                .build(),
+        })
+    }
+}
+
+/// A GCRA limiter (the generic cell rate algorithm, as `governor` and
+/// Redis's redis-cell use), with what this replica knows of the fleet.
+#[derive(Default)]
+struct Gcra {
+    // A std mutex: held for a few arithmetic operations, never across an
+    // await.
+    state: Mutex<GcraState>,
+    /// Whether the limiter is in the report list (set by a request, cleared
+    /// when reported), so a busy limiter is listed once per round.
+    listed: AtomicBool,
+}
+
+impl Gcra {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GcraState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct GcraState {
+    /// The theoretical arrival time: a request is admitted while admitting
+    /// it keeps this within `tolerance` of now.
+    tat: Nanos,
+    /// When `tat` last took in the rest of the fleet's estimated share.
+    updated: Nanos,
+    /// The share of the limit the rest of the fleet used over the last
+    /// report interval (0.5: half of it), assumed to go on until the next.
+    others: f64,
+    /// Admitted here since the last report.
+    unreported: u64,
+    /// The fleet's count at the last report, and when that came.
+    counted: Option<(u64, Nanos)>,
+}
+
+impl GcraState {
+    /// Admits one request at `now`, or says how long until there is room.
+    fn admit(&mut self, policy: &Policy, now: Nanos) -> Result<(), Nanos> {
+        if self.others > 0.0 {
+            let elapsed = now.saturating_sub(self.updated) as f64;
+            self.tat = self.tat.max(self.updated) + (elapsed * self.others) as Nanos;
+        }
+        self.updated = self.updated.max(now);
+        let next = self.tat.max(now).saturating_add(policy.interval);
+        if next - now > policy.tolerance {
+            return Err(next - policy.tolerance - now);
+        }
+        self.tat = next;
+        self.unreported += 1;
+        Ok(())
+    }
+
+    /// Takes back an admission a later limit refused.
+    fn undo(&mut self, policy: &Policy) {
+        self.tat = self.tat.saturating_sub(policy.interval);
+        self.unreported = self.unreported.saturating_sub(1);
+    }
+
+    /// Takes in the fleet's state after a report of `reported` admissions.
+    fn learn(&mut self, policy: &Policy, reported: u64, fleet: LimitState, now: Nanos) {
+        // Admissions made here since the report was taken are not in it.
+        let ahead = fleet.ahead_us.saturating_mul(1_000);
+        self.tat = now
+            .saturating_add(ahead)
+            .saturating_add(self.unreported.saturating_mul(policy.interval));
+        self.others = match self.counted {
+            // A count lower than before: the key expired and started over.
+            Some((before, at)) if fleet.counted >= before + reported => {
+                let others = (fleet.counted - before - reported) as f64;
+                let elapsed = now.saturating_sub(at).max(1) as f64;
+                (others * policy.interval as f64 / elapsed).min(MAX_OTHERS_SHARE)
+            }
+            _ => 0.0,
+        };
+        self.counted = Some((fleet.counted, now));
+        self.updated = now;
+    }
+
+    /// The store did not answer: decide alone, as a single process would.
+    fn alone(&mut self) {
+        self.others = 0.0;
+        self.counted = None;
+    }
+}
+
+/// A limiter in the report list.
+struct Active {
+    key: LimitKey,
+    policy: Policy,
+    gcra: Arc<Gcra>,
+}
+
 impl Limits {
-    pub(crate) fn new(config: &RateLimitConfig) -> Self {
+    /// The limits `config` sets; `shared`: counted fleet-wide through the
+    /// store (see [`reconcile`]).
+    pub(crate) fn new(config: &RateLimitConfig, shared: bool) -> Self {
         Self {
-            per_token: Keyed::new(
-                "token",
-                config.per_token_requests,
-                config.per_token_period,
-                config.per_token_burst,
+            clock: Instant::now(),
+            per_token: Limiter::new(
+                Policy::new(
+                    "token",
+                    config.per_token_requests,
+                    config.per_token_period,
+                    config.per_token_burst,
+                ),
+                config.max_keys,
+            ),
+            per_account: Limiter::new(
+                Policy::new(
+                    "account",
+                    config.per_account_requests,
+                    config.per_account_period,
+                    config.per_account_burst,
+                ),
                 config.max_keys,
             ),
             failures: Keyed::new(
@@ -192,21 +431,106 @@ impl Limits {
                 config.max_keys,
             ),
             ipv6_prefix: config.failed_auth_ipv6_prefix,
+            active: shared.then(|| Mutex::new(Vec::new())),
         }
     }
 
-    /// One request by `token`: allowed, or 429.
-    pub(crate) fn check_token(&self, token: TokenId) -> Result<(), Rejection> {
-        let Some(limits) = &self.per_token else {
-            return Ok(());
+    fn now(&self) -> Nanos {
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// One request by `token` of `account`: admitted by both limits, or
+    /// 429 (and then counted by neither).
+    pub(crate) fn check(&self, token: TokenId, account: &str) -> Result<(), Rejection> {
+        let now = self.now();
+        let mut admitted = None;
+        if let Some(limiter) = &self.per_token {
+            let gcra = limiter.states.get_with(token, || Arc::new(Gcra::default()));
+            self.admit(&limiter.policy, &gcra, now, || LimitKey::Token(token))?;
+            admitted = Some((&limiter.policy, gcra));
+        }
+        if let Some(limiter) = &self.per_account {
+            // Looked up by &str: no allocation once the account is known.
+            let gcra = match limiter.states.get(account) {
+                Some(gcra) => gcra,
+                None => limiter
+                    .states
+                    .get_with(account.to_owned(), || Arc::new(Gcra::default())),
+            };
+            let key = || LimitKey::Account(account.to_owned());
+            if let Err(refused) = self.admit(&limiter.policy, &gcra, now, key) {
+                if let Some((policy, gcra)) = admitted {
+                    gcra.lock().undo(policy);
+                }
+                return Err(refused);
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &self,
+        policy: &Policy,
+        gcra: &Arc<Gcra>,
+        now: Nanos,
+        key: impl FnOnce() -> LimitKey,
+    ) -> Result<(), Rejection> {
+        let result = gcra.lock().admit(policy, now);
+        // Listed on a refusal too: a replica that refuses keeps learning
+        // when the fleet has room again.
+        if let Some(active) = &self.active
+            && !gcra.listed.load(Ordering::Relaxed)
+            && !gcra.listed.swap(true, Ordering::Relaxed)
+        {
+            active
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Active {
+                    key: key(),
+                    policy: *policy,
+                    gcra: gcra.clone(),
+                });
+        }
+        result.map_err(|wait| policy.rejection(wait))
+    }
+
+    /// One round of reconciliation: reports what was admitted on each
+    /// limiter used since the last round, in one round trip, and takes in
+    /// the fleet's state. When the store fails, every limiter decides alone
+    /// until the next round that succeeds (the failed round's admissions are
+    /// not reported: they would only refuse later requests).
+    pub(crate) async fn reconcile(&self, store: &dyn TokenStore) -> Result<usize, StoreError> {
+        let Some(active) = &self.active else {
+            return Ok(0);
         };
-        let quota = limits.quota;
-        let limiter = limits
-            .states
-            .get_with(token, || Arc::new(RateLimiter::direct(quota)));
-        limiter.check().map_err(|not_until| {
-            limits.rejection(not_until.wait_time_from(DefaultClock::default().now()))
-        })
+        let batch = std::mem::take(&mut *active.lock().unwrap_or_else(PoisonError::into_inner));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let reports: Vec<LimitReport> = batch
+            .iter()
+            .map(|a| {
+                // Cleared first: a request from now on lists it again.
+                a.gcra.listed.store(false, Ordering::Relaxed);
+                let admitted = std::mem::take(&mut a.gcra.lock().unreported);
+                a.policy.report(a.key.clone(), admitted)
+            })
+            .collect();
+        match store.reconcile_limits(&reports).await {
+            Ok(states) => {
+                let now = self.now();
+                for ((a, report), state) in batch.iter().zip(&reports).zip(states) {
+                    a.gcra.lock().learn(&a.policy, report.admitted, state, now);
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                for a in &batch {
+                    a.gcra.lock().alone();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Refuses a client IP that has failed too often, before any work.
@@ -256,16 +580,49 @@ impl Limits {
     }
 }
 
+/// Reconciles `limits` with the store every `interval` for as long as they
+/// live (docs/rate-limits.md). A failing store is logged once per outage.
+pub(crate) async fn reconcile(
+    limits: Weak<Limits>,
+    store: Arc<dyn TokenStore>,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let Some(limits) = limits.upgrade() else {
+            return;
+        };
+        match limits.reconcile(&*store).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("rate limits are counted fleet-wide again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot reconcile rate limits with the store; each replica applies them alone until it can");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn limits(ipv6_prefix: u8) -> Limits {
-        Limits::new(&RateLimitConfig {
-            failed_auth_per_ip: 2,
-            failed_auth_ipv6_prefix: ipv6_prefix,
-            ..RateLimitConfig::default()
-        })
+        Limits::new(
+            &RateLimitConfig {
+                failed_auth_per_ip: 2,
+                failed_auth_ipv6_prefix: ipv6_prefix,
+                ..RateLimitConfig::default()
+            },
+            false,
+        )
     }
 
     #[test]
@@ -289,5 +646,110 @@ mod tests {
         assert!(limits.check_ip(ip("2001:db8::1")).is_ok());
         assert!(limits.record_failure(ip("2001:db8::1")).is_err());
         assert!(limits.check_ip(ip("2001:db8::2")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod gcra_tests {
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+
+    /// 10 per second (one per 100 ms), burst 3.
+    fn policy() -> Policy {
+        Policy::new("token", 10, Duration::from_secs(1), 3).unwrap()
+    }
+
+    #[test]
+    fn a_limiter_admits_its_burst_then_one_per_interval() {
+        let (policy, mut gcra) = (policy(), GcraState::default());
+        let start = 1_000 * MS;
+        for _ in 0..3 {
+            assert_eq!(gcra.admit(&policy, start), Ok(()));
+        }
+        assert_eq!(gcra.admit(&policy, start), Err(100 * MS));
+        assert_eq!(gcra.admit(&policy, start + 60 * MS), Err(40 * MS));
+        assert_eq!(gcra.admit(&policy, start + 100 * MS), Ok(()));
+        assert!(gcra.admit(&policy, start + 100 * MS).is_err());
+        // Idle for its whole burst: full again, and no more than full.
+        let later = start + 10_000 * MS;
+        for _ in 0..3 {
+            assert_eq!(gcra.admit(&policy, later), Ok(()));
+        }
+        assert!(gcra.admit(&policy, later).is_err());
+        assert_eq!(gcra.unreported, 7);
+    }
+
+    #[test]
+    fn the_fleet_state_and_the_others_share_hold_a_replica_back() {
+        let (policy, mut gcra) = (policy(), GcraState::default());
+        let start = 1_000 * MS;
+        assert_eq!(gcra.admit(&policy, start), Ok(()));
+        // The fleet has run 150 ms ahead (this replica's one included): one
+        // more request fits in the 300 ms tolerance, not two.
+        let first = LimitState {
+            ahead_us: 150_000,
+            counted: 10,
+        };
+        let reported = std::mem::take(&mut gcra.unreported);
+        gcra.learn(&policy, reported, first, start);
+        assert_eq!(gcra.others, 0.0, "no share is known before a second report");
+        assert_eq!(gcra.admit(&policy, start), Ok(()));
+        assert!(gcra.admit(&policy, start).is_err());
+        // A second later the others had admitted 5 requests, half of the
+        // limit: this replica now assumes they go on at that pace, so it
+        // gets one request per 200 ms instead of one per 100 ms.
+        let now = start + 1_000 * MS;
+        let second = LimitState {
+            ahead_us: 300_000,
+            counted: 10 + 1 + 5,
+        };
+        let reported = std::mem::take(&mut gcra.unreported);
+        assert_eq!(reported, 1);
+        gcra.learn(&policy, reported, second, now);
+        assert!((gcra.others - 0.5).abs() < 1e-9, "{}", gcra.others);
+        assert!(gcra.admit(&policy, now).is_err());
+        assert!(gcra.admit(&policy, now + 100 * MS).is_err());
+        assert_eq!(gcra.admit(&policy, now + 200 * MS), Ok(()));
+        assert!(gcra.admit(&policy, now + 300 * MS).is_err());
+        assert_eq!(gcra.admit(&policy, now + 400 * MS), Ok(()));
+        // Without the store, it decides alone again: the full rate.
+        gcra.alone();
+        assert_eq!(gcra.admit(&policy, now + 500 * MS), Ok(()));
+        assert_eq!(gcra.admit(&policy, now + 600 * MS), Ok(()));
+    }
+
+    #[test]
+    fn the_account_limit_spans_tokens_and_a_refusal_costs_the_token_nothing() {
+        let limits = Limits::new(
+            &RateLimitConfig {
+                per_token_requests: 1,
+                per_token_period: Duration::from_secs(60),
+                per_token_burst: 2,
+                per_account_requests: 1,
+                per_account_period: Duration::from_secs(60),
+                per_account_burst: 3,
+                ..RateLimitConfig::default()
+            },
+            false,
+        );
+        let (a, b) = (
+            TokenId::from_uuid(uuid::Uuid::from_u128(1)),
+            TokenId::from_uuid(uuid::Uuid::from_u128(2)),
+        );
+        assert!(limits.check(a, "acme").is_ok());
+        assert!(limits.check(a, "acme").is_ok());
+        assert!(limits.check(b, "acme").is_ok());
+        let Err(Rejection::RateLimited { policy, .. }) = limits.check(b, "acme") else {
+            panic!("the account's fourth request must be refused");
+        };
+        assert_eq!(policy, "account");
+        // Another account is not held back; b's own refusal by the account
+        // limit did not spend b's token allowance.
+        assert!(limits.check(b, "other").is_ok());
+        let Err(Rejection::RateLimited { policy, .. }) = limits.check(a, "other") else {
+            panic!("token a has spent its burst");
+        };
+        assert_eq!(policy, "token");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use super::{LimitReport, LimitState, RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
 /// Token records in a `HashMap`, with an account index.
@@ -131,6 +131,18 @@ impl TokenStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// One process: its limits are its own.
+    fn shares_limits(&self) -> bool {
+        false
+    }
+
+    async fn reconcile_limits(
+        &self,
+        _reports: &[LimitReport],
+    ) -> Result<Vec<LimitState>, StoreError> {
+        Ok(Vec::new())
     }
 
     fn kind(&self) -> &'static str {

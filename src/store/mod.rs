@@ -279,6 +279,19 @@ pub trait TokenStore: Send + Sync + 'static {
     /// A short name for logs: `"redis"` or `"memory"`.
     fn kind(&self) -> &'static str;
 
+    /// Whether other processes share this store, so that rate limits are
+    /// counted fleet-wide through [`TokenStore::reconcile_limits`]. (No
+    /// default, here and below: a wrapping store must forward them.)
+    fn shares_limits(&self) -> bool;
+
+    /// Adds each report's admissions to its fleet-wide limiter and returns
+    /// the limiters' states, in order, in one round trip. Only called when
+    /// [`TokenStore::shares_limits`].
+    async fn reconcile_limits(
+        &self,
+        reports: &[LimitReport],
+    ) -> Result<Vec<LimitState>, StoreError>;
+
     /// Starts a task that tells `sink` of revocations made by other
     /// processes, including those made while it was disconnected. `None`
     /// for a store that other
@@ -291,6 +304,42 @@ pub trait TokenStore: Send + Sync + 'static {
         let _ = sink;
         None
     }
+}
+
+/// What a rate limiter counts: one token's requests, or all of an account's
+/// tokens' together (docs/rate-limits.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The per-token limit.
+    Token(TokenId),
+    /// The per-account limit.
+    Account(String),
+}
+
+/// One replica's report on one limiter: what it admitted since its last
+/// report, and the limit's shape (so the store needs no configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitReport {
+    /// Which limiter.
+    pub key: LimitKey,
+    /// Requests this replica admitted since its previous report.
+    pub admitted: u64,
+    /// The limit's emission interval (period / requests), in microseconds.
+    pub interval_us: f64,
+    /// How far ahead of now the limiter may run (burst × interval), in
+    /// microseconds.
+    pub tolerance_us: f64,
+}
+
+/// A limiter's fleet-wide state, once a report is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    /// How far the fleet's theoretical arrival time is ahead of now, in
+    /// microseconds (0: the limiter has room for its whole burst).
+    pub ahead_us: u64,
+    /// Requests counted on this limiter by the whole fleet since its key was
+    /// created (it expires once the limiter is full again).
+    pub counted: u64,
 }
 
 /// Told when a token is revoked, so it can drop what it cached about it.

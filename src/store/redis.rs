@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{RedisConfig, RevocationSink};
+use super::{LimitKey, LimitReport, LimitState, RedisConfig, RevocationSink};
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
@@ -94,6 +94,26 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
 ";
 
+/// Counts a replica's admissions on a fleet-wide GCRA limiter and returns
+/// how far its theoretical arrival time (TAT) runs ahead of now, and how many
+/// requests it has counted (docs/rate-limits.md). Redis's clock is the
+/// fleet's clock. KEYS: limiter. ARGV: admitted, interval µs, tolerance µs.
+/// Returns {ahead µs, counted}.
+const LIMIT_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'counted')
+local admitted = tonumber(ARGV[1])
+local tat = tonumber(state[1] or '0')
+if tat < now then tat = now end
+tat = tat + admitted * tonumber(ARGV[2])
+local counted = tonumber(state[2] or '0') + admitted
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'counted', string.format('%.0f', counted))
+-- Once the TAT is this far behind, the limiter is full again: forget it.
+redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + tonumber(ARGV[3])) / 1000) + 1000)
+return {math.floor(tat - now), counted}
+";
+
 /// Token records in Redis, through an auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -104,6 +124,7 @@ pub struct RedisStore {
     revoke: Script,
     touch: Script,
     remove: Script,
+    limit: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -131,6 +152,12 @@ impl Keys {
     }
     fn events(&self) -> String {
         format!("{}events", self.prefix)
+    }
+    fn limit(&self, key: &LimitKey) -> String {
+        match key {
+            LimitKey::Token(id) => format!("{}ratelimit:token:{id}", self.prefix),
+            LimitKey::Account(account) => format!("{}ratelimit:account:{account}", self.prefix),
+        }
     }
 }
 
@@ -165,6 +192,7 @@ impl RedisStore {
             revoke: Script::new(REVOKE_LUA),
             touch: Script::new(TOUCH_LUA),
             remove: Script::new(REMOVE_LUA),
+            limit: Script::new(LIMIT_LUA),
         })
     }
 
@@ -417,6 +445,38 @@ impl TokenStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn shares_limits(&self) -> bool {
+        true
+    }
+
+    async fn reconcile_limits(
+        &self,
+        reports: &[LimitReport],
+    ) -> Result<Vec<LimitState>, StoreError> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(LIMIT_LUA).ignore();
+        for report in reports {
+            pipe.invoke_script(
+                self.limit
+                    .key(self.keys.limit(&report.key))
+                    .arg(report.admitted)
+                    .arg(format!("{:.3}", report.interval_us))
+                    .arg(format!("{:.3}", report.tolerance_us)),
+            );
+        }
+        // Not retried: a lost reply may have counted, and counting twice
+        // would refuse requests the fleet has room for. The next round
+        // reports again.
+        let states: Vec<(u64, u64)> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(states
+            .into_iter()
+            .map(|(ahead_us, counted)| LimitState { ahead_us, counted })
+            .collect())
     }
 
     fn watch_revocations(
