@@ -64,6 +64,7 @@ async fn create(service: &TokenService, name: &str) -> String {
             account_id: "bench".into(),
             name: name.into(),
             expires_in_days: None,
+            quota: None,
         })
         .await
         .expect("create token")

@@ -45,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 account_id: "demo".into(),
                 name: "example".into(),
                 expires_in_days: Some(1),
+                quota: None,
             })
             .await?;
         println!("demo token: {}", demo.token.expose_secret());

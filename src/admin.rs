@@ -18,7 +18,9 @@ use subtle::ConstantTimeEq;
 
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
-use crate::service::{CreateTokenParams, CreatedToken, TokenError, TokenInfo, TokenService};
+use crate::service::{
+    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService,
+};
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
 
@@ -115,6 +117,8 @@ struct CreateBody {
     name: String,
     #[serde(default)]
     expires_in_days: Option<u32>,
+    #[serde(default)]
+    quota: Option<QuotaParams>,
 }
 
 impl Admin {
@@ -211,6 +215,8 @@ impl Admin {
             Route::ListTokens => self.list(account).await,
             Route::GetToken => self.get(account, id).await,
             Route::RevokeToken => self.revoke(account, id).await,
+            Route::SetQuota => self.set_quota(account, id, Some(body)).await,
+            Route::RemoveQuota => self.set_quota(account, id, None::<B>).await,
         }
     }
 
@@ -270,25 +276,9 @@ impl Admin {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<crate::http_util::BoxError>,
     {
-        let bytes = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                return http_util::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request",
-                    format!("The body is larger than {MAX_BODY} bytes, or could not be read."),
-                );
-            }
-        };
-        let body: CreateBody = match serde_json::from_slice(&bytes) {
+        let body: CreateBody = match read_json(body, "create request").await {
             Ok(body) => body,
-            Err(e) => {
-                return http_util::error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("The body is not a valid create request: {e}"),
-                );
-            }
+            Err(refused) => return refused,
         };
         let created = self
             .service
@@ -296,6 +286,7 @@ impl Admin {
                 account_id: account.to_owned(),
                 name: body.name,
                 expires_in_days: body.expires_in_days,
+                quota: body.quota,
             })
             .await;
         match created {
@@ -333,6 +324,55 @@ impl Admin {
             Err(e) => token_error(e),
         }
     }
+
+    /// Sets (`Some` body) or removes the token's quota.
+    async fn set_quota<B>(&self, account: &str, id: &str, body: Option<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        let Some(id) = parse_id(id) else {
+            return not_found();
+        };
+        let quota: Option<QuotaParams> = match body {
+            Some(body) => match read_json(body, "quota").await {
+                Ok(quota) => Some(quota),
+                Err(refused) => return refused,
+            },
+            None => None,
+        };
+        match self.service.set_quota(id, account, quota).await {
+            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+            Err(e) => token_error(e),
+        }
+    }
+}
+
+/// Reads a JSON body of at most `MAX_BODY` bytes; the error response names
+/// `what` was expected.
+async fn read_json<T, B>(body: B, what: &str) -> Result<T, Response<Body>>
+where
+    T: serde::de::DeserializeOwned,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Err(http_util::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("The body is larger than {MAX_BODY} bytes, or could not be read."),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        http_util::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("The body is not a valid {what}: {e}"),
+        )
+    })
 }
 
 /// Every admin route. A request is parsed into one ([`Route::parse`]), then
@@ -348,6 +388,8 @@ enum Route {
     CreateToken,
     GetToken,
     RevokeToken,
+    SetQuota,
+    RemoveQuota,
 }
 
 /// The path parameters of a matched route, as sent (percent-encoded).
@@ -373,7 +415,7 @@ enum Parsed {
 
 impl Route {
     /// The route table, in the order methods are listed in `Allow`.
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 10] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -382,6 +424,8 @@ impl Route {
         Route::CreateToken,
         Route::GetToken,
         Route::RevokeToken,
+        Route::SetQuota,
+        Route::RemoveQuota,
     ];
 
     /// Method and path template (`{name}` matches one segment).
@@ -395,6 +439,8 @@ impl Route {
             Route::CreateToken => (Method::POST, "/v1/accounts/{account}/tokens"),
             Route::GetToken => (Method::GET, "/v1/accounts/{account}/tokens/{id}"),
             Route::RevokeToken => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}"),
+            Route::SetQuota => (Method::PUT, "/v1/accounts/{account}/tokens/{id}/quota"),
+            Route::RemoveQuota => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}/quota"),
         }
     }
 
@@ -402,7 +448,12 @@ impl Route {
     fn needs_key(self) -> bool {
         matches!(
             self,
-            Route::ListTokens | Route::CreateToken | Route::GetToken | Route::RevokeToken
+            Route::ListTokens
+                | Route::CreateToken
+                | Route::GetToken
+                | Route::RevokeToken
+                | Route::SetQuota
+                | Route::RemoveQuota
         )
     }
 
@@ -708,6 +759,9 @@ mod tests {
             let name = reference.strip_prefix("#/components/schemas/").unwrap();
             return check_schema(doc, &doc["components"]["schemas"][name], value, at);
         }
+        if value.is_null() && schema["nullable"] == Value::Bool(true) {
+            return;
+        }
         if let Some(all) = schema["allOf"].as_array() {
             for part in all {
                 check_schema(doc, part, value, at);
@@ -826,6 +880,22 @@ mod tests {
         check(Route::ListTokens, status, &list);
         let (status, info) = call(Method::GET, token.clone(), "", true).await;
         check(Route::GetToken, status, &info);
+        let quota = format!("{token}/quota");
+        let (status, set) = call(
+            Method::PUT,
+            quota.clone(),
+            r#"{"remaining":5,"refill":{"amount":10,"interval":"month"}}"#,
+            true,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(set["quota"]["refill"]["interval"], "month");
+        check(Route::SetQuota, status, &set);
+        let (status, error) = call(Method::PUT, quota.clone(), r#"{"remaining":-1}"#, true).await;
+        check(Route::SetQuota, status, &error);
+        let (status, removed) = call(Method::DELETE, quota, "", true).await;
+        assert_eq!(removed["quota"], serde_json::Value::Null);
+        check(Route::RemoveQuota, status, &removed);
         let (status, revoked) = call(Method::DELETE, token.clone(), "", true).await;
         check(Route::RevokeToken, status, &revoked);
         assert_eq!(revoked["status"], "revoked");

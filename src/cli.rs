@@ -14,7 +14,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::admin::CreatedTokenBody;
 use crate::config::Config;
-use crate::service::{CreateTokenParams, MAX_EXPIRES_IN_DAYS, TokenError, TokenInfo, TokenService};
+use crate::service::{
+    CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, TokenError, TokenInfo, TokenService,
+};
+use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, redact_url};
 use crate::token::TokenId;
 
@@ -66,6 +69,34 @@ pub(crate) enum TokenCommand {
         #[arg(long, value_name = "N",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_EXPIRES_IN_DAYS)))]
         expires_in_days: Option<u32>,
+        /// A usage quota: requests the token may make (omit for unlimited).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=MAX_QUOTA))]
+        quota: Option<u64>,
+        /// Refill the quota: AMOUNT/INTERVAL, e.g. 10000/1d or 50000/month.
+        #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse_refill, requires = "quota")]
+        refill: Option<Refill>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Set, replace or remove a token's usage quota (a new period starts now).
+    Quota {
+        /// The account that owns the token.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The token id.
+        #[arg(long, value_name = "TOKEN_ID")]
+        id: TokenId,
+        /// Requests the token may make from now (until the next refill).
+        #[arg(long, value_name = "N", required_unless_present = "remove",
+              value_parser = clap::value_parser!(u64).range(0..=MAX_QUOTA))]
+        remaining: Option<u64>,
+        /// Refill: AMOUNT/INTERVAL, e.g. 10000/1d or 50000/month.
+        #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse_refill, requires = "remaining")]
+        refill: Option<Refill>,
+        /// Remove the quota (unlimited use).
+        #[arg(long, conflicts_with_all = ["remaining", "refill"])]
+        remove: bool,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -224,6 +255,8 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             account,
             name,
             expires_in_days,
+            quota,
+            refill,
             output,
         } => {
             let created = service
@@ -231,6 +264,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     account_id: account,
                     name,
                     expires_in_days,
+                    quota: quota.map(|remaining| QuotaParams { remaining, refill }),
                 })
                 .await
                 .map_err(fail)?;
@@ -298,6 +332,25 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     info.account_id,
                     info.revoked_at.map_or_else(|| "?".to_owned(), timestamp)
                 )
+            })
+        }
+        TokenCommand::Quota {
+            account,
+            id,
+            remaining,
+            refill,
+            remove: _,
+            output,
+        } => {
+            let quota = remaining.map(|remaining| QuotaParams { remaining, refill });
+            let info = service
+                .set_quota(id, &account, quota)
+                .await
+                .map_err(|e| not_found(e, id, &account))?;
+            Ok(if output.json {
+                json_line(&info)
+            } else {
+                details(&info)
             })
         }
         TokenCommand::Cleanup {
@@ -391,11 +444,45 @@ fn details(info: &TokenInfo) -> String {
         ("expires", optional_timestamp(info.expires_at, "never")),
         ("last used", optional_timestamp(info.last_accessed, "never")),
         ("revoked", optional_timestamp(info.revoked_at, "no")),
+        ("quota", quota_text(info)),
     ];
     for (name, value) in fields {
         let _ = writeln!(out, "{:<10} {value}", format!("{name}:"));
     }
     out
+}
+
+/// `"740 left, refills to 1000 every 1day (next 2026-11-28 00:00:00 UTC)"`.
+fn quota_text(info: &TokenInfo) -> String {
+    let Some(quota) = &info.quota else {
+        return "none (unlimited)".to_owned();
+    };
+    match quota.refill {
+        Some(refill) => format!(
+            "{} left, refills to {} every {} (next {})",
+            quota.remaining,
+            refill.amount,
+            refill.interval,
+            optional_timestamp(quota.next_refill_at, "?")
+        ),
+        None => format!("{} left, no refill", quota.remaining),
+    }
+}
+
+/// `AMOUNT/INTERVAL`: `10000/1d`, `50000/month`.
+fn parse_refill(text: &str) -> Result<Refill, String> {
+    let (amount, interval) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not AMOUNT/INTERVAL, e.g. 10000/1d or 50000/month"))?;
+    let amount: u64 = amount
+        .parse()
+        .ok()
+        .filter(|a| (1..=MAX_QUOTA).contains(a))
+        .ok_or_else(|| format!("refill amount {amount:?} must be between 1 and {MAX_QUOTA}"))?;
+    Ok(Refill {
+        amount,
+        interval: interval.parse()?,
+    })
 }
 
 /// clap's error as one line: its first paragraph, lines joined, plus a pointer

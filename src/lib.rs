@@ -47,6 +47,7 @@
 //!         account_id: "acme".into(),
 //!         name: "deploy bot".into(),
 //!         expires_in_days: None,
+//!         quota: None,
 //!     })
 //!     .await?;
 //! println!("store this now: {}", created.token.expose_secret());
@@ -108,11 +109,12 @@ pub use layer::{PeerAddr, TokenGateLayer, TokenGateService};
 #[cfg(feature = "server")]
 pub use server::{ServeConfig, ServeError, serve, serve_until};
 pub use service::{
-    AuthContext, Clock, CreateTokenParams, CreatedToken, SecurityConfig, SystemClock, TokenError,
-    TokenInfo, TokenService, TokenStatus,
+    AuthContext, Clock, CreateTokenParams, CreatedToken, QuotaInfo, QuotaParams, SecurityConfig,
+    SystemClock, TokenError, TokenInfo, TokenService, TokenStatus,
 };
 pub use settings::InvalidConfig;
 pub use store::{
-    MemoryStore, RedisConfig, RedisStore, RevocationSink, StoreError, TokenRecord, TokenStore,
+    MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
+    TokenRecord, TokenStore,
 };
 pub use token::{FormatError, Token, TokenId};

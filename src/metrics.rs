@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::{Authenticator, OUTCOMES};
 use crate::store::{
-    LimitReport, LimitState, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+    Lease, LimitReport, LimitState, Quota, RevocationSink, RevokeOutcome, StoreError, TokenRecord,
+    TokenStore,
 };
 use crate::token::TokenId;
 
@@ -90,6 +91,43 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
     ) -> Result<RevokeOutcome, StoreError> {
         timed!(self, "revoke", self.inner.revoke(id, account_id, at))
     }
+    async fn lease_credits(
+        &self,
+        id: TokenId,
+        want: u64,
+        now: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        timed!(
+            self,
+            "lease_credits",
+            self.inner.lease_credits(id, want, now)
+        )
+    }
+    async fn return_credits(
+        &self,
+        id: TokenId,
+        credits: u64,
+        period: u64,
+    ) -> Result<(), StoreError> {
+        timed!(
+            self,
+            "return_credits",
+            self.inner.return_credits(id, credits, period)
+        )
+    }
+    async fn set_quota(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        quota: Option<Quota>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        timed!(
+            self,
+            "set_quota",
+            self.inner.set_quota(id, account_id, quota, at)
+        )
+    }
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
         timed!(self, "touch", self.inner.touch(batch))
     }
@@ -141,6 +179,11 @@ impl Collector for AuthCollector {
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         let counters = [
+            (
+                "tokengate_quota_exceeded",
+                "Requests refused because the token's usage quota was used up",
+                stats.quota_exceeded,
+            ),
             (
                 "tokengate_cache_hits",
                 "Validations answered from the cache",

@@ -16,6 +16,7 @@
 //!         account_id: "acme".into(),
 //!         name: "ci".into(),
 //!         expires_in_days: Some(90),
+//!         quota: None,
 //!     })
 //!     .await?;
 //! let auth = service.validate_token(created.token.expose_secret()).await?;
@@ -31,7 +32,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, in_range, invalid};
-use crate::store::{RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use crate::store::{
+    MAX_QUOTA, Quota, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+};
 use crate::token::{self, FormatError, RandomError, Token, TokenId};
 
 /// bcrypt cost used unless configured otherwise.
@@ -183,6 +186,16 @@ pub struct AuthContext {
     pub token_id: TokenId,
 }
 
+/// A valid token, with what caches need to know about it.
+#[derive(Debug, Clone)]
+pub(crate) struct Validated {
+    pub(crate) auth: AuthContext,
+    /// The cache must not outlive it.
+    pub(crate) expires_at: Option<i64>,
+    /// Each request must spend one of its credits.
+    pub(crate) has_quota: bool,
+}
+
 /// What [`TokenService::create_token`] needs.
 #[derive(Debug, Clone)]
 pub struct CreateTokenParams {
@@ -192,6 +205,68 @@ pub struct CreateTokenParams {
     pub name: String,
     /// 1–3650, or `None` for a token that never expires.
     pub expires_in_days: Option<u32>,
+    /// A usage quota, or `None` for unlimited use (docs/quotas.md).
+    pub quota: Option<QuotaParams>,
+}
+
+/// A usage quota to give a token: `remaining` requests, optionally set back
+/// to `refill.amount` every `refill.interval` (docs/quotas.md). In JSON:
+/// `{"remaining": 1000, "refill": {"amount": 1000, "interval": "1d"}}`,
+/// the interval a duration or `"month"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaParams {
+    /// Requests the token may make (until the next refill), up to 10¹².
+    pub remaining: u64,
+    /// How the quota refills; absent: never.
+    #[serde(default)]
+    pub refill: Option<Refill>,
+}
+
+impl QuotaParams {
+    fn check(&self) -> Result<(), TokenError> {
+        if self.remaining > MAX_QUOTA {
+            return Err(TokenError::input(
+                "quota.remaining",
+                format!("must be at most {MAX_QUOTA}"),
+            ));
+        }
+        if let Some(refill) = self.refill
+            && !(1..=MAX_QUOTA).contains(&refill.amount)
+        {
+            return Err(TokenError::input(
+                "quota.refill.amount",
+                format!("must be between 1 and {MAX_QUOTA}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A token's quota as shown to people and scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QuotaInfo {
+    /// Credits left in the store (replicas may hold a few more in leases
+    /// not yet spent).
+    pub remaining: u64,
+    /// How the quota refills, `null` for never.
+    pub refill: Option<Refill>,
+    /// When the current period started (creation, last refill or change).
+    pub refilled_at: i64,
+    /// When the next refill comes, `null` for never.
+    pub next_refill_at: Option<i64>,
+}
+
+impl QuotaInfo {
+    fn at(quota: &Quota, now: i64) -> Self {
+        let quota = quota.at(now);
+        Self {
+            remaining: quota.remaining,
+            refill: quota.refill,
+            refilled_at: quota.refilled_at,
+            next_refill_at: quota.next_refill(),
+        }
+    }
 }
 
 /// Where a token stands at a given moment.
@@ -239,6 +314,8 @@ pub struct TokenInfo {
     pub last_accessed: Option<i64>,
     /// Revocation time, `null` if not revoked.
     pub revoked_at: Option<i64>,
+    /// The usage quota, `null` for unlimited.
+    pub quota: Option<QuotaInfo>,
 }
 
 impl TokenInfo {
@@ -260,6 +337,7 @@ impl TokenInfo {
             expires_at: record.expires_at,
             last_accessed: record.last_accessed,
             revoked_at: record.revoked_at,
+            quota: record.quota.as_ref().map(|q| QuotaInfo::at(q, now)),
         }
     }
 }
@@ -457,6 +535,9 @@ impl TokenService {
                 ));
             }
         }
+        if let Some(quota) = &params.quota {
+            quota.check()?;
+        }
         let token = Token::generate()?;
         let hash = {
             let plaintext = token.expose_secret().to_owned();
@@ -476,6 +557,7 @@ impl TokenService {
                 .map(|d| now + i64::from(d) * SECONDS_PER_DAY),
             last_accessed: None,
             revoked_at: None,
+            quota: params.quota.map(|q| Quota::new(q.remaining, q.refill, now)),
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -532,8 +614,42 @@ impl TokenService {
         if outcome == RevokeOutcome::Revoked {
             tracing::info!(token_id = %token_id, account_id, "token revoked");
         }
-        // This process's caches drop the token now; other processes hear of
-        // it through the store (the Redis events stream).
+        self.tell_sinks(token_id, |sink, id| sink.revoked(id));
+        self.get_token(token_id, account_id).await
+    }
+
+    /// Sets, replaces or (with `None`) removes the usage quota of a token of
+    /// the account, and returns its record. The quota starts a new period
+    /// now; credits replicas had leased from the old one are void
+    /// (docs/quotas.md).
+    pub async fn set_quota(
+        &self,
+        token_id: TokenId,
+        account_id: &str,
+        quota: Option<QuotaParams>,
+    ) -> Result<TokenInfo, TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        if let Some(quota) = &quota {
+            quota.check()?;
+        }
+        let now = self.clock.now();
+        let quota = quota.map(|q| Quota::new(q.remaining, q.refill, now));
+        if !self
+            .store
+            .set_quota(token_id, account_id, quota, now)
+            .await?
+        {
+            return Err(TokenError::NotFound);
+        }
+        tracing::info!(token_id = %token_id, account_id, quota = ?quota.map(|q| q.remaining), "token quota set");
+        self.tell_sinks(token_id, |sink, id| sink.changed(id));
+        self.get_token(token_id, account_id).await
+    }
+
+    /// Tells this process's caches that a token was revoked or changed;
+    /// other processes hear of it through the store (the Redis events
+    /// stream).
+    fn tell_sinks(&self, token_id: TokenId, tell: impl Fn(&dyn RevocationSink, TokenId)) {
         let sinks: Vec<_> = self
             .revocation_sinks
             .lock()
@@ -542,24 +658,19 @@ impl TokenService {
             .filter_map(Weak::upgrade)
             .collect();
         for sink in sinks {
-            sink.revoked(token_id);
+            tell(&*sink, token_id);
         }
-        self.get_token(token_id, account_id).await
     }
 
     /// Checks a presented token: parse (no I/O), one store read by id,
     /// revoked / expired checks, then one bcrypt verify on the blocking pool.
     /// bcrypt never runs for a token that fails any earlier step.
     pub async fn validate_token(&self, presented: &str) -> Result<AuthContext, TokenError> {
-        self.validate(presented).await.map(|(auth, _)| auth)
+        self.validate(presented).await.map(|valid| valid.auth)
     }
 
-    /// As [`TokenService::validate_token`], also returning the token's expiry
-    /// (for caches, which must not outlive it).
-    pub(crate) async fn validate(
-        &self,
-        presented: &str,
-    ) -> Result<(AuthContext, Option<i64>), TokenError> {
+    /// As [`TokenService::validate_token`], also returning what caches need.
+    pub(crate) async fn validate(&self, presented: &str) -> Result<Validated, TokenError> {
         let id = token::parse(presented)?;
         let record = self.store.get(id).await?.ok_or(TokenError::NotFound)?;
         if record.revoked_at.is_some() {
@@ -582,7 +693,11 @@ impl TokenService {
             account_id: record.account_id,
             token_id: id,
         };
-        Ok((auth, record.expires_at))
+        Ok(Validated {
+            auth,
+            expires_at: record.expires_at,
+            has_quota: record.quota.is_some(),
+        })
     }
 
     /// Records that a token was used at `at` (unix seconds). Never moves the
@@ -726,6 +841,7 @@ mod tests {
             expires_at: Some(10),
             last_accessed: None,
             revoked_at: Some(20),
+            quota: None,
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,
@@ -733,6 +849,7 @@ mod tests {
         );
         let active = TokenRecord {
             revoked_at: None,
+            quota: None,
             ..record
         };
         assert_eq!(

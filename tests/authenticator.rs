@@ -195,7 +195,10 @@ async fn rate_limited_cache_hits_cost_one_background_round_per_interval() {
         .filter(|(name, _)| !["xread", "info", "config|resetstat"].contains(&name.as_str()))
         .collect();
     let rounds = elapsed.as_millis() as u64 / 200 + 1;
-    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map_or(0, |c| c.1);
+    let evalsha = calls
+        .iter()
+        .find(|(n, _)| n == "evalsha")
+        .map_or(0, |c| c.1);
     eprintln!("1,000 cache hits in {elapsed:?}: {calls:?}");
     // Two limiters (token and account) per round, at most.
     assert!(
@@ -205,8 +208,10 @@ async fn rate_limited_cache_hits_cost_one_background_round_per_interval() {
     // The round's script and what it runs inside, once per limiter.
     let round = ["script|load", "evalsha", "time", "hmget", "hset", "pexpire"];
     assert!(
-        calls.iter().all(|(name, n)| round.contains(&name.as_str())
-            && (name == "script|load" || *n == evalsha)),
+        calls
+            .iter()
+            .all(|(name, n)| round.contains(&name.as_str())
+                && (name == "script|load" || *n == evalsha)),
         "Redis calls besides the limiter rounds: {calls:?}"
     );
 }
@@ -584,6 +589,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
                 account_id: "acme".into(),
                 name: "after".into(),
                 expires_in_days: None,
+                quota: None,
             })
             .await
         {
@@ -1049,4 +1055,93 @@ async fn the_authenticator_checks_its_own_sections() {
     let err = Authenticator::new(service.clone(), &config).unwrap_err();
     assert!(err.to_string().contains("headers.token_id"), "{err}");
     Authenticator::new(service, &tokengate::AuthConfig::default()).unwrap();
+}
+
+async fn metered(service: &TokenService, remaining: u64) -> (String, tokengate::TokenId) {
+    let created = service
+        .create_token(tokengate::CreateTokenParams {
+            account_id: "acme".into(),
+            name: "metered".into(),
+            expires_in_days: None,
+            quota: Some(tokengate::QuotaParams {
+                remaining,
+                refill: None,
+            }),
+        })
+        .await
+        .unwrap();
+    (created.token.expose_secret().to_owned(), created.info.id)
+}
+
+/// A used-up quota is a 429 of its own (`usage_exceeded`, not
+/// `rate_limited`), counted apart; a top-up made by another process reaches
+/// this one through the events stream and lets the token through again.
+#[tokio::test]
+async fn a_used_up_quota_is_refused_until_another_process_tops_it_up() {
+    let gate = Gate::new(test_config()).await;
+    let (token, id) = metered(&gate.service, 3).await;
+    for _ in 0..3 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    let refused = gate.get(&token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body["error"], "usage_exceeded");
+    assert_eq!(
+        refused.header("retry-after"),
+        None,
+        "no refill: no time to retry at"
+    );
+    assert_eq!(refused.header("ratelimit-policy"), None);
+    assert_eq!(gate.auth.stats().quota_exceeded, 1);
+    let usage_exceeded = tokengate::auth::OUTCOMES
+        .iter()
+        .position(|o| *o == "usage_exceeded")
+        .unwrap();
+    assert_eq!(gate.auth.stats().outcomes[usage_exceeded], 1);
+
+    let elsewhere = redis_service(&gate.server, &test_config()).await;
+    let info = elsewhere
+        .set_quota(
+            id,
+            "acme",
+            Some(tokengate::QuotaParams {
+                remaining: 2,
+                refill: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.quota.unwrap().remaining, 2);
+    let started = Instant::now();
+    // Sooner than the 1 s this process waits before asking the store
+    // about a used-up quota on its own: the change event did it.
+    while gate.get(&token).await.status != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "the top-up did not reach this process"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    assert_eq!(
+        gate.get(&token).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "exactly the 2 credits of the top-up"
+    );
+}
+
+/// On the in-memory store (one process) a quota is exact too.
+#[tokio::test]
+async fn the_embedded_store_counts_quotas_exactly() {
+    let service = TokenService::new(std::sync::Arc::new(tokengate::MemoryStore::new()))
+        .with_bcrypt_cost(4);
+    let auth = Authenticator::new(service.clone(), &test_config().auth).unwrap();
+    let (token, _) = metered(&service, 5).await;
+    let mut admitted = 0;
+    for _ in 0..20 {
+        if send(&auth, bearer(&token)).await.status == StatusCode::OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
 }

@@ -439,3 +439,74 @@ fn redis_url_precedence_is_flag_then_env_then_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn quotas_are_set_at_creation_and_changed_later() {
+    let server = RedisServer::start();
+    let created = json(&run(
+        &server,
+        &[
+            "token", "create", "--account", "acme", "--name", "metered", "--quota", "1000",
+            "--refill", "1000/1d", "--json",
+        ],
+    ));
+    let quota = &created["quota"];
+    assert_eq!(quota["remaining"], 1000);
+    assert_eq!(quota["refill"]["amount"], 1000);
+    assert_eq!(quota["refill"]["interval"], "1day");
+    assert_eq!(
+        quota["next_refill_at"].as_i64().unwrap(),
+        quota["refilled_at"].as_i64().unwrap() + 86_400
+    );
+    let id = created["id"].as_str().unwrap();
+    // In Redis, beside the record (docs/redis-layout.md).
+    let stored: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg(&["quota_remaining", "quota_refill_amount", "quota_refill_interval"])
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        [Some("1000".into()), Some("1000".into()), Some("86400".into())]
+    );
+
+    let out = run(
+        &server,
+        &[
+            "token", "quota", "--account", "acme", "--id", id, "--remaining", "5", "--refill",
+            "50/month",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("quota:     5 left, refills to 50 every month (next "),
+        "{text}"
+    );
+    let removed = json(&run(
+        &server,
+        &["token", "quota", "--account", "acme", "--id", id, "--remove", "--json"],
+    ));
+    assert_eq!(removed["quota"], Value::Null);
+    let got = stdout(&run(&server, &["token", "get", "--account", "acme", "--id", id]));
+    assert!(got.contains("quota:     none (unlimited)"), "{got}");
+
+    // Bad values: one line, exit 2, saying what is wrong.
+    let create = ["token", "create", "--account", "a", "--name", "n"];
+    let with = |extra: &[&'static str]| {
+        let mut args = create.to_vec();
+        args.extend_from_slice(extra);
+        run(&server, &args)
+    };
+    assert_fails(&with(&["--quota", "10", "--refill", "10"]), 2, "AMOUNT/INTERVAL");
+    assert_fails(&with(&["--quota", "10", "--refill", "10/fortnight"]), 2, "month");
+    assert_fails(&with(&["--quota", "10", "--refill", "0/1d"]), 2, "refill amount");
+    assert_fails(&with(&["--refill", "10/1d"]), 2, "--quota");
+    assert_fails(&with(&["--quota=-1"]), 2, "--quota");
+    assert_fails(
+        &run(&server, &["token", "quota", "--account", "acme", "--id", id]),
+        2,
+        "--remaining",
+    );
+}

@@ -182,3 +182,81 @@ async fn four_replicas_share_one_rate_limit() {
         "Redis counted {counted} of {admitted}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_is_never_overspent_by_four_replicas() {
+    let fleet = Fleet::start("[rate_limit]\nper_token_requests = 0\n").await;
+    let (token, id) = fleet
+        .create(r#"{"name": "metered", "quota": {"remaining": 1000}}"#)
+        .await;
+    let counts = fleet.drive(&token, Duration::from_secs(5)).await;
+    let admitted = count(&counts, 200, "");
+    let exceeded = count(&counts, 429, "usage_exceeded");
+    eprintln!("quota 1,000, 4 replicas, 5 s: {admitted} admitted, {exceeded} refused ({counts:?})");
+    assert_eq!(admitted, 1_000, "{counts:?}");
+    assert_eq!(
+        admitted + exceeded,
+        counts.values().sum::<u64>(),
+        "{counts:?}"
+    );
+    assert!(
+        exceeded > 1_000,
+        "the clients must have pushed past the quota"
+    );
+    let admin = fleet.replicas[1].2;
+    let url = format!("http://127.0.0.1:{admin}/v1/accounts/acme/tokens/{id}");
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let info = http("GET", &url, &[("authorization", &auth)], "").await;
+    assert_eq!(info.json()["quota"]["remaining"], 0, "{:?}", info.body);
+
+    // Set to refill 300 every 2 s, starting empty: refused until the first
+    // refill, then exactly 300 per period, whichever replicas serve them.
+    let reply = http(
+        "PUT",
+        &format!("{url}/quota"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"remaining": 0, "refill": {"amount": 300, "interval": "2s"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()["quota"]["refill"]["interval"], "2s");
+    let counts = fleet.drive(&token, Duration::from_secs(3)).await;
+    let admitted = count(&counts, 200, "");
+    eprintln!("refill 300 / 2 s, 3 s: {admitted} admitted ({counts:?})");
+    assert!(
+        admitted == 300 || admitted == 600,
+        "one or two refills of 300, never more: {admitted}"
+    );
+    // Over the limit: 429 usage_exceeded with Retry-After until the refill.
+    let refused = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/orders", fleet.replicas[2].1),
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
+    if refused.status == StatusCode::TOO_MANY_REQUESTS {
+        assert_eq!(refused.json()["error"], "usage_exceeded");
+        let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    }
+    // The refusals are counted by their own metric.
+    let metrics = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/metrics", fleet.replicas[0].2),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let refusals: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tokengate_quota_exceeded_total "))
+        .unwrap_or_else(|| panic!("no quota metric in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(refusals > 0);
+}

@@ -20,6 +20,7 @@ async fn create(service: &TokenService, account: &str, days: Option<u32>) -> Cre
             account_id: account.into(),
             name: format!("token of {account}"),
             expires_in_days: days,
+            quota: None,
         })
         .await
         .unwrap()
@@ -244,6 +245,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 expires_at: Some(now - 5 * DAY + i64::from(i % 2)),
                 last_accessed: None,
                 revoked_at: None,
+                quota: None,
             })
             .await
             .unwrap();

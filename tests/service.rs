@@ -6,7 +6,10 @@ mod support;
 use std::time::Duration;
 
 use support::{DAY, Harness};
-use tokengate::{CreateTokenParams, CreatedToken, Token, TokenError, TokenService, TokenStatus};
+use tokengate::{
+    CreateTokenParams, CreatedToken, QuotaParams, Refill, RefillInterval, Token, TokenError,
+    TokenService, TokenStatus,
+};
 
 /// Instantiates every suite test once per store.
 macro_rules! on_both_stores {
@@ -42,6 +45,7 @@ on_both_stores!(
     cleanup_removes_only_tokens_dead_beyond_retention,
     input_rules_name_the_field,
     last_accessed_never_moves_backwards,
+    quota_credits_are_handed_out_once_and_refill_on_schedule,
 );
 
 async fn create(
@@ -55,6 +59,7 @@ async fn create(
             account_id: account.into(),
             name: name.into(),
             expires_in_days: days,
+            quota: None,
         })
         .await
         .unwrap()
@@ -305,6 +310,7 @@ async fn input_rules_name_the_field(h: Harness) {
         account_id: account.into(),
         name: name.into(),
         expires_in_days: days,
+        quota: None,
     };
     let cases = [
         (params("", "n", None), "account_id"),
@@ -359,4 +365,115 @@ async fn last_accessed_never_moves_backwards(h: Harness) {
         .await
         .unwrap();
     assert!(h.service.store().get(unknown).await.unwrap().is_none());
+}
+
+/// The same ledger on both stores (Lua and Rust run the same calendar):
+/// credits handed out at most once, given back only within their period,
+/// and set back to the refill amount on schedule, daily or monthly.
+async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
+    let daily = Refill {
+        amount: 10,
+        interval: RefillInterval::Every(DAY as u64),
+    };
+    let created = h
+        .service
+        .create_token(CreateTokenParams {
+            account_id: "acme".into(),
+            name: "metered".into(),
+            expires_in_days: None,
+            quota: Some(QuotaParams {
+                remaining: 10,
+                refill: Some(daily),
+            }),
+        })
+        .await
+        .unwrap();
+    let (id, start) = (created.info.id, created.info.created_at);
+    let quota = created.info.quota.unwrap();
+    assert_eq!(
+        (
+            quota.remaining,
+            quota.refill,
+            quota.refilled_at,
+            quota.next_refill_at
+        ),
+        (10, Some(daily), start, Some(start + DAY))
+    );
+    let store = h.service.store();
+    let h = &h;
+    let lease = |want| async move {
+        let lease = store.lease_credits(id, want, h.clock_now()).await;
+        lease.unwrap().unwrap()
+    };
+    let first = lease(4).await;
+    assert_eq!((first.granted, first.remaining), (4, 6));
+    assert_eq!(lease(100).await.granted, 6, "never more than is left");
+    assert_eq!(lease(1).await.granted, 0);
+    store.return_credits(id, 3, first.period).await.unwrap();
+    let get = || async {
+        h.service
+            .get_token(id, "acme")
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+    };
+    assert_eq!(get().await.remaining, 3);
+
+    // A day later: back to 10 (not 13: credits do not roll over), in a new
+    // period into which the old period's credits cannot be given back.
+    h.clock.advance(DAY + 5);
+    assert_eq!(get().await.remaining, 10);
+    let refilled = lease(1).await;
+    assert_eq!(refilled.period, first.period + 1);
+    assert_eq!(refilled.next_refill, Some(start + 2 * DAY));
+    store.return_credits(id, 5, first.period).await.unwrap();
+    assert_eq!(get().await.remaining, 9);
+
+    // Removed: unlimited. Set again, monthly: a new period from now, the
+    // next refill on the first of next month (the test clock starts on
+    // 2026-01-01).
+    let info = h.service.set_quota(id, "acme", None).await.unwrap();
+    assert_eq!(info.quota, None);
+    assert_eq!(
+        store.lease_credits(id, 1, h.clock_now()).await.unwrap(),
+        None
+    );
+    let monthly = Refill {
+        amount: 5,
+        interval: RefillInterval::Month,
+    };
+    let quota = QuotaParams {
+        remaining: 2,
+        refill: Some(monthly),
+    };
+    let info = h.service.set_quota(id, "acme", Some(quota)).await.unwrap();
+    let feb_1 = 1_769_904_000;
+    assert_eq!(info.quota.unwrap().next_refill_at, Some(feb_1));
+    assert_eq!(lease(5).await.granted, 2);
+    h.clock.advance(feb_1 - h.clock_now());
+    let february = lease(9).await;
+    assert_eq!(
+        (february.granted, february.next_refill),
+        (5, Some(1_772_323_200))
+    );
+
+    // Another account's token, and bad quotas.
+    assert!(matches!(
+        h.service.set_quota(id, "other", Some(quota)).await,
+        Err(TokenError::NotFound)
+    ));
+    let zero_refill = QuotaParams {
+        remaining: 1,
+        refill: Some(Refill {
+            amount: 0,
+            ..monthly
+        }),
+    };
+    let e = h
+        .service
+        .set_quota(id, "acme", Some(zero_refill))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("quota.refill.amount"), "{e}");
 }

@@ -92,6 +92,8 @@ pub(crate) enum Cached {
         /// [`AuthCache::epoch`] when the lookup began: one that began
         /// before a recheck may have missed a revocation the recheck was for.
         epoch: u64,
+        /// The token has a usage quota: each request spends a credit.
+        has_quota: bool,
     },
     /// Not valid (remembered for the negative ttl).
     Invalid(InvalidReason),
@@ -118,12 +120,22 @@ impl Expiry<Key, Cached> for Lifetimes {
     }
 }
 
+/// What the cache heard about a token id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Revoked,
+    /// Changed (its quota set) at this moment: entries verified before it
+    /// may carry what no longer holds.
+    Changed(Instant),
+}
+
 /// The cache and its counters.
 pub(crate) struct AuthCache {
     entries: moka::future::Cache<Key, Cached>,
-    /// Ids revoked within the last ttl: a positive entry for one of them is
-    /// refused, whenever it was inserted.
-    revoked: moka::sync::Cache<TokenId, ()>,
+    /// Ids revoked or changed within the last ttl: a positive entry for a
+    /// revoked one is refused, whenever it was inserted; one for a changed
+    /// one is looked up again if it was verified before the change.
+    changes: moka::sync::Cache<TokenId, Change>,
     hits: AtomicU64,
     misses: AtomicU64,
     /// Whether the revocation channel is up (always, without one).
@@ -150,7 +162,7 @@ impl AuthCache {
                 .build(),
             // Twice the ttl: an entry inserted by a lookup that was already in
             // flight when the revocation arrived lives up to one ttl after it.
-            revoked: moka::sync::Cache::builder()
+            changes: moka::sync::Cache::builder()
                 .max_capacity(config.max_entries)
                 .time_to_live(config.ttl * 2)
                 .build(),
@@ -178,7 +190,7 @@ impl AuthCache {
         let mut hit = self.entries.get(&key).await;
         if hit
             .as_ref()
-            .is_some_and(|entry| self.distrusted(&key, entry))
+            .is_some_and(|entry| self.distrusted(&key, entry) || self.changed_since(entry))
         {
             self.entries.invalidate(&key).await;
             hit = None;
@@ -196,12 +208,28 @@ impl AuthCache {
             }
         };
         match entry {
-            Cached::Valid { ref auth, .. } if self.revoked.contains_key(&auth.token_id) => {
+            Cached::Valid { ref auth, .. }
+                if self.changes.get(&auth.token_id) == Some(Change::Revoked) =>
+            {
                 let revoked = Cached::Invalid(InvalidReason::Revoked);
                 self.entries.insert(key, revoked.clone()).await;
                 Ok(revoked)
             }
             entry => Ok(entry),
+        }
+    }
+
+    /// A valid entry verified before its token last changed. (The same
+    /// lookup as the revoked check above, which a hit pays anyway.)
+    fn changed_since(&self, entry: &Cached) -> bool {
+        match entry {
+            Cached::Valid {
+                auth, verified_at, ..
+            } => matches!(
+                self.changes.get(&auth.token_id),
+                Some(Change::Changed(at)) if *verified_at <= at
+            ),
+            Cached::Invalid(_) => false,
         }
     }
 
@@ -252,7 +280,18 @@ impl AuthCache {
 impl RevocationSink for AuthCache {
     fn revoked(&self, id: TokenId) {
         tracing::debug!(token_id = %id, "dropping revoked token from the cache");
-        self.revoked.insert(id, ());
+        self.changes.insert(id, Change::Revoked);
+    }
+
+    fn changed(&self, id: TokenId) {
+        tracing::debug!(token_id = %id, "token changed: its cache entries will be looked up again");
+        // A revocation stays a revocation.
+        self.changes
+            .entry(id)
+            .and_upsert_with(|current| match current.map(|c| c.into_value()) {
+                Some(Change::Revoked) => Change::Revoked,
+                _ => Change::Changed(Instant::now()),
+            });
     }
 
     fn caught_up(&self) {
@@ -308,6 +347,7 @@ mod tests {
             lifetime: Duration::MAX,
             verified_at: Instant::now(),
             epoch,
+            has_quota: false,
         }
     }
 

@@ -45,6 +45,7 @@ mod cache;
 mod extract;
 mod headers;
 mod last_accessed;
+mod quota;
 mod rate_limit;
 mod rejection;
 mod routes;
@@ -58,6 +59,7 @@ pub use self::extract::{ClientIpConfig, SourcesConfig};
 pub(crate) use self::headers::folds_to;
 pub use self::headers::{HeadersConfig, IdentityHeaders, fold_header_name};
 pub use self::last_accessed::{LastAccessed, LastAccessedConfig};
+use self::quota::Quotas;
 use self::rate_limit::Limits;
 pub use self::rate_limit::RateLimitConfig;
 pub use self::rejection::{InvalidReason, Rejection};
@@ -155,19 +157,22 @@ pub struct AuthStats {
     pub last_accessed_pending: usize,
     /// Last-accessed batches written.
     pub last_accessed_flushes: u64,
+    /// Requests refused because the token's usage quota was used up.
+    pub quota_exceeded: u64,
     /// Decisions so far, by outcome (see [`OUTCOMES`]), in that order.
     pub outcomes: [u64; OUTCOMES.len()],
 }
 
 /// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
 /// admitted as public, then each [`Rejection::code`].
-pub const OUTCOMES: [&str; 7] = [
+pub const OUTCOMES: [&str; 8] = [
     "authenticated",
     "public",
     "missing_token",
     "invalid_token",
     "invalid_request",
     "rate_limited",
+    "usage_exceeded",
     "unavailable",
 ];
 
@@ -178,6 +183,34 @@ fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
         Err(rejection) => rejection.code(),
     };
     OUTCOMES.iter().position(|o| *o == name).unwrap_or(0)
+}
+
+/// What the Authenticator is told of token changes (by this process, or by
+/// others through the store): the cache drops the token, the quotas the
+/// credits held for it.
+struct Changes {
+    cache: Arc<AuthCache>,
+    quotas: Arc<Quotas>,
+}
+
+impl RevocationSink for Changes {
+    fn revoked(&self, id: token::TokenId) {
+        self.cache.revoked(id);
+        self.quotas.forget(id);
+    }
+    fn changed(&self, id: token::TokenId) {
+        self.cache.changed(id);
+        self.quotas.forget(id);
+    }
+    fn unsubscribed(&self) {
+        self.cache.unsubscribed();
+    }
+    fn caught_up(&self) {
+        self.cache.caught_up();
+    }
+    fn recheck(&self) -> Vec<token::TokenId> {
+        self.cache.recheck()
+    }
 }
 
 /// Authenticates requests. Cheap to clone; clones share the cache, limits
@@ -193,10 +226,14 @@ struct Inner {
     sources: Sources,
     client_ip: ClientIp,
     limits: Arc<Limits>,
+    quotas: Arc<Quotas>,
     headers: IdentityHeaders,
     routes: PublicRoutes,
     last_accessed: LastAccessed,
     verify_time: Arc<VerifyTime>,
+    /// The cache and the quotas, told of token changes: held here, for
+    /// the service and the store hold it weakly.
+    _sink: Arc<dyn RevocationSink>,
     outcomes: [AtomicU64; OUTCOMES.len()],
     tasks: Vec<JoinHandle<()>>,
 }
@@ -225,7 +262,11 @@ impl Authenticator {
         config.validate()?;
         let headers = IdentityHeaders::from_config(&config.headers)?;
         let cache = Arc::new(AuthCache::new(&config.cache));
-        let sink: Arc<dyn RevocationSink> = cache.clone();
+        let quotas = Arc::new(Quotas::new(service.clone(), config.rate_limit.max_keys));
+        let sink: Arc<dyn RevocationSink> = Arc::new(Changes {
+            cache: cache.clone(),
+            quotas: quotas.clone(),
+        });
         service.add_revocation_sink(Arc::downgrade(&sink));
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
@@ -240,6 +281,7 @@ impl Authenticator {
                 store,
                 config.rate_limit.sync_interval,
             )));
+            tasks.push(tokio::spawn(quota::sweep(Arc::downgrade(&quotas))));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -248,6 +290,8 @@ impl Authenticator {
                 sources: Sources::new(&config.sources),
                 client_ip: ClientIp::new(&config.client_ip),
                 limits,
+                quotas,
+                _sink: sink,
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
                 last_accessed,
@@ -295,6 +339,7 @@ impl Authenticator {
             bcrypt_queue_depth: inner.service.bcrypt_queue_depth(),
             last_accessed_pending: inner.last_accessed.pending(),
             last_accessed_flushes: inner.last_accessed.flushes(),
+            quota_exceeded: inner.quotas.exceeded(),
             outcomes: std::array::from_fn(|i| inner.outcomes[i].load(Ordering::Relaxed)),
         }
     }
@@ -332,6 +377,9 @@ impl Authenticator {
             let epoch = inner.cache.epoch();
             async move {
                 let started = tokio::time::Instant::now();
+                // Before the store read: a change announced after it must
+                // make the entry look stale (AuthCache::changed_since).
+                let verified_at = std::time::Instant::now();
                 let validated = service.validate(&owned).await;
                 match &validated {
                     Ok(_) | Err(TokenError::WrongSecret) => verify_time.record(started.elapsed()),
@@ -342,15 +390,17 @@ impl Authenticator {
                     Err(_) => {}
                 }
                 match validated {
-                    Ok((auth, expires_at)) => {
+                    Ok(valid) => {
+                        let (auth, expires_at) = (valid.auth, valid.expires_at);
                         let lifetime = expires_at.map_or(Duration::MAX, |at| {
                             Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
                         });
                         Ok(Cached::Valid {
                             auth,
                             lifetime,
-                            verified_at: std::time::Instant::now(),
+                            verified_at,
                             epoch,
+                            has_quota: valid.has_quota,
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
@@ -371,8 +421,13 @@ impl Authenticator {
             })?;
         match entry {
             Cached::Invalid(reason) => Err(self.failed(ip, Some(token_id), reason)),
-            Cached::Valid { auth, .. } => {
+            Cached::Valid {
+                auth, has_quota, ..
+            } => {
                 inner.limits.check(auth.token_id, &auth.account_id)?;
+                if has_quota {
+                    inner.quotas.spend(auth.token_id).await?;
+                }
                 inner
                     .last_accessed
                     .record(auth.token_id, inner.service.now());
@@ -420,8 +475,13 @@ impl Authenticator {
         }
     }
 
-    /// Writes pending last-accessed times: call once on shutdown.
+    /// Writes pending last-accessed times and gives back unspent quota
+    /// credits: call once on shutdown.
     pub async fn shutdown(&self) {
+        let returned = self.inner.quotas.give_back(true).await;
+        if returned > 0 {
+            tracing::info!(credits = returned, "unspent quota credits given back");
+        }
         if let Err(e) = self.inner.last_accessed.shutdown().await {
             tracing::warn!(error = %e, "last-accessed times could not be written on shutdown");
         }

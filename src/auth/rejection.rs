@@ -79,6 +79,12 @@ pub enum Rejection {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The token's usage quota is used up: 429 `usage_exceeded`
+    /// (docs/quotas.md).
+    UsageExceeded {
+        /// When the quota refills, if it does.
+        retry_after: Option<Duration>,
+    },
     /// The store cannot answer, or verification is overloaded, and the cache
     /// cannot vouch for the token: 503. Never 401, never 200.
     Unavailable {
@@ -93,7 +99,7 @@ impl Rejection {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::UsageExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -105,6 +111,7 @@ impl Rejection {
             Self::InvalidToken(_) => "invalid_token",
             Self::InvalidRequest(_) => "invalid_request",
             Self::RateLimited { .. } => "rate_limited",
+            Self::UsageExceeded { .. } => "usage_exceeded",
             Self::Unavailable { .. } => "unavailable",
         }
     }
@@ -122,6 +129,15 @@ impl Rejection {
                     "Too many requests; retry in {} s.",
                     whole_seconds(*retry_after)
                 )
+            }
+            Self::UsageExceeded {
+                retry_after: Some(retry_after),
+            } => format!(
+                "The token's usage quota is used up; it refills in {} s.",
+                whole_seconds(*retry_after)
+            ),
+            Self::UsageExceeded { retry_after: None } => {
+                "The token's usage quota is used up.".into()
             }
             Self::Unavailable { retry_after } => format!(
                 "Authentication is temporarily unavailable; retry in {} s.",
@@ -165,7 +181,10 @@ impl Rejection {
                     headers.insert("ratelimit", v);
                 }
             }
-            Self::Unavailable { retry_after } => {
+            Self::Unavailable { retry_after }
+            | Self::UsageExceeded {
+                retry_after: Some(retry_after),
+            } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(whole_seconds(*retry_after)));
             }
             _ => {}

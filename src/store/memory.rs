@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{LimitReport, LimitState, RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use super::{
+    Lease, LimitReport, LimitState, Quota, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+};
 use crate::token::TokenId;
 
 /// Token records in a `HashMap`, with an account index.
@@ -97,6 +99,68 @@ impl TokenStore for MemoryStore {
             }
             _ => Ok(RevokeOutcome::NotFound),
         }
+    }
+
+    async fn lease_credits(
+        &self,
+        id: TokenId,
+        want: u64,
+        now: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut inner = self.lock();
+        let Some(quota) = inner.tokens.get_mut(&id).and_then(|r| r.quota.as_mut()) else {
+            return Ok(None);
+        };
+        *quota = quota.at(now);
+        let granted = want.min(quota.remaining);
+        quota.remaining -= granted;
+        Ok(Some(Lease {
+            granted,
+            period: quota.period,
+            next_refill: quota.next_refill(),
+            remaining: quota.remaining,
+        }))
+    }
+
+    async fn return_credits(
+        &self,
+        id: TokenId,
+        credits: u64,
+        period: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(quota) = inner.tokens.get_mut(&id).and_then(|r| r.quota.as_mut())
+            && quota.period == period
+        {
+            quota.remaining = quota.remaining.saturating_add(credits);
+        }
+        Ok(())
+    }
+
+    async fn set_quota(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        quota: Option<Quota>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(record) = inner
+            .tokens
+            .get_mut(&id)
+            .filter(|r| r.account_id == account_id)
+        else {
+            return Ok(false);
+        };
+        // A new period either way: leases of the old quota are void.
+        let period = record.quota.map_or(0, |q| q.period) + 1;
+        record.quota = quota.map(|q| Quota {
+            refilled_at: at,
+            period,
+            ..q
+        });
+        record.updated_at = at;
+        Ok(true)
     }
 
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {

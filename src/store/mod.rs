@@ -18,9 +18,11 @@ use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
 
 mod memory;
+mod quota;
 mod redis;
 
 pub use self::memory::MemoryStore;
+pub use self::quota::{Lease, MAX_QUOTA, Quota, Refill, RefillInterval};
 pub use self::redis::RedisStore;
 
 /// Key prefix used unless configured otherwise.
@@ -169,6 +171,8 @@ pub struct TokenRecord {
     pub last_accessed: Option<i64>,
     /// When the token was revoked (a soft delete).
     pub revoked_at: Option<i64>,
+    /// The usage quota, if the token has one (docs/quotas.md).
+    pub quota: Option<Quota>,
 }
 
 impl TokenRecord {
@@ -200,6 +204,7 @@ impl fmt::Debug for TokenRecord {
             .field("expires_at", &self.expires_at)
             .field("last_accessed", &self.last_accessed)
             .field("revoked_at", &self.revoked_at)
+            .field("quota", &self.quota)
             .finish()
     }
 }
@@ -263,6 +268,37 @@ pub trait TokenStore: Send + Sync + 'static {
         account_id: &str,
         at: i64,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Hands out up to `want` credits of the token's quota, refilling it
+    /// first if a refill came due at `now`. `None`: no such token, or it
+    /// has no quota. Never hands out more than the quota holds, whoever
+    /// asks: this is what keeps a fleet from over-spending.
+    async fn lease_credits(
+        &self,
+        id: TokenId,
+        want: u64,
+        now: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives back unused credits of a lease, unless the quota's period has
+    /// changed since (a refill or a new quota voids older leases).
+    async fn return_credits(
+        &self,
+        id: TokenId,
+        credits: u64,
+        period: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Sets (or, with `None`, removes) the quota of a token of the account,
+    /// starting a new period, and announces the change to other replicas
+    /// like a revocation. Returns whether the token was found.
+    async fn set_quota(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        quota: Option<Quota>,
+        at: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Records last-accessed times, in one round trip for the whole batch.
     /// A time never moves backwards, and a deleted token is not recreated.
@@ -349,6 +385,11 @@ pub struct LimitState {
 pub trait RevocationSink: Send + Sync + 'static {
     /// `id` was revoked (here, or by another process).
     fn revoked(&self, id: TokenId);
+    /// `id` changed otherwise (its quota was set): what is cached about it
+    /// must be read again.
+    fn changed(&self, id: TokenId) {
+        let _ = id;
+    }
     /// The feed of other processes' revocations is down (lost, or not
     /// answering) until the next [`RevocationSink::caught_up`]: trust what
     /// is cached for less long.

@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{LimitKey, LimitReport, LimitState, RedisConfig, RevocationSink};
+use super::{
+    Lease, LimitKey, LimitReport, LimitState, Quota, RedisConfig, Refill, RefillInterval,
+    RevocationSink,
+};
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
@@ -114,6 +117,92 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + tonumber(ARGV[3])) / 1000)
 return {math.floor(tat - now), counted}
 ";
 
+/// The refill calendar of docs/quotas.md, as in `src/store/quota.rs`:
+/// `period_start(interval, start, now)` and `next_start(interval, start)`,
+/// `interval` being seconds or `month` (UTC calendar months).
+const REFILL_LUA: &str = r"
+local function month_start(t)
+  local days = math.floor(t / 86400)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  return (days - (d - 1)) * 86400
+end
+local function period_start(interval, start, now)
+  if interval == 'month' then return math.max(month_start(now), start) end
+  local s = math.max(tonumber(interval), 1)
+  if now < start + s then return start end
+  return start + math.floor((now - start) / s) * s
+end
+local function next_start(interval, start)
+  if interval == 'month' then return month_start(month_start(start) + 32 * 86400) end
+  return start + math.max(tonumber(interval), 1)
+end
+";
+
+/// Hands out up to ARGV[1] credits of a token's quota, refilling it first
+/// if a refill is due at ARGV[2] (unix seconds). KEYS: token.
+/// Returns {granted, period, next refill or -1, remaining}, or {-1} when the
+/// token or its quota does not exist. Appended to REFILL_LUA.
+const LEASE_LUA: &str = r"
+local q = redis.call('HMGET', KEYS[1], 'quota_remaining', 'quota_refill_amount',
+  'quota_refill_interval', 'quota_refilled_at', 'quota_period')
+if not q[1] then return {-1} end
+local remaining, period = tonumber(q[1]), tonumber(q[5] or '0')
+local refilled, now, nxt = tonumber(q[4] or '0'), tonumber(ARGV[2]), -1
+if q[2] and q[3] then
+  local start = period_start(q[3], refilled, now)
+  if start > refilled then
+    remaining, refilled, period = tonumber(q[2]), start, period + 1
+    redis.call('HSET', KEYS[1], 'quota_refilled_at', string.format('%d', refilled),
+      'quota_period', string.format('%d', period))
+  end
+  nxt = next_start(q[3], refilled)
+end
+local granted = math.min(tonumber(ARGV[1]), remaining)
+redis.call('HSET', KEYS[1], 'quota_remaining', string.format('%d', remaining - granted))
+return {granted, period, nxt, remaining - granted}
+";
+
+/// Gives unused credits back if the quota is still in the lease's period.
+/// KEYS: token. ARGV: credits, period. Returns 1 if taken back.
+const RETURN_LUA: &str = r"
+local period = redis.call('HGET', KEYS[1], 'quota_period')
+if not period or period ~= ARGV[2] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'quota_remaining', ARGV[1])
+return 1
+";
+
+/// Sets or removes a token's quota if it belongs to the account, starting a
+/// new period, and appends the change to the events stream. KEYS: token,
+/// events. ARGV: account_id, id, max events, now, then either nothing
+/// (remove) or remaining, refill amount (or ''), refill interval (or '').
+/// Returns 1 if found.
+const SET_QUOTA_LUA: &str = r"
+local account = redis.call('HGET', KEYS[1], 'account_id')
+if not account or account ~= ARGV[1] then return 0 end
+local period = tonumber(redis.call('HGET', KEYS[1], 'quota_period') or '0') + 1
+redis.call('HDEL', KEYS[1], 'quota_remaining', 'quota_refill_amount', 'quota_refill_interval',
+  'quota_refilled_at')
+if ARGV[5] then
+  redis.call('HSET', KEYS[1], 'quota_remaining', ARGV[5], 'quota_refilled_at', ARGV[4],
+    'quota_period', string.format('%d', period))
+  if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[1], 'quota_refill_amount', ARGV[6], 'quota_refill_interval', ARGV[7])
+  end
+else
+  -- Kept, so leases of the removed quota stay void if one comes back.
+  redis.call('HSET', KEYS[1], 'quota_period', string.format('%d', period))
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'quota', 'id', ARGV[2])
+return 1
+";
+
 /// Token records in Redis, through an auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -125,6 +214,9 @@ pub struct RedisStore {
     touch: Script,
     remove: Script,
     limit: Script,
+    lease: Script,
+    give_back: Script,
+    set_quota: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -193,6 +285,9 @@ impl RedisStore {
             touch: Script::new(TOUCH_LUA),
             remove: Script::new(REMOVE_LUA),
             limit: Script::new(LIMIT_LUA),
+            lease: Script::new(&format!("{REFILL_LUA}{LEASE_LUA}")),
+            give_back: Script::new(RETURN_LUA),
+            set_quota: Script::new(SET_QUOTA_LUA),
         })
     }
 
@@ -363,6 +458,77 @@ impl TokenStore for RedisStore {
             2 => RevokeOutcome::AlreadyRevoked,
             _ => RevokeOutcome::NotFound,
         })
+    }
+
+    async fn lease_credits(
+        &self,
+        id: TokenId,
+        want: u64,
+        now: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut invocation = self.lease.prepare_invoke();
+        invocation.key(self.keys.token(id)).arg(want).arg(now);
+        // Not retried: a lost reply may have handed out credits, and asking
+        // again would only lose more of them (never over-spend: see
+        // docs/quotas.md). The caller fails closed.
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let &[granted, period, next_refill, remaining] = reply.as_slice() else {
+            return Ok(None);
+        };
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Some(Lease {
+            granted: count(granted),
+            period: count(period),
+            next_refill: (next_refill >= 0).then_some(next_refill),
+            remaining: count(remaining),
+        }))
+    }
+
+    async fn return_credits(
+        &self,
+        id: TokenId,
+        credits: u64,
+        period: u64,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.give_back.prepare_invoke();
+        invocation.key(self.keys.token(id)).arg(credits).arg(period);
+        // Not retried either: giving back twice would mint credits.
+        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn set_quota(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        quota: Option<Quota>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.set_quota.prepare_invoke();
+        invocation
+            .key(self.keys.token(id))
+            .key(self.keys.events())
+            .arg(account_id)
+            .arg(id.to_string())
+            .arg(EVENTS_MAX_LEN)
+            .arg(at);
+        if let Some(quota) = quota {
+            invocation.arg(quota.remaining);
+            match quota.refill {
+                Some(refill) => invocation
+                    .arg(refill.amount)
+                    .arg(refill.interval.to_field()),
+                None => invocation.arg("").arg(""),
+            };
+        }
+        // Retried like a revoke: setting twice starts one more period.
+        let found: i64 = self
+            .retried(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(found == 1)
     }
 
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
@@ -710,13 +876,18 @@ async fn read_events(
         let entries: Vec<_> = reply.into_iter().flatten().flat_map(|(_, e)| e).collect();
         let full = entries.len() >= READ_COUNT;
         for (id, fields) in entries {
-            let revoked = fields
-                .chunks(2)
-                .find(|pair| pair.first().is_some_and(|f| f == "id"))
-                .and_then(|pair| pair.get(1)?.parse::<TokenId>().ok());
-            match revoked {
-                Some(token) => strong.revoked(token),
-                None => {
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| pair.first().is_some_and(|f| f == name))
+                    .and_then(|pair| pair.get(1))
+            };
+            let token = field("id").and_then(|t| t.parse::<TokenId>().ok());
+            match (field("type").map(String::as_str), token) {
+                (Some("revoked"), Some(token)) => strong.revoked(token),
+                // Any other change (a quota set): read the token again.
+                (_, Some(token)) => strong.changed(token),
+                (_, None) => {
                     tracing::warn!(stream = %events, entry = %id, "ignoring a malformed token event")
                 }
             }
@@ -753,6 +924,15 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
             .into_iter()
             .filter_map(|(name, value)| Some((name, value?.to_string()))),
     );
+    if let Some(quota) = &record.quota {
+        fields.push(("quota_remaining", quota.remaining.to_string()));
+        fields.push(("quota_refilled_at", quota.refilled_at.to_string()));
+        fields.push(("quota_period", quota.period.to_string()));
+        if let Some(refill) = quota.refill {
+            fields.push(("quota_refill_amount", refill.amount.to_string()));
+            fields.push(("quota_refill_interval", refill.interval.to_field()));
+        }
+    }
     fields
 }
 
@@ -789,6 +969,46 @@ fn decode(
         expires_at: number("expires_at")?,
         last_accessed: number("last_accessed")?,
         revoked_at: number("revoked_at")?,
+        quota: decode_quota(fields, &corrupt)?,
+    }))
+}
+
+/// The quota fields of a record (docs/redis-layout.md): absent without
+/// `quota_remaining`.
+fn decode_quota(
+    fields: &HashMap<String, String>,
+    corrupt: &dyn Fn(&'static str) -> StoreError,
+) -> Result<Option<Quota>, StoreError> {
+    let Some(remaining) = fields.get("quota_remaining") else {
+        return Ok(None);
+    };
+    let parse = |name: &'static str| -> Result<Option<i64>, StoreError> {
+        fields
+            .get(name)
+            .map(|v| v.parse::<i64>().map_err(|_| corrupt(name)))
+            .transpose()
+    };
+    let count = |n: i64| u64::try_from(n.max(0)).unwrap_or(0);
+    let remaining = remaining
+        .parse::<i64>()
+        .map_err(|_| corrupt("quota_remaining"))?;
+    let refill = match (
+        parse("quota_refill_amount")?,
+        fields.get("quota_refill_interval"),
+    ) {
+        (Some(amount), Some(interval)) => Some(Refill {
+            amount: count(amount),
+            interval: RefillInterval::from_field(interval)
+                .ok_or_else(|| corrupt("quota_refill_interval"))?,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("quota_refill_interval")),
+    };
+    Ok(Some(Quota {
+        remaining: count(remaining),
+        refill,
+        refilled_at: parse("quota_refilled_at")?.unwrap_or(0),
+        period: count(parse("quota_period")?.unwrap_or(0)),
     }))
 }
 

@@ -301,6 +301,11 @@ impl Harness {
     }
 
     /// On the embedded in-memory store.
+    /// The test clock's time.
+    pub fn clock_now(&self) -> i64 {
+        self.clock.now()
+    }
+
     pub async fn memory() -> Self {
         Self::with_store(Arc::new(MemoryStore::new()), None)
     }
@@ -392,6 +397,7 @@ pub async fn new_token(service: &TokenService, account: &str) -> String {
             account_id: account.into(),
             name: "test".into(),
             expires_in_days: None,
+            quota: None,
         })
         .await
         .unwrap()
