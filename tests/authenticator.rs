@@ -1133,8 +1133,8 @@ async fn a_used_up_quota_is_refused_until_another_process_tops_it_up() {
 /// On the in-memory store (one process) a quota is exact too.
 #[tokio::test]
 async fn the_embedded_store_counts_quotas_exactly() {
-    let service = TokenService::new(std::sync::Arc::new(tokengate::MemoryStore::new()))
-        .with_bcrypt_cost(4);
+    let service =
+        TokenService::new(std::sync::Arc::new(tokengate::MemoryStore::new())).with_bcrypt_cost(4);
     let auth = Authenticator::new(service.clone(), &test_config().auth).unwrap();
     let (token, _) = metered(&service, 5).await;
     let mut admitted = 0;

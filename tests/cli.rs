@@ -446,8 +446,17 @@ async fn quotas_are_set_at_creation_and_changed_later() {
     let created = json(&run(
         &server,
         &[
-            "token", "create", "--account", "acme", "--name", "metered", "--quota", "1000",
-            "--refill", "1000/1d", "--json",
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "metered",
+            "--quota",
+            "1000",
+            "--refill",
+            "1000/1d",
+            "--json",
         ],
     ));
     let quota = &created["quota"];
@@ -462,19 +471,35 @@ async fn quotas_are_set_at_creation_and_changed_later() {
     // In Redis, beside the record (docs/redis-layout.md).
     let stored: Vec<Option<String>> = redis::cmd("HMGET")
         .arg(format!("tokengate:token:{id}"))
-        .arg(&["quota_remaining", "quota_refill_amount", "quota_refill_interval"])
+        .arg(&[
+            "quota_remaining",
+            "quota_refill_amount",
+            "quota_refill_interval",
+        ])
         .query_async(&mut server.connection().await)
         .await
         .unwrap();
     assert_eq!(
         stored,
-        [Some("1000".into()), Some("1000".into()), Some("86400".into())]
+        [
+            Some("1000".into()),
+            Some("1000".into()),
+            Some("86400".into())
+        ]
     );
 
     let out = run(
         &server,
         &[
-            "token", "quota", "--account", "acme", "--id", id, "--remaining", "5", "--refill",
+            "token",
+            "quota",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--remaining",
+            "5",
+            "--refill",
             "50/month",
         ],
     );
@@ -486,10 +511,22 @@ async fn quotas_are_set_at_creation_and_changed_later() {
     );
     let removed = json(&run(
         &server,
-        &["token", "quota", "--account", "acme", "--id", id, "--remove", "--json"],
+        &[
+            "token",
+            "quota",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--remove",
+            "--json",
+        ],
     ));
     assert_eq!(removed["quota"], Value::Null);
-    let got = stdout(&run(&server, &["token", "get", "--account", "acme", "--id", id]));
+    let got = stdout(&run(
+        &server,
+        &["token", "get", "--account", "acme", "--id", id],
+    ));
     assert!(got.contains("quota:     none (unlimited)"), "{got}");
 
     // Bad values: one line, exit 2, saying what is wrong.
@@ -499,13 +536,28 @@ async fn quotas_are_set_at_creation_and_changed_later() {
         args.extend_from_slice(extra);
         run(&server, &args)
     };
-    assert_fails(&with(&["--quota", "10", "--refill", "10"]), 2, "AMOUNT/INTERVAL");
-    assert_fails(&with(&["--quota", "10", "--refill", "10/fortnight"]), 2, "month");
-    assert_fails(&with(&["--quota", "10", "--refill", "0/1d"]), 2, "refill amount");
+    assert_fails(
+        &with(&["--quota", "10", "--refill", "10"]),
+        2,
+        "AMOUNT/INTERVAL",
+    );
+    assert_fails(
+        &with(&["--quota", "10", "--refill", "10/fortnight"]),
+        2,
+        "month",
+    );
+    assert_fails(
+        &with(&["--quota", "10", "--refill", "0/1d"]),
+        2,
+        "refill amount",
+    );
     assert_fails(&with(&["--refill", "10/1d"]), 2, "--quota");
     assert_fails(&with(&["--quota=-1"]), 2, "--quota");
     assert_fails(
-        &run(&server, &["token", "quota", "--account", "acme", "--id", id]),
+        &run(
+            &server,
+            &["token", "quota", "--account", "acme", "--id", id],
+        ),
         2,
         "--remaining",
     );

@@ -20,6 +20,7 @@ use crate::token::TokenId;
 mod memory;
 mod quota;
 mod redis;
+mod sentinel;
 
 pub use self::memory::MemoryStore;
 pub use self::quota::{Lease, MAX_QUOTA, Quota, Refill, RefillInterval};
@@ -34,9 +35,10 @@ pub const MAX_KEY_PREFIX_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
-    /// Unset: the embedded in-memory store (single process, tokens lost on
-    /// restart).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS,
+    /// or `redis+sentinel://[user:password@]host:26379[,host:26379…]/master[/db]`
+    /// to follow a master through Redis Sentinel. Unset: the embedded
+    /// in-memory store (single process, tokens lost on restart).
     pub url: Option<String>,
     /// Prepended to every key and channel name, so several deployments can
     /// share one Redis.
@@ -115,23 +117,41 @@ impl RedisConfig {
 
 /// Checks a Redis URL without connecting.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
+    if sentinel::is_sentinel_url(url) {
+        return sentinel::SentinelUrl::parse(url)
+            .map(drop)
+            .map_err(|e| format!("not a usable Sentinel URL ({}): {e}", redact_url(url)));
+    }
     ::redis::Client::open(url)
         .map(drop)
         .map_err(|e| format!("not a usable Redis URL ({}): {e}", redact_url(url)))
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
+/// The URL with any password replaced by `***`, for messages and logs:
+/// in the credentials (`redis://`, `rediss://`, `redis+sentinel://`) and in
+/// a `pass=` query parameter (`redis+unix://`, `unix://`).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.rsplit_once('@') {
+    let rest = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://***@{host}"),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
         },
-        None => url.to_owned(),
-    }
+        None => rest.to_owned(),
+    };
+    let Some((path, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key == "pass" || key == "password" => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{path}?{}", query.join("&"))
 }
 
 /// Opens the store the configuration names: Redis when `[redis] url` is set
@@ -422,5 +442,59 @@ mod tests {
             "redis://user:***@host"
         );
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact_url("rediss://user:s3cret@host:6380"),
+            "rediss://user:***@host:6380"
+        );
+        // A password with an unencoded `@` or `:` is still hidden whole.
+        assert_eq!(redact_url("redis://:s3@c:ret@host"), "redis://:***@host");
+        assert_eq!(
+            redact_url("redis+sentinel://user:s3cret@h1:26379,h2:26379/mymaster/2"),
+            "redis+sentinel://user:***@h1:26379,h2:26379/mymaster/2"
+        );
+        assert_eq!(
+            redact_url("redis+sentinel://:s3cret@h1/mymaster"),
+            "redis+sentinel://:***@h1/mymaster"
+        );
+        assert_eq!(
+            redact_url("redis+sentinel://h1:26379,h2:26379/mymaster"),
+            "redis+sentinel://h1:26379,h2:26379/mymaster"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret&user=u"),
+            "redis+unix:///run/redis.sock?db=1&pass=***&user=u"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?pass=s3cret"),
+            "unix:///run/redis.sock?pass=***"
+        );
+    }
+
+    #[test]
+    fn sentinel_urls_are_checked_without_connecting() {
+        let config = |url: &str| RedisConfig {
+            url: Some(url.to_owned()),
+            ..RedisConfig::default()
+        };
+        for url in [
+            "redis+sentinel://127.0.0.1:1/m",
+            "redis+sentinel://user:s3cret@h1:26379,h2/mymaster/2",
+        ] {
+            config(url).validate().unwrap();
+        }
+        let err = config("redis+sentinel://:s3cret@h1:26379")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key redis.url: not a usable Sentinel URL (redis+sentinel://:***@h1:26379): \
+             no master name: redis+sentinel://host:26379[,host:port…]/mastername[/db]"
+        );
+        let err = config("rediss+sentinel://h1/m")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not supported"), "{err}");
     }
 }

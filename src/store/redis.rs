@@ -12,13 +12,14 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::sentinel::{self, Connection, Connector, MasterConnection, Sentinel};
 use super::{
     Lease, LimitKey, LimitReport, LimitState, Quota, RedisConfig, Refill, RefillInterval,
     RevocationSink,
@@ -206,8 +207,9 @@ return 1
 /// Token records in Redis, through an auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Opens the event reader's connections.
+    connector: Connector,
+    conn: Connection,
     keys: Keys,
     insert: Script,
     revoke: Script,
@@ -254,17 +256,40 @@ impl Keys {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or
-    /// `rediss://` for TLS where built in) and checks that Redis answers.
-    /// After that, the connection reconnects by itself.
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`,
+    /// `rediss://` for TLS where built in, or
+    /// `redis+sentinel://[user:password@]host:port[,…]/master[/db]`) and
+    /// checks that Redis answers. After that, the connection reconnects by
+    /// itself (through Sentinel: to the master of the moment).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        if sentinel::is_sentinel_url(url) {
+            return Self::with_sentinel(url, key_prefix).await;
+        }
         Self::with_client(client(url, None)?, key_prefix).await
     }
 
     /// Connects as `[redis]` says: its URL, key prefix and TLS files.
     pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
         let url = config.url.as_deref().unwrap_or_default();
+        if sentinel::is_sentinel_url(url) {
+            return Self::with_sentinel(url, &config.key_prefix).await;
+        }
         Self::with_client(client(url, Some(config))?, &config.key_prefix).await
+    }
+
+    /// Through Sentinel: the same timeouts, and a lookup of the master
+    /// bounded like a connection attempt with its first reply.
+    async fn with_sentinel(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        let sentinel = Arc::new(Sentinel::open(url, CONNECT_TIMEOUT + RESPONSE_TIMEOUT)?);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = MasterConnection::connect(sentinel.clone(), config).await?;
+        Ok(Self::with_connections(
+            Connector::Sentinel(sentinel),
+            Connection::Sentinel(conn),
+            key_prefix,
+        ))
     }
 
     async fn with_client(client: redis::Client, key_prefix: &str) -> Result<Self, StoreError> {
@@ -274,8 +299,16 @@ impl RedisStore {
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(Self {
-            client,
+        Ok(Self::with_connections(
+            Connector::Direct(Box::new(client)),
+            Connection::Direct(conn),
+            key_prefix,
+        ))
+    }
+
+    fn with_connections(connector: Connector, conn: Connection, key_prefix: &str) -> Self {
+        Self {
+            connector,
             conn,
             keys: Keys {
                 prefix: key_prefix.to_owned(),
@@ -288,7 +321,7 @@ impl RedisStore {
             lease: Script::new(&format!("{REFILL_LUA}{LEASE_LUA}")),
             give_back: Script::new(RETURN_LUA),
             set_quota: Script::new(SET_QUOTA_LUA),
-        })
+        }
     }
 
     /// The stream of token changes (revocations) every replica reads.
@@ -306,7 +339,7 @@ impl RedisStore {
     /// not by itself. A timeout is not retried (it would double the wait).
     async fn retried<T, F, Fut>(&self, op: F) -> redis::RedisResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match op(self.conn.clone()).await {
@@ -649,8 +682,8 @@ impl TokenStore for RedisStore {
         &self,
         sink: Weak<dyn RevocationSink>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let client = self.client.clone();
-        Some(tokio::spawn(watch(client, self.keys.clone(), sink)))
+        let connector = self.connector.clone();
+        Some(tokio::spawn(watch(connector, self.keys.clone(), sink)))
     }
 }
 
@@ -757,7 +790,7 @@ async fn stream_state(
 /// store about each cached token instead. While disconnected, the sink is
 /// told, so it trusts its cache for less long (docs/redis-layout.md,
 /// "Revocations").
-async fn watch(client: redis::Client, keys: Keys, sink: Weak<dyn RevocationSink>) {
+async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>) {
     let events = keys.events();
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -769,7 +802,7 @@ async fn watch(client: redis::Client, keys: Keys, sink: Weak<dyn RevocationSink>
     while sink.strong_count() > 0 {
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
-            client.get_multiplexed_async_connection_with_config(&config),
+            connector.connect(&config),
         )
         .await;
         match connected {

@@ -71,6 +71,21 @@ impl RedisServer {
         (server, tls_port)
     }
 
+    /// Starts redis-server as a replica of `master` (`--replicaof`).
+    pub fn start_replica_of(master: &RedisServer) -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            extra: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port().to_string(),
+            ],
+        };
+        assert!(server.spawn(), "redis-server as a replica did not start");
+        server
+    }
+
     /// Starts it again on the same port (after [`RedisServer::stop`]), empty.
     pub fn restart(&mut self) {
         assert!(
@@ -85,6 +100,11 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            // A replica (the Sentinel tests) writes its master's data to a
+            // file first: in the temporary directory, not the working one.
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &self.rdb_file()])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -115,14 +135,12 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+        answers_ping(self.port)
+    }
+
+    /// Where a replica keeps what it loaded, in the temporary directory.
+    fn rdb_file(&self) -> String {
+        format!("tokengate-test-{}.rdb", self.port)
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -235,7 +253,145 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(std::env::temp_dir().join(self.rdb_file()));
     }
+}
+
+/// A `redis-sentinel` child process on 127.0.0.1 monitoring one master,
+/// quick to fail over (down after 1 s), stopped when the handle drops.
+pub struct SentinelServer {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl SentinelServer {
+    /// Starts redis-sentinel monitoring `master` as `name` (quorum 1) and
+    /// waits until it answers. Panics (fails the test, never skips it) when
+    /// redis-sentinel is missing.
+    pub fn start(name: &str, master: &RedisServer) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let port = free_port();
+        // Sentinel rewrites its config file as it learns: its own directory.
+        let dir = std::env::temp_dir().join(format!(
+            "tokengate-sentinel-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n",
+                dir = dir.display(),
+                master = master.port(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-sentinel ({e}); install it (apt-get install -y \
+                     redis-sentinel): these tests need a real Sentinel"
+                )
+            });
+        let sentinel = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers_ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-sentinel did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The port of the master it names `name` now.
+    pub async fn master_port(&self, name: &str) -> Option<u16> {
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(name)
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+        addr.map(|(_, port)| port)
+    }
+
+    /// Waits until it knows a replica of `name` that is in sync, so a
+    /// failover has a candidate.
+    pub async fn wait_for_replica(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(name)
+                .query_async(&mut self.connection().await)
+                .await
+                .unwrap();
+            let ready = replicas.iter().any(|r| {
+                r.get("flags").map(String::as_str) == Some("slave")
+                    && r.get("master-link-status").map(String::as_str) == Some("ok")
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Sentinel sees no replica: {replicas:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `SENTINEL {args}` (e.g. `REMOVE m`).
+    pub async fn command(&self, args: &[&str]) {
+        let _: redis::Value = redis::cmd("SENTINEL")
+            .arg(args)
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 /// A loopback port that was free a moment ago.
