@@ -671,10 +671,10 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
             .filter(|m| *m != "parameters")
         {
             let concrete = path.replace("{account}", "acme").replace("{id}", &id);
-            let body = if method == "post" {
-                r#"{"name": "doc"}"#
-            } else {
-                ""
+            let body = match method.as_str() {
+                "post" => r#"{"name": "doc"}"#,
+                "put" => r#"{"remaining": 5}"#,
+                _ => "",
             };
             let reply = stack.admin(&method.to_uppercase(), &concrete, body).await;
             assert!(

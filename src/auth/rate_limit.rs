@@ -596,7 +596,8 @@ pub(crate) async fn reconcile(
             return;
         };
         match limits.reconcile(&*store).await {
-            Ok(_) if failing => {
+            // An empty round asked nothing of the store.
+            Ok(reported) if failing && reported > 0 => {
                 failing = false;
                 tracing::info!("rate limits are counted fleet-wide again");
             }

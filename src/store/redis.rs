@@ -32,6 +32,9 @@ use crate::token::TokenId;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for any one reply.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a call refused by a down Redis waits for one fresh connection
+/// attempt (see `RedisStore::retried`).
+const REFUSED_RETRY_WAIT: Duration = Duration::from_millis(250);
 /// Reconnection attempts per outage before a call fails (the manager tries
 /// again on the next call).
 const RECONNECT_RETRIES: usize = 3;
@@ -343,14 +346,46 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match op(self.conn.clone()).await {
-            // Not when the connection was refused: Redis is down, and waiting
-            // for the reconnect's backoff would only delay the failure.
-            Err(e) if e.is_unrecoverable_error() && !e.is_connection_refusal() => {
+            // A refusal may be stale: the manager answers with the error of
+            // its last reconnection attempt (made by a background task
+            // while Redis was down) and only now starts a new one. Wait
+            // briefly for that one: it connects at once if Redis is back,
+            // and a Redis still down fails within the wait, not the
+            // manager's whole backoff.
+            Err(e) if e.is_connection_refusal() => self.after_refusal(e, op).await,
+            Err(e) if e.is_unrecoverable_error() => {
                 tracing::debug!(error = %e, "the Redis connection was closed; retrying on a new one");
                 op(self.conn.clone()).await
             }
             result => result,
         }
+    }
+
+    /// For commands that must not run twice (quota leases): sent once more
+    /// only if the connection was refused, so the first try reached no one.
+    async fn retried_if_refused<T, F, Fut>(&self, op: F) -> redis::RedisResult<T>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match op(self.conn.clone()).await {
+            Err(e) if e.is_connection_refusal() => self.after_refusal(e, op).await,
+            result => result,
+        }
+    }
+
+    async fn after_refusal<T, F, Fut>(
+        &self,
+        refused: redis::RedisError,
+        op: F,
+    ) -> redis::RedisResult<T>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        tokio::time::timeout(REFUSED_RETRY_WAIT, op(self.conn.clone()))
+            .await
+            .unwrap_or(Err(refused))
     }
 }
 
@@ -501,10 +536,15 @@ impl TokenStore for RedisStore {
     ) -> Result<Option<Lease>, StoreError> {
         let mut invocation = self.lease.prepare_invoke();
         invocation.key(self.keys.token(id)).arg(want).arg(now);
-        // Not retried: a lost reply may have handed out credits, and asking
-        // again would only lose more of them (never over-spend: see
-        // docs/quotas.md). The caller fails closed.
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        // Not retried once sent: a lost reply may have handed out credits,
+        // and asking again would only lose more of them (never over-spend:
+        // see docs/quotas.md). The caller fails closed.
+        let reply: Vec<i64> = self
+            .retried_if_refused(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         let &[granted, period, next_refill, remaining] = reply.as_slice() else {
             return Ok(None);
         };
@@ -525,8 +565,13 @@ impl TokenStore for RedisStore {
     ) -> Result<(), StoreError> {
         let mut invocation = self.give_back.prepare_invoke();
         invocation.key(self.keys.token(id)).arg(credits).arg(period);
-        // Not retried either: giving back twice would mint credits.
-        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        // Not retried once sent either: giving back twice would mint credits.
+        let _: i64 = self
+            .retried_if_refused(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
         Ok(())
     }
 
