@@ -188,9 +188,10 @@ impl AuthCache {
         E: Send + Sync + 'static,
     {
         let mut hit = self.entries.get(&key).await;
-        if hit
-            .as_ref()
-            .is_some_and(|entry| self.distrusted(&key, entry) || self.changed_since(entry))
+        // One look at the token's recent changes serves both checks below.
+        let mut change = hit.as_ref().and_then(|entry| self.change_of(entry));
+        if let Some(entry) = &hit
+            && (self.distrusted(&key, entry) || changed_since(entry, change))
         {
             self.entries.invalidate(&key).await;
             hit = None;
@@ -204,32 +205,24 @@ impl AuthCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 // Boxed: this future is large, and every request's future
                 // would otherwise carry (and move) room for it.
-                Box::pin(self.entries.try_get_with(key, lookup())).await?
+                let entry = Box::pin(self.entries.try_get_with(key, lookup())).await?;
+                change = self.change_of(&entry);
+                entry
             }
         };
-        match entry {
-            Cached::Valid { ref auth, .. }
-                if self.changes.get(&auth.token_id) == Some(Change::Revoked) =>
-            {
-                let revoked = Cached::Invalid(InvalidReason::Revoked);
-                self.entries.insert(key, revoked.clone()).await;
-                Ok(revoked)
-            }
-            entry => Ok(entry),
+        if change == Some(Change::Revoked) {
+            let revoked = Cached::Invalid(InvalidReason::Revoked);
+            self.entries.insert(key, revoked.clone()).await;
+            return Ok(revoked);
         }
+        Ok(entry)
     }
 
-    /// A valid entry verified before its token last changed. (The same
-    /// lookup as the revoked check above, which a hit pays anyway.)
-    fn changed_since(&self, entry: &Cached) -> bool {
+    /// What was heard recently about a valid entry's token.
+    fn change_of(&self, entry: &Cached) -> Option<Change> {
         match entry {
-            Cached::Valid {
-                auth, verified_at, ..
-            } => matches!(
-                self.changes.get(&auth.token_id),
-                Some(Change::Changed(at)) if *verified_at <= at
-            ),
-            Cached::Invalid(_) => false,
+            Cached::Valid { auth, .. } => self.changes.get(&auth.token_id),
+            Cached::Invalid(_) => None,
         }
     }
 
@@ -274,6 +267,14 @@ impl AuthCache {
 
     pub(crate) fn entry_count(&self) -> u64 {
         self.entries.entry_count()
+    }
+}
+
+/// A valid entry verified before its token last changed.
+fn changed_since(entry: &Cached, change: Option<Change>) -> bool {
+    match (entry, change) {
+        (Cached::Valid { verified_at, .. }, Some(Change::Changed(at))) => *verified_at <= at,
+        _ => false,
     }
 }
 
@@ -396,5 +397,28 @@ mod tests {
         // Back: trusted again, from the cache.
         cache.caught_up();
         assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_change_makes_older_entries_look_again_and_a_revocation_stays() {
+        let cache = AuthCache::new(&CacheConfig::default());
+        let id = TokenId::from_uuid(uuid::Uuid::from_u128(3));
+        let key = AuthCache::key("token");
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 1);
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 0);
+        // Its quota was set: the entry predates that, so it is read again,
+        // once; what is read afterwards is trusted.
+        cache.changed(id);
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 1);
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 0);
+        // Revoked, then changed: still revoked.
+        cache.revoked(id);
+        cache.changed(id);
+        let Ok(Cached::Invalid(InvalidReason::Revoked)) = cache
+            .get_or_lookup(key, || async { Ok::<_, ()>(valid(id, 0)) })
+            .await
+        else {
+            panic!("a change must not undo a revocation");
+        };
     }
 }
