@@ -4,8 +4,10 @@
 //! Keying by a hash of the whole token (not its id) means a wrong secret for
 //! a known id cannot evict or poison the entry of the real token, and the
 //! plaintext is never kept. Entries of revoked tokens are refused through a
-//! set of recently revoked ids checked on every hit, which also covers a
-//! lookup that was in flight when the revocation arrived.
+//! map of recently revoked or changed ids, looked at once on every hit,
+//! which also covers a lookup that was in flight when the revocation
+//! arrived; an entry verified before its token changed (a quota set) is
+//! looked up again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
