@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::TokenId;
 
+mod cluster;
+mod connection;
 mod memory;
 mod quota;
 mod redis;
-mod sentinel;
 
 pub use self::memory::MemoryStore;
 pub use self::quota::{Lease, MAX_QUOTA, Quota, Refill, RefillInterval};
@@ -81,6 +82,12 @@ impl RedisConfig {
         }
         if let Some(url) = &self.url {
             check_redis_url(url).map_err(|message| invalid("redis.url", message))?;
+            if cluster::is_cluster_url(url) && prefix.contains(['{', '}']) {
+                return Err(invalid(
+                    "redis.key_prefix",
+                    "on a Redis Cluster it is a hash tag: no `{` or `}` in it",
+                ));
+            }
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
@@ -117,8 +124,13 @@ impl RedisConfig {
 
 /// Checks a Redis URL without connecting.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
-    if sentinel::is_sentinel_url(url) {
-        return sentinel::SentinelUrl::parse(url)
+    if cluster::is_cluster_url(url) {
+        return cluster::ClusterUrl::parse(url)
+            .map(drop)
+            .map_err(|e| format!("not a usable Redis Cluster URL ({}): {e}", redact_url(url)));
+    }
+    if connection::is_sentinel_url(url) {
+        return connection::SentinelUrl::parse(url)
             .map(drop)
             .map_err(|e| format!("not a usable Sentinel URL ({}): {e}", redact_url(url)));
     }
@@ -260,6 +272,10 @@ pub enum StoreError {
     /// A TLS file named by `[redis]` cannot be read.
     #[error("{0}")]
     Tls(String),
+    /// The Redis URL cannot be used (caught by config validation first;
+    /// this is for the Rust API's `connect`).
+    #[error("{0}")]
+    Config(String),
     /// The token id is already taken (a UUID collision, or a replayed insert).
     #[error("token {0} already exists")]
     Duplicate(TokenId),

@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::sentinel::{self, Connection, Connector, MasterConnection, Sentinel};
+use super::cluster::{self, ClusterUrl};
+use super::connection::{self, Connection, Connector, MasterConnection, Sentinel};
 use super::{
     Lease, LimitKey, LimitReport, LimitState, Quota, RedisConfig, Refill, RefillInterval,
     RevocationSink,
@@ -41,6 +42,10 @@ const RECONNECT_RETRIES: usize = 3;
 /// Ids handled per round trip by cleanup, so one call never builds an
 /// unbounded pipeline.
 const CLEANUP_BATCH: isize = 500;
+/// Cluster only: how old (seconds before cleanup's cutoff) a creation left
+/// pending must be before cleanup repairs it; far longer than a creation
+/// takes.
+const PENDING_GRACE: i64 = 60;
 /// About how many events the stream keeps (Redis trims whole nodes, so a
 /// few more). A replica disconnected for longer than it takes the fleet to
 /// make this many token changes re-checks its cached tokens instead of
@@ -48,36 +53,74 @@ const CLEANUP_BATCH: isize = 500;
 pub(super) const EVENTS_MAX_LEN: usize = 10_000;
 
 /// Creates the record, its account-index entry and its expiry-index entry, or
-/// nothing if the id exists. KEYS: token, account, expiry. ARGV: id,
-/// expires_at (or ""), then field/value pairs.
+/// nothing if the id exists. KEYS: token, and (one Redis) account, expiry;
+/// on a cluster, the indexes live in another slot and are written apart
+/// (`RedisStore::insert`). ARGV: id, expires_at (or ""), then field/value
+/// pairs.
 const INSERT_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('SADD', KEYS[2], ARGV[1])
-if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
+end
 return 1
 ";
 
-/// Soft-deletes a token of the given account and appends the revocation to
-/// the events stream (capped at about ARGV[4] entries).
-/// KEYS: token, expiry, events. ARGV: account_id, now, id, max events.
-/// Returns 0 not found, 1 revoked, 2 already revoked.
+/// Cluster only, the indexes' half of a creation, before the record:
+/// notes the creation as pending (with its account and time, so cleanup can
+/// finish or undo it if the process dies before the record is written) and
+/// lists the id under its account. KEYS: pending, account. ARGV: id,
+/// "{created_at}:{account}".
+const PENDING_LUA: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Cluster only, after the record: the creation is done; a token that
+/// expires enters the expiry index. KEYS: pending, expiry. ARGV: id,
+/// expires_at (or "").
+const COMMIT_LUA: &str = r"
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Soft-deletes a token of the given account and (one Redis) enters its
+/// end of life in the expiry index and appends the revocation to the
+/// events stream (capped at about ARGV[4] entries); on a cluster those two
+/// are in another slot and written just after (`REVOKE_INDEX_LUA`).
+/// KEYS: token, and (one Redis) expiry, events. ARGV: account_id, now, id,
+/// max events. Returns {0 not found | 1 revoked | 2 already revoked, end of
+/// life}.
 const REVOKE_LUA: &str = r"
 local account = redis.call('HGET', KEYS[1], 'account_id')
-if not account or account ~= ARGV[1] then return 0 end
+if not account or account ~= ARGV[1] then return {0, 0} end
 local result = 2
 if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
   redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2], 'updated_at', ARGV[2])
-  local eol = tonumber(ARGV[2])
-  local expires = redis.call('HGET', KEYS[1], 'expires_at')
-  if expires and tonumber(expires) < eol then eol = tonumber(expires) end
-  redis.call('ZADD', KEYS[2], eol, ARGV[3])
   result = 1
 end
--- Appended again on a repeated revoke: a replica that somehow kept the
--- token gets another chance to drop it from its cache.
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'revoked', 'id', ARGV[3])
-return result
+local eol = tonumber(redis.call('HGET', KEYS[1], 'revoked_at'))
+local expires = redis.call('HGET', KEYS[1], 'expires_at')
+if expires and tonumber(expires) < eol then eol = tonumber(expires) end
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], eol, ARGV[3])
+  -- Appended again on a repeated revoke: a replica that somehow kept the
+  -- token gets another chance to drop it from its cache.
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'type', 'revoked', 'id', ARGV[3])
+end
+return {result, eol}
+";
+
+/// Cluster only, after REVOKE_LUA on the record: the end of life in the
+/// expiry index and the event, together (same slot). KEYS: expiry, events.
+/// ARGV: end of life, id, max events.
+const REVOKE_INDEX_LUA: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'revoked', 'id', ARGV[2])
+return 1
 ";
 
 /// Moves last_accessed forward, never back, and never recreates a deleted
@@ -99,6 +142,20 @@ if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
+";
+
+/// Cluster only: deletes a record whose end of life is at or before the
+/// cutoff (checked on the record itself: the expiry index is in another
+/// slot). KEYS: token. ARGV: cutoff. Returns 1 deleted, 0 alive, -1 absent.
+const REMOVE_RECORD_LUA: &str = r"
+local f = redis.call('HMGET', KEYS[1], 'id', 'expires_at', 'revoked_at')
+if not f[1] then return -1 end
+local eol = nil
+if f[2] then eol = tonumber(f[2]) end
+if f[3] and (not eol or tonumber(f[3]) < eol) then eol = tonumber(f[3]) end
+if not eol or eol > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 ";
 
 /// Counts a replica's admissions on a fleet-wide GCRA limiter and returns
@@ -183,7 +240,7 @@ return 1
 
 /// Sets or removes a token's quota if it belongs to the account, starting a
 /// new period, and appends the change to the events stream. KEYS: token,
-/// events. ARGV: account_id, id, max events, now, then either nothing
+/// and (one Redis) events. ARGV: account_id, id, max events, now, then either nothing
 /// (remove) or remaining, refill amount (or ''), refill interval (or '').
 /// Returns 1 if found.
 const SET_QUOTA_LUA: &str = r"
@@ -203,7 +260,10 @@ else
   redis.call('HSET', KEYS[1], 'quota_period', string.format('%d', period))
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'quota', 'id', ARGV[2])
+-- On a cluster the stream is in another slot: appended just after.
+if KEYS[2] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'quota', 'id', ARGV[2])
+end
 return 1
 ";
 
@@ -222,6 +282,11 @@ pub struct RedisStore {
     lease: Script,
     give_back: Script,
     set_quota: Script,
+    // Cluster only (docs/redis-layout.md, "Redis Cluster").
+    pending: Script,
+    commit: Script,
+    revoke_index: Script,
+    remove_record: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -232,23 +297,44 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Key names (docs/redis-layout.md). On a cluster the names carry hash
+/// tags: a token's record has its own slot (`{prefix}token:{<id>}`, the
+/// braces literal), so records spread over the nodes, and the indexes and
+/// the events stream share one slot (`{<prefix>}account:…`), so each write
+/// to them is one atomic script.
 #[derive(Debug, Clone)]
 struct Keys {
     prefix: String,
+    cluster: bool,
 }
 
 impl Keys {
     fn token(&self, id: impl std::fmt::Display) -> String {
-        format!("{}token:{id}", self.prefix)
+        if self.cluster {
+            format!("{}token:{{{id}}}", self.prefix)
+        } else {
+            format!("{}token:{id}", self.prefix)
+        }
+    }
+    fn index(&self, name: &str) -> String {
+        if self.cluster {
+            format!("{{{}}}{name}", self.prefix)
+        } else {
+            format!("{}{name}", self.prefix)
+        }
     }
     fn account(&self, account_id: &str) -> String {
-        format!("{}account:{account_id}", self.prefix)
+        self.index(&format!("account:{account_id}"))
     }
     fn expiry(&self) -> String {
-        format!("{}expiry", self.prefix)
+        self.index("expiry")
     }
     fn events(&self) -> String {
-        format!("{}events", self.prefix)
+        self.index("events")
+    }
+    /// Cluster only: creations under way (id → "{created_at}:{account}").
+    fn pending(&self) -> String {
+        self.index("pending")
     }
     fn limit(&self, key: &LimitKey) -> String {
         match key {
@@ -265,7 +351,10 @@ impl RedisStore {
     /// checks that Redis answers. After that, the connection reconnects by
     /// itself (through Sentinel: to the master of the moment).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        if sentinel::is_sentinel_url(url) {
+        if cluster::is_cluster_url(url) {
+            return Self::with_cluster(url, key_prefix).await;
+        }
+        if connection::is_sentinel_url(url) {
             return Self::with_sentinel(url, key_prefix).await;
         }
         Self::with_client(client(url, None)?, key_prefix).await
@@ -274,7 +363,10 @@ impl RedisStore {
     /// Connects as `[redis]` says: its URL, key prefix and TLS files.
     pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
         let url = config.url.as_deref().unwrap_or_default();
-        if sentinel::is_sentinel_url(url) {
+        if cluster::is_cluster_url(url) {
+            return Self::with_cluster(url, &config.key_prefix).await;
+        }
+        if connection::is_sentinel_url(url) {
             return Self::with_sentinel(url, &config.key_prefix).await;
         }
         Self::with_client(client(url, Some(config))?, &config.key_prefix).await
@@ -295,6 +387,22 @@ impl RedisStore {
         ))
     }
 
+    /// A Redis Cluster: one cluster connection for commands, and one more
+    /// for the event reader.
+    async fn with_cluster(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        let url = ClusterUrl::parse(url).map_err(StoreError::Config)?;
+        let client = url.client(CONNECT_TIMEOUT, RESPONSE_TIMEOUT)?;
+        let conn = client.get_async_connection().await?;
+        tracing::debug!(cluster = %url.label(), "connected to the Redis Cluster");
+        // The reader's blocking reads need a longer reply timeout.
+        let reader = url.client(CONNECT_TIMEOUT, READ_BLOCK + RESPONSE_TIMEOUT)?;
+        Ok(Self::with_connections(
+            Connector::Cluster(Box::new(reader)),
+            Connection::Cluster(conn),
+            key_prefix,
+        ))
+    }
+
     async fn with_client(client: redis::Client, key_prefix: &str) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -311,11 +419,12 @@ impl RedisStore {
 
     fn with_connections(connector: Connector, conn: Connection, key_prefix: &str) -> Self {
         Self {
-            connector,
-            conn,
             keys: Keys {
                 prefix: key_prefix.to_owned(),
+                cluster: conn.is_cluster(),
             },
+            connector,
+            conn,
             insert: Script::new(INSERT_LUA),
             revoke: Script::new(REVOKE_LUA),
             touch: Script::new(TOUCH_LUA),
@@ -324,6 +433,10 @@ impl RedisStore {
             lease: Script::new(&format!("{REFILL_LUA}{LEASE_LUA}")),
             give_back: Script::new(RETURN_LUA),
             set_quota: Script::new(SET_QUOTA_LUA),
+            pending: Script::new(PENDING_LUA),
+            commit: Script::new(COMMIT_LUA),
+            revoke_index: Script::new(REVOKE_INDEX_LUA),
+            remove_record: Script::new(REMOVE_RECORD_LUA),
         }
     }
 
@@ -359,6 +472,162 @@ impl RedisStore {
             }
             result => result,
         }
+    }
+
+    /// One script invocation, retried as [`RedisStore::retried`] says.
+    async fn invoke_retried<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        self.retried(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// The first ids (at most `CLEANUP_BATCH`) whose end of life is at or
+    /// before `cutoff`, by the expiry index.
+    async fn dead_ids(&self, cutoff: i64) -> redis::RedisResult<Vec<String>> {
+        let expiry = self.keys.expiry();
+        self.retried(|mut conn| {
+            let expiry = &expiry;
+            async move {
+                conn.zrangebyscore_limit(expiry, "-inf", cutoff, 0, CLEANUP_BATCH)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Cleanup on a cluster, where a record and its index entries are in
+    /// different slots: for each dead id, first out of its account's index,
+    /// then the record (its end of life checked again on the record), then
+    /// out of the expiry index. Interrupted anywhere, the next cleanup
+    /// finds the id in the expiry index again and finishes. Then creations
+    /// that never finished are repaired (docs/redis-layout.md, "Redis
+    /// Cluster").
+    async fn remove_dead_on_cluster(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let ids = self.dead_ids(cutoff).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let reads = ids
+                .iter()
+                .map(|id| {
+                    let mut cmd = redis::cmd("HGET");
+                    cmd.arg(self.keys.token(id)).arg("account_id");
+                    cmd
+                })
+                .collect();
+            let accounts: Vec<Option<String>> = each_cmd(self.conn.clone(), reads).await?;
+            let unlist = ids
+                .iter()
+                .zip(&accounts)
+                .filter_map(|(id, account)| {
+                    let mut cmd = redis::cmd("SREM");
+                    cmd.arg(self.keys.account(account.as_deref()?)).arg(id);
+                    Some(cmd)
+                })
+                .collect();
+            let _: Vec<i64> = each_cmd(self.conn.clone(), unlist).await?;
+            let deletions: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let mut invocation = self.remove_record.prepare_invoke();
+                    invocation.key(self.keys.token(id)).arg(cutoff);
+                    invocation
+                })
+                .collect();
+            let outcomes: Vec<i64> =
+                each_script(self.conn.clone(), REMOVE_RECORD_LUA, &deletions).await?;
+            removed += outcomes.iter().filter(|&&o| o == 1).count() as u64;
+            // Gone now (or before): out of the expiry index. One alive after
+            // all (its index entry was stale) is listed again under its
+            // account and re-entered with its true end of life.
+            let gone: Vec<&String> = ids
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| **o != 0)
+                .map(|(id, _)| id)
+                .collect();
+            if !gone.is_empty() {
+                let _: i64 = self.conn.clone().zrem(self.keys.expiry(), gone).await?;
+            }
+            let alive: Vec<&String> = ids
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| **o == 0)
+                .map(|(id, _)| id)
+                .collect();
+            for id in alive {
+                self.relist(id).await?;
+            }
+            if ids.len() < CLEANUP_BATCH as usize {
+                break;
+            }
+        }
+        self.repair_pending(cutoff).await?;
+        Ok(removed)
+    }
+
+    /// Puts a record that is alive back in its indexes as the record says.
+    async fn relist(&self, id: &str) -> Result<(), StoreError> {
+        let (account, expires, revoked): (Option<String>, Option<i64>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.token(id))
+                .arg("account_id")
+                .arg("expires_at")
+                .arg("revoked_at")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        let Some(account) = account else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        pipe.sadd(self.keys.account(&account), id).ignore();
+        match expires.into_iter().chain(revoked).min() {
+            Some(end_of_life) => pipe.zadd(self.keys.expiry(), id, end_of_life).ignore(),
+            None => pipe.zrem(self.keys.expiry(), id).ignore(),
+        };
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Finishes or undoes creations noted as pending more than
+    /// `PENDING_GRACE` seconds before `cutoff`: the process that began them
+    /// is gone. A record that exists is listed as it says; an id without
+    /// one is taken out of its account's index.
+    async fn repair_pending(&self, cutoff: i64) -> Result<(), StoreError> {
+        let pending: HashMap<String, String> =
+            self.conn.clone().hgetall(self.keys.pending()).await?;
+        for (id, note) in pending {
+            let Some((created_at, account)) = note.split_once(':') else {
+                continue;
+            };
+            if created_at
+                .parse::<i64>()
+                .is_ok_and(|t| t.saturating_add(PENDING_GRACE) > cutoff)
+            {
+                continue;
+            }
+            let owner: Option<String> = self
+                .conn
+                .clone()
+                .hget(self.keys.token(&id), "account_id")
+                .await?;
+            if owner.as_deref() == Some(account) {
+                self.relist(&id).await?;
+            } else {
+                let _: i64 = self
+                    .conn
+                    .clone()
+                    .srem(self.keys.account(account), &id)
+                    .await?;
+            }
+            let _: i64 = self.conn.clone().hdel(self.keys.pending(), &id).await?;
+            tracing::info!(token_id = %id, account_id = account, finished = owner.is_some(), "repaired an interrupted token creation");
+        }
+        Ok(())
     }
 
     /// For commands that must not run twice (quota leases): sent once more
@@ -426,37 +695,56 @@ fn client(url: &str, config: Option<&RedisConfig>) -> Result<redis::Client, Stor
 impl TokenStore for RedisStore {
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
         let id = record.id.to_string();
+        let cluster = self.keys.cluster;
+        let expires = record.expires_at.map(|e| e.to_string()).unwrap_or_default();
+        if cluster {
+            // Indexes first: an id listed without a record is skipped by
+            // list, and cleanup finishes or undoes a pending creation.
+            let mut pending = self.pending.prepare_invoke();
+            pending
+                .key(self.keys.pending())
+                .key(self.keys.account(&record.account_id))
+                .arg(&id)
+                .arg(format!("{}:{}", record.created_at, record.account_id));
+            let _: i64 = self.invoke_retried(&pending).await?;
+        }
         let mut invocation = self.insert.prepare_invoke();
-        invocation
-            .key(self.keys.token(record.id))
-            .key(self.keys.account(&record.account_id))
-            .key(self.keys.expiry())
-            .arg(&id)
-            .arg(record.expires_at.map(|e| e.to_string()).unwrap_or_default());
+        invocation.key(self.keys.token(record.id));
+        if !cluster {
+            invocation
+                .key(self.keys.account(&record.account_id))
+                .key(self.keys.expiry());
+        }
+        invocation.arg(&id).arg(&expires);
         for (field, value) in encode(record) {
             invocation.arg(field).arg(value);
         }
-        let created: i64 = self
-            .retried(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        if created == 1 {
-            return Ok(());
-        }
+        let created: i64 = self.invoke_retried(&invocation).await?;
         // A first try whose reply was lost may have created it: ours if the
         // hash is ours (a bcrypt hash is salted: no other insert has it).
-        let stored: Option<String> = self
-            .conn
-            .clone()
-            .hget(self.keys.token(record.id), "hash")
-            .await?;
-        if stored.as_deref() == Some(record.hash.as_str()) {
-            Ok(())
-        } else {
-            Err(StoreError::Duplicate(record.id))
+        let ours = created == 1 || {
+            let stored: Option<String> = self
+                .conn
+                .clone()
+                .hget(self.keys.token(record.id), "hash")
+                .await?;
+            stored.as_deref() == Some(record.hash.as_str())
+        };
+        if !ours {
+            // On a cluster the pending entry stays: cleanup sees the record
+            // is another account's and takes the id out of this one's index.
+            return Err(StoreError::Duplicate(record.id));
         }
+        if cluster {
+            let mut commit = self.commit.prepare_invoke();
+            commit
+                .key(self.keys.pending())
+                .key(self.keys.expiry())
+                .arg(&id)
+                .arg(&expires);
+            let _: i64 = self.invoke_retried(&commit).await?;
+        }
+        Ok(())
     }
 
     async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
@@ -481,17 +769,22 @@ impl TokenStore for RedisStore {
         // Ids in the index that do not parse cannot be ours; skip them rather
         // than fail the whole listing.
         let ids: Vec<TokenId> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for &id in &ids {
-            pipe.hgetall(self.keys.token(id));
-        }
-        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let reads = ids
+            .iter()
+            .map(|&id| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.keys.token(id));
+                cmd
+            })
+            .collect();
+        let all: Vec<HashMap<String, String>> = each_cmd(self.conn.clone(), reads).await?;
         let mut records = Vec::with_capacity(ids.len());
         for (id, fields) in ids.into_iter().zip(all) {
-            if let Some(record) = decode(id, &fields)? {
+            // Skipped: an id whose record is gone, or (after an interrupted
+            // creation on a cluster, until cleanup) another account's.
+            if let Some(record) = decode(id, &fields)?
+                && record.account_id == account_id
+            {
                 records.push(record);
             }
         }
@@ -505,22 +798,33 @@ impl TokenStore for RedisStore {
         account_id: &str,
         at: i64,
     ) -> Result<RevokeOutcome, StoreError> {
+        let cluster = self.keys.cluster;
         let mut invocation = self.revoke.prepare_invoke();
+        invocation.key(self.keys.token(id));
+        if !cluster {
+            invocation.key(self.keys.expiry()).key(self.keys.events());
+        }
         invocation
-            .key(self.keys.token(id))
-            .key(self.keys.expiry())
-            .key(self.keys.events())
             .arg(account_id)
             .arg(at)
             .arg(id.to_string())
             .arg(EVENTS_MAX_LEN);
         // Retried like a read: a second run finds it revoked and appends again.
-        let outcome: i64 = self
-            .retried(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+        let (outcome, end_of_life): (i64, i64) = self.invoke_retried(&invocation).await?;
+        if outcome != 0 && cluster {
+            // The record is revoked; now its index entry and the event. Were
+            // this to fail, revoking again would do it (revoke is
+            // idempotent), and every replica's cache forgets the token
+            // within [cache] ttl anyway.
+            let mut index = self.revoke_index.prepare_invoke();
+            index
+                .key(self.keys.expiry())
+                .key(self.keys.events())
+                .arg(end_of_life)
+                .arg(id.to_string())
+                .arg(EVENTS_MAX_LEN);
+            let _: i64 = self.invoke_retried(&index).await?;
+        }
         Ok(match outcome {
             1 => RevokeOutcome::Revoked,
             2 => RevokeOutcome::AlreadyRevoked,
@@ -583,9 +887,11 @@ impl TokenStore for RedisStore {
         at: i64,
     ) -> Result<bool, StoreError> {
         let mut invocation = self.set_quota.prepare_invoke();
+        invocation.key(self.keys.token(id));
+        if !self.keys.cluster {
+            invocation.key(self.keys.events());
+        }
         invocation
-            .key(self.keys.token(id))
-            .key(self.keys.events())
             .arg(account_id)
             .arg(id.to_string())
             .arg(EVENTS_MAX_LEN)
@@ -600,52 +906,53 @@ impl TokenStore for RedisStore {
             };
         }
         // Retried like a revoke: setting twice starts one more period.
-        let found: i64 = self
-            .retried(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+        let found: i64 = self.invoke_retried(&invocation).await?;
+        if found == 1 && self.keys.cluster {
+            let mut event = redis::cmd("XADD");
+            event
+                .arg(self.keys.events())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(EVENTS_MAX_LEN)
+                .arg("*")
+                .arg("type")
+                .arg("quota")
+                .arg("id")
+                .arg(id.to_string());
+            let _: String = event.query_async(&mut self.conn.clone()).await?;
+        }
         Ok(found == 1)
     }
 
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // One round trip: load the script (a no-op when Redis has it, and it
-        // may not after a restart), then one EVALSHA per token.
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(TOUCH_LUA).ignore();
-        for &(id, at) in batch {
-            pipe.invoke_script(self.touch.key(self.keys.token(id)).arg(at))
-                .ignore();
-        }
+        let invocations: Vec<_> = batch
+            .iter()
+            .map(|&(id, at)| {
+                let mut invocation = self.touch.prepare_invoke();
+                invocation.key(self.keys.token(id)).arg(at);
+                invocation
+            })
+            .collect();
         // Idempotent: a time only moves forward.
-        self.retried(|mut conn| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut conn).await }
+        self.retried(|conn| {
+            let invocations = &invocations;
+            async move { each_script::<i64>(conn, TOUCH_LUA, invocations).await }
         })
         .await?;
         Ok(())
     }
 
     async fn remove_dead(&self, cutoff: i64) -> Result<u64, StoreError> {
+        if self.keys.cluster {
+            return self.remove_dead_on_cluster(cutoff).await;
+        }
         let mut conn = self.conn.clone();
         let expiry = self.keys.expiry();
         let mut removed = 0;
         loop {
             // Each step is idempotent; the first read stands for the rest (a
             // connection closed since the last call fails here, before any work).
-            let ids: Vec<String> = self
-                .retried(|mut conn| {
-                    let expiry = &expiry;
-                    async move {
-                        conn.zrangebyscore_limit(expiry, "-inf", cutoff, 0, CLEANUP_BATCH)
-                            .await
-                    }
-                })
-                .await?;
+            let ids = self.dead_ids(cutoff).await?;
             if ids.is_empty() {
                 return Ok(removed);
             }
@@ -702,21 +1009,23 @@ impl TokenStore for RedisStore {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(LIMIT_LUA).ignore();
-        for report in reports {
-            pipe.invoke_script(
-                self.limit
+        let invocations: Vec<_> = reports
+            .iter()
+            .map(|report| {
+                let mut invocation = self.limit.prepare_invoke();
+                invocation
                     .key(self.keys.limit(&report.key))
                     .arg(report.admitted)
                     .arg(format!("{:.3}", report.interval_us))
-                    .arg(format!("{:.3}", report.tolerance_us)),
-            );
-        }
+                    .arg(format!("{:.3}", report.tolerance_us));
+                invocation
+            })
+            .collect();
         // Not retried: a lost reply may have counted, and counting twice
         // would refuse requests the fleet has room for. The next round
         // reports again.
-        let states: Vec<(u64, u64)> = pipe.query_async(&mut self.conn.clone()).await?;
+        let states: Vec<(u64, u64)> =
+            each_script(self.conn.clone(), LIMIT_LUA, &invocations).await?;
         Ok(states
             .into_iter()
             .map(|(ahead_us, counted)| LimitState { ahead_us, counted })
@@ -796,10 +1105,7 @@ fn missed_events(seen: EntryId, stream: Option<StreamState>) -> bool {
     }
 }
 
-async fn stream_state(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-) -> redis::RedisResult<Option<StreamState>> {
+async fn stream_state(conn: &mut Connection, key: &str) -> redis::RedisResult<Option<StreamState>> {
     let reply: redis::RedisResult<HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(key)
@@ -882,7 +1188,7 @@ async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>)
 /// On (re)connecting: decides where to read from, and re-checks the cached
 /// tokens if events this reader had not seen are gone.
 async fn catch_up(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut Connection,
     keys: &Keys,
     seen: &mut Option<EntryId>,
     sink: &Weak<dyn RevocationSink>,
@@ -905,14 +1211,15 @@ async fn catch_up(
         );
     }
     for batch in ids.chunks(RECHECK_BATCH) {
-        let mut pipe = redis::pipe();
-        for id in batch {
-            pipe.cmd("HMGET")
-                .arg(keys.token(id))
-                .arg("id")
-                .arg("revoked_at");
-        }
-        let states: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
+        let reads = batch
+            .iter()
+            .map(|id| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(keys.token(id)).arg("id").arg("revoked_at");
+                cmd
+            })
+            .collect();
+        let states: Vec<(Option<String>, Option<String>)> = each_cmd(conn.clone(), reads).await?;
         for (id, (exists, revoked_at)) in batch.iter().zip(states) {
             if exists.is_none() || revoked_at.is_some() {
                 strong.revoked(*id);
@@ -927,7 +1234,7 @@ async fn catch_up(
 /// Reads events until the connection fails, telling the sink of each
 /// revocation.
 async fn read_events(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut Connection,
     keys: &Keys,
     seen: &mut Option<EntryId>,
     sink: &Weak<dyn RevocationSink>,
@@ -980,6 +1287,57 @@ async fn read_events(
             catch_up(conn, keys, seen, sink).await?;
         }
     }
+}
+
+/// Runs script invocations in one round trip on one Redis (a pipeline,
+/// after loading the script, which a restarted Redis lacks), or
+/// concurrently on a cluster, where their keys are in different slots,
+/// which a pipeline cannot span (each invocation loads the script on its
+/// node if needed).
+async fn each_script<T: redis::FromRedisValue>(
+    mut conn: Connection,
+    code: &str,
+    invocations: &[redis::ScriptInvocation<'_>],
+) -> redis::RedisResult<Vec<T>> {
+    if invocations.is_empty() {
+        return Ok(Vec::new());
+    }
+    if conn.is_cluster() {
+        let calls = invocations.iter().map(|invocation| {
+            let mut conn = conn.clone();
+            async move { invocation.invoke_async(&mut conn).await }
+        });
+        return futures_util::future::try_join_all(calls).await;
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+    for invocation in invocations {
+        pipe.invoke_script(invocation);
+    }
+    pipe.query_async(&mut conn).await
+}
+
+/// Runs commands in one round trip on one Redis, or concurrently on a
+/// cluster (see [`each_script`]).
+async fn each_cmd<T: redis::FromRedisValue>(
+    mut conn: Connection,
+    cmds: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<T>> {
+    if cmds.is_empty() {
+        return Ok(Vec::new());
+    }
+    if conn.is_cluster() {
+        let calls = cmds.into_iter().map(|cmd| {
+            let mut conn = conn.clone();
+            async move { cmd.query_async(&mut conn).await }
+        });
+        return futures_util::future::try_join_all(calls).await;
+    }
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd);
+    }
+    pipe.query_async(&mut conn).await
 }
 
 /// The HASH fields of a record. Absent options are absent fields.

@@ -86,6 +86,45 @@ impl RedisServer {
         server
     }
 
+    /// Starts an empty node of a Redis Cluster (`--cluster-enabled yes`),
+    /// its node file and snapshot in the temporary directory.
+    pub fn start_cluster_node() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let nodes = format!("tokengate-test-nodes-{port}.conf");
+            let _ = std::fs::remove_file(std::env::temp_dir().join(&nodes));
+            let mut server = Self {
+                child: None,
+                port,
+                extra: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    nodes,
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ],
+            };
+            let _ = std::fs::remove_file(std::env::temp_dir().join(server.rdb_file()));
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start a cluster node on a free port after 5 tries");
+    }
+
+    /// Stops it gracefully, its data saved (`SHUTDOWN SAVE`), and starts it
+    /// again on the same port with that data, as a rolling restart does.
+    pub fn restart_with_data(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .output();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.restart();
+    }
+
     /// Starts it again on the same port (after [`RedisServer::stop`]), empty.
     pub fn restart(&mut self) {
         assert!(
@@ -254,6 +293,107 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_file(std::env::temp_dir().join(self.rdb_file()));
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), made of real
+/// `redis-server --cluster-enabled yes` nodes joined by `redis-cli
+/// --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them, and waits until every slot is served.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-cli ({e}); install it (apt-get install -y redis-tools)")
+            });
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Waits until every node says `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &self.nodes {
+            loop {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &node.port().to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Which node holds `key` (by `CLUSTER KEYSLOT` and `CLUSTER SLOTS`),
+    /// as an index into `nodes`.
+    pub fn node_of(&self, key: &str) -> usize {
+        let port = self.nodes[0].port().to_string();
+        let slot: u16 = String::from_utf8(
+            Command::new("redis-cli")
+                .args(["-p", &port, "cluster", "keyslot", key])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let nodes = String::from_utf8(
+                Command::new("redis-cli")
+                    .args(["-p", &node.port().to_string(), "cluster", "nodes"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            let mine = nodes.lines().find(|l| l.contains("myself")).unwrap();
+            let serves = mine.split_whitespace().skip(8).any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                match (a.parse::<u16>(), b.parse::<u16>()) {
+                    (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                return i;
+            }
+        }
+        panic!("no node serves slot {slot}");
     }
 }
 

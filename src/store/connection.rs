@@ -1,7 +1,8 @@
-//! How the Redis store reaches Redis: directly (`redis://`, `rediss://`), or
+//! How the Redis store reaches Redis: directly (`redis://`, `rediss://`),
 //! through Redis Sentinel (`redis+sentinel://`), asking the sentinels which
 //! node is the master each time it connects, so a failover is followed
-//! without a restart (docs/redis-layout.md, "Connection").
+//! without a restart (docs/redis-layout.md, "Connection"), or to a Redis
+//! Cluster (`redis+cluster://`, see `cluster.rs`).
 //!
 //! The store holds a [`Connection`] for its commands and a [`Connector`] for
 //! the event reader. Direct, they are redis-rs's own `ConnectionManager` and
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError,
@@ -268,13 +271,26 @@ impl Sentinel {
     }
 }
 
-/// The store's connection for its commands.
+/// A connection: the store's, for its commands, or the event reader's.
 #[derive(Clone)]
 pub(super) enum Connection {
     /// To one Redis, reconnecting by itself (redis-rs).
     Direct(ConnectionManager),
     /// To whichever node the sentinels name master.
     Sentinel(MasterConnection),
+    /// To a Redis Cluster: each command to the node that holds its keys'
+    /// slot, following redirections (redis-rs).
+    Cluster(ClusterConnection),
+    /// The event reader's: one connection, replaced when it breaks.
+    Reader(MultiplexedConnection),
+}
+
+impl Connection {
+    /// Whether commands on different hash slots must go separately (a
+    /// pipeline or a script cannot span slots on a cluster).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -282,6 +298,8 @@ impl ConnectionLike for Connection {
         match self {
             Self::Direct(conn) => conn.req_packed_command(cmd),
             Self::Sentinel(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Reader(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -294,6 +312,8 @@ impl ConnectionLike for Connection {
         match self {
             Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Reader(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -301,6 +321,8 @@ impl ConnectionLike for Connection {
         match self {
             Self::Direct(conn) => conn.get_db(),
             Self::Sentinel(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+            Self::Reader(conn) => conn.get_db(),
         }
     }
 }
@@ -313,21 +335,21 @@ pub(super) enum Connector {
     Direct(Box<redis::Client>),
     /// Whichever node the sentinels name master.
     Sentinel(Arc<Sentinel>),
+    /// A Redis Cluster (the reader's own cluster connection, its blocking
+    /// reads bounded by the reader's reply timeout).
+    Cluster(Box<ClusterClient>),
 }
 
 impl Connector {
     /// A new connection.
-    pub(super) async fn connect(
-        &self,
-        config: &AsyncConnectionConfig,
-    ) -> RedisResult<MultiplexedConnection> {
+    pub(super) async fn connect(&self, config: &AsyncConnectionConfig) -> RedisResult<Connection> {
         match self {
-            Self::Direct(client) => {
-                client
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
-            }
-            Self::Sentinel(sentinel) => sentinel.connect(config).await,
+            Self::Direct(client) => client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .map(Connection::Reader),
+            Self::Sentinel(sentinel) => sentinel.connect(config).await.map(Connection::Reader),
+            Self::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
         }
     }
 }
