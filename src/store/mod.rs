@@ -477,6 +477,10 @@ mod tests {
             "redis+sentinel://h1:26379,h2:26379/mymaster"
         );
         assert_eq!(
+            redact_url("redis+cluster://app:s3cret@h1:7000,h2:7001"),
+            "redis+cluster://app:***@h1:7000,h2:7001"
+        );
+        assert_eq!(
             redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret&user=u"),
             "redis+unix:///run/redis.sock?db=1&pass=***&user=u"
         );
@@ -512,5 +516,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("is not supported"), "{err}");
+    }
+
+    #[test]
+    fn cluster_urls_and_prefixes_are_checked_without_connecting() {
+        let config = |url: &str, prefix: &str| RedisConfig {
+            url: Some(url.to_owned()),
+            key_prefix: prefix.to_owned(),
+            ..RedisConfig::default()
+        };
+        config("redis+cluster://u:s3cret@h1:7000,h2:7001", "tokengate:")
+            .validate()
+            .unwrap();
+        let err = config("redis+cluster://:s3cret@h1:7000/2", "tokengate:")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key redis.url: not a usable Redis Cluster URL (redis+cluster://:***@h1:7000/2)"), "{err}");
+        let err = config("redis+cluster://h1:7000", "{tg}:")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.key_prefix") && err.contains("hash tag"),
+            "{err}"
+        );
+        // Braces are fine on one Redis.
+        config("redis://h1:6379", "{tg}:").validate().unwrap();
     }
 }
