@@ -1,4 +1,5 @@
-//! The `tokengate` command line: `tokengate token create|list|get|revoke|cleanup`.
+//! The `tokengate` command line: `tokengate serve`, `tokengate token
+//! create|list|get|revoke|quota|cleanup` and `tokengate migrate`.
 //!
 //! Built for people and scripts alike: `--json` prints machine-readable
 //! output, errors are one line on stderr, and the exit code is 0 on success,
@@ -18,7 +19,7 @@ use crate::service::{
     CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, TokenError, TokenInfo, TokenService,
 };
 use crate::store::{MAX_QUOTA, Refill};
-use crate::store::{RedisStore, redact_url};
+use crate::store::{RedisStore, TokenStore, redact_url};
 use crate::token::TokenId;
 
 /// Exit code for a usage error (bad flag, missing argument, bad value).
@@ -52,6 +53,21 @@ pub(crate) enum Command {
     /// Manage API tokens in Redis.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Copy every token from the configured Redis to another one, e.g. from
+    /// one Redis to a Redis Cluster (records, quotas, revocations and
+    /// indexes; tokens already there are kept). Safe to run again.
+    Migrate {
+        /// The Redis to copy to (redis://, rediss://, redis+sentinel://,
+        /// redis+cluster://).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Key prefix on the destination (default: the same as the source's).
+        #[arg(long, value_name = "PREFIX")]
+        to_key_prefix: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 /// `tokengate token …`
@@ -221,6 +237,11 @@ pub(crate) async fn run(cli: Cli) -> Result<String, String> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Token(command) => run_token(&config, command).await,
+        Command::Migrate {
+            to,
+            to_key_prefix,
+            output,
+        } => migrate(&config, &to, to_key_prefix, output).await,
         Command::Serve => crate::server::serve(config.serve_config())
             .await
             .map(|()| String::new())
@@ -236,6 +257,64 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         config.validate().map_err(|e| format!("--redis-url: {e}"))?;
     }
     Ok(config)
+}
+
+/// `tokengate migrate`: every record of the source inserted into the
+/// destination as it is (the store's insert writes the record and its
+/// indexes in the destination's layout).
+async fn migrate(
+    config: &Config,
+    to: &str,
+    to_key_prefix: Option<String>,
+    output: Output,
+) -> Result<String, String> {
+    let Some(from) = config.redis.url.as_deref() else {
+        return Err("migrate copies from Redis, and no Redis URL is set \
+                    (use --redis-url, TOKENGATE_REDIS_URL or [redis] url)"
+            .to_owned());
+    };
+    let destination = crate::store::RedisConfig {
+        url: Some(to.to_owned()),
+        key_prefix: to_key_prefix.unwrap_or_else(|| config.redis.key_prefix.clone()),
+        ..crate::store::RedisConfig::default()
+    };
+    destination.validate().map_err(|e| format!("--to: {e}"))?;
+    if destination.url.as_deref() == Some(from) && destination.key_prefix == config.redis.key_prefix
+    {
+        return Err("--to is the source itself".to_owned());
+    }
+    let source = RedisStore::open(&config.redis)
+        .await
+        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(from)))?;
+    let target = RedisStore::open(&destination)
+        .await
+        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(to)))?;
+    let ids = source.token_ids().await.map_err(|e| e.to_string())?;
+    let mut copied = 0u64;
+    for id in &ids {
+        // Gone since the scan (cleanup ran): nothing to copy.
+        let Some(record) = source.get(*id).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        match target.insert(&record).await {
+            Ok(()) => copied += 1,
+            Err(crate::store::StoreError::Duplicate(_)) => {
+                return Err(format!(
+                    "token {id} exists on the destination with another hash: not overwritten"
+                ));
+            }
+            Err(e) => return Err(format!("copying token {id}: {e}")),
+        }
+    }
+    Ok(if output.json {
+        json_line(&serde_json::json!({ "copied": copied }))
+    } else {
+        format!(
+            "Copied {copied} token(s) from {} to {}.\n",
+            redact_url(from),
+            redact_url(to)
+        )
+    })
 }
 
 async fn run_token(config: &Config, command: TokenCommand) -> Result<String, String> {

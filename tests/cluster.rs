@@ -169,10 +169,15 @@ async fn cleanup_repairs_interrupted_creations() {
         .await
         .unwrap();
     let _: () = conn.zrem("{tokengate:}expiry", &id).await.unwrap();
-    // A creation under way right now is left alone.
+    // A creation under way right now (noted by the system clock) is left
+    // alone.
     let young = "6f1c0d2e-0000-4000-8000-000000000002";
+    let system_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let _: () = conn
-        .hset("{tokengate:}pending", young, format!("{now}:acme"))
+        .hset("{tokengate:}pending", young, format!("{system_now}:acme"))
         .await
         .unwrap();
 
@@ -330,4 +335,74 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
         restarted.elapsed()
     );
     mint(r#"{"name": "after the restart"}"#).await;
+}
+
+/// `tokengate migrate` copies one Redis's tokens to a cluster: the same
+/// tokens work there, revoked ones stay revoked, quotas come along; running
+/// it again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_a_redis_to_a_cluster() {
+    let single = support::RedisServer::start();
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(&single.url(), "tokengate:")
+        .await
+        .unwrap();
+    let source = TokenService::new(Arc::new(store)).with_bcrypt_cost(4);
+    let active = create(&source, Some(30), None).await;
+    let revoked = create(&source, None, None).await;
+    source.revoke_token(revoked.info.id, "acme").await.unwrap();
+    let metered = create(&source, None, Some(7)).await;
+
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args([
+                "--redis-url",
+                &single.url(),
+                "migrate",
+                "--to",
+                &cluster.url(),
+            ])
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let out = migrate();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with("Copied 3 token(s) from redis://127.0.0.1:"),
+            "{stdout}"
+        );
+    }
+
+    let target = service(&cluster, TestClock::new()).await;
+    let listed = target.list_tokens("acme").await.unwrap();
+    let statuses: Vec<(String, TokenStatus)> = listed
+        .iter()
+        .map(|t| (t.id.to_string(), t.status))
+        .collect();
+    assert_eq!(statuses.len(), 3);
+    assert!(statuses.contains(&(revoked.info.id.to_string(), TokenStatus::Revoked)));
+    let auth = Authenticator::new(target.clone(), &test_config().auth).unwrap();
+    check(&auth, active.token.expose_secret()).await.unwrap();
+    assert!(check(&auth, revoked.token.expose_secret()).await.is_err());
+    let quota = target
+        .get_token(metered.info.id, "acme")
+        .await
+        .unwrap()
+        .quota
+        .unwrap();
+    assert_eq!(quota.remaining, 7);
+    // The revoked token is in the cluster's expiry index, for cleanup.
+    let mut conn = cluster_connection(&cluster).await;
+    let score: Option<i64> = conn
+        .zscore("{tokengate:}expiry", revoked.info.id.to_string())
+        .await
+        .unwrap();
+    assert!(score.is_some());
 }

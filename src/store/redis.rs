@@ -42,9 +42,8 @@ const RECONNECT_RETRIES: usize = 3;
 /// Ids handled per round trip by cleanup, so one call never builds an
 /// unbounded pipeline.
 const CLEANUP_BATCH: isize = 500;
-/// Cluster only: how old (seconds before cleanup's cutoff) a creation left
-/// pending must be before cleanup repairs it; far longer than a creation
-/// takes.
+/// Cluster only: how old (seconds) a creation left pending must be before
+/// cleanup repairs it; far longer than a creation takes.
 const PENDING_GRACE: i64 = 60;
 /// About how many events the stream keeps (Redis trims whole nodes, so a
 /// few more). A replica disconnected for longer than it takes the fleet to
@@ -71,7 +70,7 @@ return 1
 /// notes the creation as pending (with its account and time, so cleanup can
 /// finish or undo it if the process dies before the record is written) and
 /// lists the id under its account. KEYS: pending, account. ARGV: id,
-/// "{created_at}:{account}".
+/// "{unix seconds}:{account}".
 const PENDING_LUA: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -332,7 +331,7 @@ impl Keys {
     fn events(&self) -> String {
         self.index("events")
     }
-    /// Cluster only: creations under way (id → "{created_at}:{account}").
+    /// Cluster only: creations under way (id → "{unix seconds}:{account}").
     fn pending(&self) -> String {
         self.index("pending")
     }
@@ -437,6 +436,43 @@ impl RedisStore {
             commit: Script::new(COMMIT_LUA),
             revoke_index: Script::new(REVOKE_INDEX_LUA),
             remove_record: Script::new(REMOVE_RECORD_LUA),
+        }
+    }
+
+    /// The ids of every token record under the key prefix, read with `SCAN`
+    /// (for `tokengate migrate`, which copies a Redis to another; a
+    /// cluster's nodes would each need scanning, so a cluster is refused as
+    /// the source).
+    pub async fn token_ids(&self) -> Result<Vec<TokenId>, StoreError> {
+        if self.keys.cluster {
+            return Err(StoreError::Config(
+                "copying from a Redis Cluster is not supported: migrate from one Redis".to_owned(),
+            ));
+        }
+        let pattern = format!("{}token:*", self.keys.prefix);
+        let prefix_len = self.keys.token("").len();
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut ids = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await?;
+            ids.extend(
+                keys.iter()
+                    .filter_map(|k| k.get(prefix_len..)?.parse::<TokenId>().ok()),
+            );
+            if next == 0 {
+                ids.sort_unstable();
+                ids.dedup();
+                return Ok(ids);
+            }
+            cursor = next;
         }
     }
 
@@ -566,7 +602,7 @@ impl RedisStore {
                 break;
             }
         }
-        self.repair_pending(cutoff).await?;
+        self.repair_pending().await?;
         Ok(removed)
     }
 
@@ -594,10 +630,10 @@ impl RedisStore {
     }
 
     /// Finishes or undoes creations noted as pending more than
-    /// `PENDING_GRACE` seconds before `cutoff`: the process that began them
-    /// is gone. A record that exists is listed as it says; an id without
+    /// `PENDING_GRACE` seconds ago (by this machine's clock, as they were
+    /// noted): the process that began them is gone. A record that exists is listed as it says; an id without
     /// one is taken out of its account's index.
-    async fn repair_pending(&self, cutoff: i64) -> Result<(), StoreError> {
+    async fn repair_pending(&self) -> Result<(), StoreError> {
         let pending: HashMap<String, String> =
             self.conn.clone().hgetall(self.keys.pending()).await?;
         for (id, note) in pending {
@@ -606,7 +642,7 @@ impl RedisStore {
             };
             if created_at
                 .parse::<i64>()
-                .is_ok_and(|t| t.saturating_add(PENDING_GRACE) > cutoff)
+                .is_ok_and(|t| t.saturating_add(PENDING_GRACE) > unix_now())
             {
                 continue;
             }
@@ -696,7 +732,12 @@ impl TokenStore for RedisStore {
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
         let id = record.id.to_string();
         let cluster = self.keys.cluster;
-        let expires = record.expires_at.map(|e| e.to_string()).unwrap_or_default();
+        // The expiry index holds the end of life: the expiry for a new
+        // token, or an earlier revocation for one copied by `migrate`.
+        let expires = record
+            .end_of_life()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         if cluster {
             // Indexes first: an id listed without a record is skipped by
             // list, and cleanup finishes or undoes a pending creation.
@@ -705,7 +746,9 @@ impl TokenStore for RedisStore {
                 .key(self.keys.pending())
                 .key(self.keys.account(&record.account_id))
                 .arg(&id)
-                .arg(format!("{}:{}", record.created_at, record.account_id));
+                // When the creation began, by this machine's clock (not the
+                // record's created_at: `migrate` copies old records).
+                .arg(format!("{}:{}", unix_now(), record.account_id));
             let _: i64 = self.invoke_retried(&pending).await?;
         }
         let mut invocation = self.insert.prepare_invoke();
@@ -1338,6 +1381,12 @@ async fn each_cmd<T: redis::FromRedisValue>(
         pipe.add_command(cmd);
     }
     pipe.query_async(&mut conn).await
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The HASH fields of a record. Absent options are absent fields.
