@@ -427,7 +427,7 @@ for n in "${TOKEN_COUNTS[@]}"; do
     done
 done
 
-# ---- memory per cached token --------------------------------------------------
+# ---- memory per cached token ------------------------------------------------
 
 if ((MEMTOKENS > 0)); then
     echo "==> memory: creating $MEMTOKENS tokens, then requesting each once"

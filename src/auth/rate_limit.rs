@@ -219,6 +219,8 @@ pub(crate) struct Limits {
     /// With a shared store: the limiters used since the last report (each
     /// once), which the next [`Limits::reconcile`] round reports.
     active: Option<Mutex<Vec<Active>>>,
+    /// When the last round began (its admissions were made since).
+    last_round: std::sync::atomic::AtomicU64,
 }
 
 /// The failure limit's key for `ip`: itself for IPv4, its network for IPv6.
@@ -275,12 +277,13 @@ impl Policy {
         }
     }
 
-    fn report(&self, key: LimitKey, admitted: u64) -> LimitReport {
+    fn report(&self, key: LimitKey, admitted: u64, window: Nanos) -> LimitReport {
         LimitReport {
             key,
             admitted,
             interval_us: self.interval as f64 / 1_000.0,
             tolerance_us: self.tolerance as f64 / 1_000.0,
+            window_us: window as f64 / 1_000.0,
         }
     }
 }
@@ -365,12 +368,26 @@ impl GcraState {
         self.unreported = self.unreported.saturating_sub(1);
     }
 
-    /// Takes in the fleet's state after a report of `reported` admissions.
-    fn learn(&mut self, policy: &Policy, reported: u64, fleet: LimitState, now: Nanos) {
-        // Admissions made here since the report was taken are not in it.
-        let ahead = fleet.ahead_us.saturating_mul(1_000);
-        self.tat = now
-            .saturating_add(ahead)
+    /// Takes in the fleet's state after a report of `reported` admissions,
+    /// taken at `taken`.
+    fn learn(
+        &mut self,
+        policy: &Policy,
+        reported: u64,
+        fleet: LimitState,
+        taken: Nanos,
+        now: Nanos,
+    ) {
+        // The fleet's TAT: ahead of now, or somewhere behind it (then it
+        // holds nothing back). Admissions made here since the report was
+        // taken are not in it; they were made since `taken`, so, like the
+        // store's, they extend a TAT of at least that moment, not of now.
+        let fleet_tat = match fleet.ahead_us {
+            0 => 0,
+            ahead => now.saturating_add(ahead.saturating_mul(1_000)),
+        };
+        self.tat = fleet_tat
+            .max(taken)
             .saturating_add(self.unreported.saturating_mul(policy.interval));
         self.others = match self.counted {
             // A count lower than before: the key expired and started over.
@@ -432,6 +449,7 @@ impl Limits {
             ),
             ipv6_prefix: config.failed_auth_ipv6_prefix,
             active: shared.then(|| Mutex::new(Vec::new())),
+            last_round: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -504,6 +522,9 @@ impl Limits {
             return Ok(0);
         };
         let batch = std::mem::take(&mut *active.lock().unwrap_or_else(PoisonError::into_inner));
+        // Every admission in this round was made since the last one began.
+        let taken = self.now();
+        let window = taken.saturating_sub(self.last_round.swap(taken, Ordering::Relaxed));
         if batch.is_empty() {
             return Ok(0);
         }
@@ -513,14 +534,16 @@ impl Limits {
                 // Cleared first: a request from now on lists it again.
                 a.gcra.listed.store(false, Ordering::Relaxed);
                 let admitted = std::mem::take(&mut a.gcra.lock().unreported);
-                a.policy.report(a.key.clone(), admitted)
+                a.policy.report(a.key.clone(), admitted, window)
             })
             .collect();
         match store.reconcile_limits(&reports).await {
             Ok(states) => {
-                let now = self.now();
+                let answered = self.now();
                 for ((a, report), state) in batch.iter().zip(&reports).zip(states) {
-                    a.gcra.lock().learn(&a.policy, report.admitted, state, now);
+                    a.gcra
+                        .lock()
+                        .learn(&a.policy, report.admitted, state, taken, answered);
                 }
                 Ok(batch.len())
             }
@@ -693,7 +716,7 @@ mod gcra_tests {
             counted: 10,
         };
         let reported = std::mem::take(&mut gcra.unreported);
-        gcra.learn(&policy, reported, first, start);
+        gcra.learn(&policy, reported, first, start, start);
         assert_eq!(gcra.others, 0.0, "no share is known before a second report");
         assert_eq!(gcra.admit(&policy, start), Ok(()));
         assert!(gcra.admit(&policy, start).is_err());
@@ -707,7 +730,7 @@ mod gcra_tests {
         };
         let reported = std::mem::take(&mut gcra.unreported);
         assert_eq!(reported, 1);
-        gcra.learn(&policy, reported, second, now);
+        gcra.learn(&policy, reported, second, now, now);
         assert!((gcra.others - 0.5).abs() < 1e-9, "{}", gcra.others);
         assert!(gcra.admit(&policy, now).is_err());
         assert!(gcra.admit(&policy, now + 100 * MS).is_err());

@@ -401,6 +401,9 @@ pub struct LimitReport {
     /// How far ahead of now the limiter may run (burst × interval), in
     /// microseconds.
     pub tolerance_us: f64,
+    /// The time over which the admissions were made (since this replica's
+    /// previous report), in microseconds.
+    pub window_us: f64,
 }
 
 /// A limiter's fleet-wide state, once a report is counted.

@@ -160,21 +160,27 @@ return 1
 /// Counts a replica's admissions on a fleet-wide GCRA limiter and returns
 /// how far its theoretical arrival time (TAT) runs ahead of now, and how many
 /// requests it has counted (docs/rate-limits.md). Redis's clock is the
-/// fleet's clock. KEYS: limiter. ARGV: admitted, interval µs, tolerance µs.
-/// Returns {ahead µs, counted}.
+/// fleet's clock. The admissions were made over the round's window (the
+/// time since the replica's previous round), not all at its end, so the
+/// TAT they extend is at least the window's start, not now: otherwise a
+/// token well under its limit would be pushed past its burst by every
+/// round that carries more than a burst of requests.
+/// KEYS: limiter. ARGV: admitted, interval µs, tolerance µs, window µs.
+/// Returns {ahead µs (0 when behind now), counted}.
 const LIMIT_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 'tat', 'counted')
 local admitted = tonumber(ARGV[1])
 local tat = tonumber(state[1] or '0')
-if tat < now then tat = now end
+local start = now - tonumber(ARGV[4])
+if tat < start then tat = start end
 tat = tat + admitted * tonumber(ARGV[2])
 local counted = tonumber(state[2] or '0') + admitted
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'counted', string.format('%.0f', counted))
 -- Once the TAT is this far behind, the limiter is full again: forget it.
-redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + tonumber(ARGV[3])) / 1000) + 1000)
-return {math.floor(tat - now), counted}
+redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((tat - now + tonumber(ARGV[3])) / 1000), 0) + 1000)
+return {math.max(math.floor(tat - now), 0), counted}
 ";
 
 /// The refill calendar of docs/quotas.md, as in `src/store/quota.rs`:
@@ -1060,7 +1066,8 @@ impl TokenStore for RedisStore {
                     .key(self.keys.limit(&report.key))
                     .arg(report.admitted)
                     .arg(format!("{:.3}", report.interval_us))
-                    .arg(format!("{:.3}", report.tolerance_us));
+                    .arg(format!("{:.3}", report.tolerance_us))
+                    .arg(format!("{:.0}", report.window_us));
                 invocation
             })
             .collect();
