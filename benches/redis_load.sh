@@ -207,10 +207,10 @@ bcrypt_cost = 4
 
 [rate_limit]
 # Out of wrk's reach: no request is refused, but every one is counted and
-# reconciled with Redis as usual. The burst must exceed what one token
-# admits per sync_interval: a round adds those admissions to the shared TAT
-# at once, and with the default burst (200) a token at 20,000 req/s gets
-# some 429s.
+# reconciled with Redis as usual. (A large burst as well: before 2 rounds
+# counted their admissions from the start of their window, a token at
+# 20,000 req/s got some 429s with the default burst of 200; see
+# docs/rate-limits.md.)
 per_token_requests = 1000000
 per_token_burst = 1000000
 
