@@ -207,7 +207,7 @@ bcrypt_cost = 4
 
 [rate_limit]
 # Out of wrk's reach: no request is refused, but every one is counted and
-# reconciled with Redis as usual. (A large burst as well: before 2 rounds
+# reconciled with Redis as usual. (A large burst as well: before rounds
 # counted their admissions from the start of their window, a token at
 # 20,000 req/s got some 429s with the default burst of 200; see
 # docs/rate-limits.md.)
