@@ -250,6 +250,59 @@ async fn a_token_under_its_limit_is_not_refused_by_reconciliation() {
     assert_eq!(refused, 0, "refused while at a fraction of the limit");
 }
 
+/// The per-account limit holds for all of an account's tokens on all
+/// replicas: what one replica admitted for one token is refused to another
+/// token of the account on another replica, once that replica has had a
+/// round for the account (before it, a replica knows nothing of the fleet:
+/// the cold-start overshoot of docs/rate-limits.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_limit_spans_tokens_and_replicas() {
+    let mut config = test_config();
+    config.auth.rate_limit.per_token_requests = 0;
+    config.auth.rate_limit.per_account_requests = 10;
+    config.auth.rate_limit.per_account_period = Duration::from_secs(60);
+    config.auth.rate_limit.per_account_burst = 10;
+    config.auth.rate_limit.sync_interval = Duration::from_millis(50);
+    let gate = Gate::new(config.clone()).await;
+    let elsewhere =
+        Authenticator::new(redis_service(&gate.server, &config).await, &config.auth).unwrap();
+    let (first, second) = (
+        new_token(&gate.service, "acme").await,
+        new_token(&gate.service, "acme").await,
+    );
+    assert_eq!(
+        send(&elsewhere, bearer(&second)).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..5 {
+        assert_eq!(gate.get(&first).await.status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more rounds, so the other replica hears of the five.
+    assert_eq!(
+        send(&elsewhere, bearer(&second)).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut admitted = 0;
+    let mut policy = None;
+    for _ in 0..10 {
+        let reply = send(&elsewhere, bearer(&second)).await;
+        match reply.status {
+            StatusCode::OK => admitted += 1,
+            _ => policy = reply.header("ratelimit-policy").map(str::to_owned),
+        }
+    }
+    assert_eq!(admitted, 3, "10 for the account, 7 used already");
+    assert_eq!(policy.as_deref(), Some(r#""account";q=10;w=60"#));
+    // Another account is not held back.
+    let other = new_token(&gate.service, "globex").await;
+    assert_eq!(
+        send(&elsewhere, bearer(&other)).await.status,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn concurrent_misses_on_one_token_share_one_lookup() {
     let gate = Gate::new(test_config()).await;
