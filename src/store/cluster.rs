@@ -9,8 +9,10 @@
 
 use std::time::Duration;
 
+use redis::RedisResult;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisResult};
+
+use super::connection::{credentials, host_address, host_port};
 
 /// The scheme of a cluster URL.
 pub(super) const SCHEME: &str = "redis+cluster://";
@@ -70,26 +72,13 @@ impl ClusterUrl {
         }
         let nodes = hosts
             .split(',')
-            .map(node_address)
+            .map(|host| host_address(host, DEFAULT_PORT, "node"))
             .collect::<Result<Vec<_>, _>>()?;
-        // Decoded as redis-rs decodes the credentials of a redis:// URL.
-        let settings = match userinfo {
-            Some(userinfo) => Some(
-                format!("redis://{userinfo}@localhost")
-                    .into_connection_info()
-                    .map_err(|_| {
-                        "the credentials (user:password@) do not parse: percent-encode \
-                         `@ : / ? #` in them"
-                            .to_owned()
-                    })?,
-            ),
-            None => None,
-        };
-        let settings = settings.as_ref().map(|info| info.redis_settings());
+        let (username, password) = credentials(userinfo)?;
         Ok(Self {
             nodes,
-            username: settings.and_then(|s| s.username()).map(str::to_owned),
-            password: settings.and_then(|s| s.password()).map(str::to_owned),
+            username,
+            password,
         })
     }
 
@@ -120,43 +109,6 @@ impl ClusterUrl {
             builder = builder.password(password);
         }
         builder.build()
-    }
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// One `host[:port]` of the node list; `[v6]:port` for IPv6.
-fn node_address(text: &str) -> Result<(String, u16), String> {
-    let (host, port) = match text.rsplit_once(':') {
-        // A colon inside brackets belongs to an IPv6 address, not a port.
-        Some((host, port)) if !port.contains(']') => (host, Some(port)),
-        _ => (text, None),
-    };
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("node {text:?}: the port must be 1–65535"))?,
-    };
-    if host.is_empty() {
-        return Err(format!(
-            "node {text:?}: no host (hosts are comma-separated)"
-        ));
-    }
-    match format!("redis://{host}:{port}").into_connection_info() {
-        Ok(info) => match info.addr() {
-            ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
-            _ => Err(format!("node {text:?}: not a host")),
-        },
-        Err(e) => Err(format!("node {text:?}: {e}")),
     }
 }
 

@@ -116,28 +116,14 @@ impl SentinelUrl {
         };
         let sentinels = hosts
             .split(',')
-            .map(sentinel_address)
+            .map(|host| host_address(host, DEFAULT_SENTINEL_PORT, "sentinel"))
             .collect::<Result<Vec<_>, _>>()?;
-        // The credentials, decoded as redis-rs decodes them in a redis://
-        // URL (percent-encoding), so both forms read alike.
-        let master_info = match userinfo {
-            Some(userinfo) => Some(
-                format!("redis://{userinfo}@localhost")
-                    .into_connection_info()
-                    .map_err(|_| {
-                        "the credentials (user:password@) do not parse: percent-encode \
-                         `@ : / ? #` in them"
-                            .to_owned()
-                    })?,
-            ),
-            None => None,
-        };
-        let settings = master_info.as_ref().map(|info| info.redis_settings());
+        let (username, password) = credentials(userinfo)?;
         Ok(Self {
             sentinels,
             master: master.to_owned(),
-            username: settings.and_then(|s| s.username()).map(str::to_owned),
-            password: settings.and_then(|s| s.password()).map(str::to_owned),
+            username,
+            password,
             db,
         })
     }
@@ -147,33 +133,35 @@ impl SentinelUrl {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
-            .map(|(host, port)| match host.contains(':') {
-                true => format!("[{host}]:{port}"),
-                false => format!("{host}:{port}"),
-            })
+            .map(|(host, port)| host_port(host, *port))
             .collect();
         format!("master {:?} via Sentinel {}", self.master, hosts.join(","))
     }
 }
 
-/// One `host[:port]` of the sentinel list; `[v6]:port` for IPv6.
-fn sentinel_address(text: &str) -> Result<(String, u16), String> {
+/// One `host[:port]` of a URL's comma-separated hosts (`what` names them in
+/// errors: "sentinel", "node"); `[v6]:port` for IPv6.
+pub(super) fn host_address(
+    text: &str,
+    default_port: u16,
+    what: &str,
+) -> Result<(String, u16), String> {
     let (host, port) = match text.rsplit_once(':') {
         // A colon inside brackets belongs to an IPv6 address, not a port.
         Some((host, port)) if !port.contains(']') => (host, Some(port)),
         _ => (text, None),
     };
     let port = match port {
-        None => DEFAULT_SENTINEL_PORT,
+        None => default_port,
         Some(port) => port
             .parse::<u16>()
             .ok()
             .filter(|&p| p != 0)
-            .ok_or_else(|| format!("sentinel {text:?}: the port must be 1–65535"))?,
+            .ok_or_else(|| format!("{what} {text:?}: the port must be 1–65535"))?,
     };
     if host.is_empty() {
         return Err(format!(
-            "sentinel {text:?}: no host (hosts are comma-separated)"
+            "{what} {text:?}: no host (hosts are comma-separated)"
         ));
     }
     // redis-rs checks the host as it would in a redis:// URL (and takes the
@@ -181,10 +169,41 @@ fn sentinel_address(text: &str) -> Result<(String, u16), String> {
     match format!("redis://{host}:{port}").into_connection_info() {
         Ok(info) => match info.addr() {
             ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
-            _ => Err(format!("sentinel {text:?}: not a host")),
+            _ => Err(format!("{what} {text:?}: not a host")),
         },
-        Err(e) => Err(format!("sentinel {text:?}: {e}")),
+        Err(e) => Err(format!("{what} {text:?}: {e}")),
     }
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+pub(super) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Username and password of a URL's `user:password@` part, decoded as
+/// redis-rs decodes them in a `redis://` URL (percent-encoding), so every
+/// form reads alike. The error never contains the password.
+pub(super) fn credentials(
+    userinfo: Option<&str>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let Some(userinfo) = userinfo else {
+        return Ok((None, None));
+    };
+    let info = format!("redis://{userinfo}@localhost")
+        .into_connection_info()
+        .map_err(|_| {
+            "the credentials (user:password@) do not parse: percent-encode `@ : / ? #` in them"
+                .to_owned()
+        })?;
+    let settings = info.redis_settings();
+    Ok((
+        settings.username().map(str::to_owned),
+        settings.password().map(str::to_owned),
+    ))
 }
 
 /// Asks the sentinels for the current master and connects to it.
