@@ -15,10 +15,10 @@ use http::StatusCode;
 use redis::AsyncCommands;
 use support::procs::Tokengate;
 use support::upstream::Upstream;
-use support::{DAY, RedisCluster, TestClock, free_port, http, test_config};
+use support::{DAY, RedisCluster, TestClock, check_token, free_port, http, test_config};
 use tokengate::{
-    AuthRequest, Authenticator, CreateTokenParams, CreatedToken, QuotaParams, RedisStore,
-    TokenService, TokenStatus,
+    Authenticator, CreateTokenParams, CreatedToken, QuotaParams, RedisStore, TokenService,
+    TokenStatus,
 };
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -36,20 +36,6 @@ async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -
         })
         .await
         .unwrap()
-}
-
-async fn check(auth: &Authenticator, token: &str) -> Result<(), tokengate::Rejection> {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
-    auth.check(AuthRequest {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        peer: None,
-    })
-    .await
-    .map(drop)
 }
 
 async fn cluster_connection(cluster: &RedisCluster) -> redis::cluster_async::ClusterConnection {
@@ -103,14 +89,14 @@ async fn every_operation_works_on_a_cluster_and_records_spread_over_its_nodes() 
     let replica = service_on_other_connection(&cluster, clock.clone()).await;
     let auth = Authenticator::new(replica.clone(), &test_config().auth).unwrap();
     let token = created[1].token.expose_secret().to_owned();
-    check(&auth, &token).await.unwrap();
+    check_token(&auth, &token).await.unwrap();
     let revoked = service
         .revoke_token(created[1].info.id, "acme")
         .await
         .unwrap();
     assert_eq!(revoked.status, TokenStatus::Revoked);
     let started = Instant::now();
-    while check(&auth, &token).await.is_ok() {
+    while check_token(&auth, &token).await.is_ok() {
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "the revocation did not reach the other replica within 1 s"
@@ -125,7 +111,7 @@ async fn every_operation_works_on_a_cluster_and_records_spread_over_its_nodes() 
     let mut admitted = 0;
     for i in 0..8 {
         let auth = if i % 2 == 0 { &auth } else { &local };
-        admitted += usize::from(check(auth, secret).await.is_ok());
+        admitted += usize::from(check_token(auth, secret).await.is_ok());
     }
     assert_eq!(admitted, 3);
 
@@ -389,8 +375,14 @@ async fn migrate_copies_a_redis_to_a_cluster() {
     assert_eq!(statuses.len(), 3);
     assert!(statuses.contains(&(revoked.info.id.to_string(), TokenStatus::Revoked)));
     let auth = Authenticator::new(target.clone(), &test_config().auth).unwrap();
-    check(&auth, active.token.expose_secret()).await.unwrap();
-    assert!(check(&auth, revoked.token.expose_secret()).await.is_err());
+    check_token(&auth, active.token.expose_secret())
+        .await
+        .unwrap();
+    assert!(
+        check_token(&auth, revoked.token.expose_secret())
+            .await
+            .is_err()
+    );
     let quota = target
         .get_token(metered.info.id, "acme")
         .await

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use support::{RedisServer, SentinelServer, free_port, test_config};
 use tokengate::{
-    AuthRequest, Authenticator, CreateTokenParams, CreatedToken, RedisStore, TokenError,
-    TokenService,
+    Authenticator, CreateTokenParams, CreatedToken, RedisStore, TokenError, TokenService,
 };
 
 async fn create(service: &TokenService) -> CreatedToken {
@@ -29,17 +28,7 @@ async fn create(service: &TokenService) -> CreatedToken {
 
 /// Whether `auth` admits a request bearing `token`.
 async fn admits(auth: &Authenticator, token: &str) -> bool {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
-    auth.check(AuthRequest {
-        method: &method,
-        uri: &uri,
-        headers: &headers,
-        peer: None,
-    })
-    .await
-    .is_ok()
+    support::check_token(auth, token).await.is_ok()
 }
 
 /// Waits until `replica` holds every key `master` holds, so a failover

@@ -554,6 +554,24 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000-31999")
 }
 
+/// What `auth` decides on a `GET /` bearing `token` (no socket peer).
+pub async fn check_token(
+    auth: &tokengate::Authenticator,
+    token: &str,
+) -> Result<(), tokengate::Rejection> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
+    auth.check(tokengate::AuthRequest {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        peer: None,
+    })
+    .await
+    .map(drop)
+}
+
 /// A clock that stands still until a test moves it.
 #[derive(Debug)]
 pub struct TestClock(AtomicI64);
