@@ -1232,3 +1232,22 @@ async fn the_embedded_store_counts_quotas_exactly() {
     }
     assert_eq!(admitted, 5);
 }
+
+/// Credits leased but not spent go back to Redis when the replica shuts
+/// down: only what was admitted is gone from the quota.
+#[tokio::test]
+async fn unspent_quota_credits_go_back_on_shutdown() {
+    let gate = Gate::new(test_config()).await;
+    let (token, id) = metered(&gate.service, 1_000).await;
+    for _ in 0..4 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    let remaining = || async {
+        let info = gate.service.get_token(id, "acme").await.unwrap();
+        info.quota.unwrap().remaining
+    };
+    // Leases of 1, 2 and 4 credits (each block twice the last).
+    assert_eq!(remaining().await, 993);
+    gate.auth.shutdown().await;
+    assert_eq!(remaining().await, 996, "the 3 unspent credits came back");
+}

@@ -228,3 +228,55 @@ pub(crate) async fn sweep(quotas: std::sync::Weak<Quotas>) {
         quotas.give_back(false).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{CreateTokenParams, QuotaParams};
+    use crate::store::MemoryStore;
+
+    /// A lease whose time is up gives its unspent credits back (within its
+    /// period); one still running keeps them.
+    #[tokio::test]
+    async fn ended_leases_give_their_credits_back() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let created = service
+            .create_token(CreateTokenParams {
+                account_id: "acme".into(),
+                name: "metered".into(),
+                expires_in_days: None,
+                quota: Some(QuotaParams {
+                    remaining: 100,
+                    refill: None,
+                }),
+            })
+            .await
+            .unwrap();
+        let id = created.info.id;
+        let quotas = Quotas::new(service.clone(), 10);
+        let lease = service
+            .store()
+            .lease_credits(id, 10, service.now())
+            .await
+            .unwrap()
+            .unwrap();
+        let credits = Arc::new(Credits::default());
+        *credits.lock() = Held {
+            left: 7,
+            period: lease.period,
+            until: Some(Instant::now() + Duration::from_secs(60)),
+            ..Held::default()
+        };
+        quotas.credits.insert(id, credits.clone());
+        assert_eq!(quotas.give_back(false).await, 0, "still running");
+        credits.lock().until = Some(Instant::now());
+        assert_eq!(quotas.give_back(false).await, 7);
+        let info = service.get_token(id, "acme").await.unwrap();
+        assert_eq!(
+            info.quota.unwrap().remaining,
+            97,
+            "100 - 10 leased + 7 back"
+        );
+        assert_eq!(credits.lock().left, 0);
+    }
+}
