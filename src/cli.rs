@@ -290,12 +290,13 @@ async fn migrate(
         .await
         .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(to)))?;
     let ids = source.token_ids().await.map_err(|e| e.to_string())?;
-    let mut copied = 0u64;
-    for id in &ids {
+    let (mut copied, mut updated) = (0u64, 0u64);
+    for &id in &ids {
         // Gone since the scan (cleanup ran): nothing to copy.
-        let Some(record) = source.get(*id).await.map_err(|e| e.to_string())? else {
+        let Some(record) = source.get(id).await.map_err(|e| e.to_string())? else {
             continue;
         };
+        let failed = |e: crate::store::StoreError| format!("copying token {id}: {e}");
         match target.insert(&record).await {
             Ok(()) => copied += 1,
             Err(crate::store::StoreError::Duplicate(_)) => {
@@ -303,18 +304,58 @@ async fn migrate(
                     "token {id} exists on the destination with another hash: not overwritten"
                 ));
             }
-            Err(e) => return Err(format!("copying token {id}: {e}")),
+            Err(e) => return Err(failed(e)),
+        }
+        // Copied by an earlier run: bring over what changed since.
+        let Some(copy) = target.get(id).await.map_err(failed)? else {
+            continue;
+        };
+        if bring_changes(&target, &record, &copy)
+            .await
+            .map_err(failed)?
+        {
+            updated += 1;
         }
     }
     Ok(if output.json {
-        json_line(&serde_json::json!({ "copied": copied }))
+        json_line(&serde_json::json!({ "copied": copied, "updated": updated }))
     } else {
         format!(
-            "Copied {copied} token(s) from {} to {}.\n",
+            "Copied {copied} token(s) from {} to {} ({updated} changed since an earlier copy, \
+             brought up to date).\n",
             redact_url(from),
             redact_url(to)
         )
     })
+}
+
+/// Makes `copy` (on `target`) say what `record` says about revocation,
+/// quota and last use; whether anything changed.
+async fn bring_changes(
+    target: &RedisStore,
+    record: &crate::store::TokenRecord,
+    copy: &crate::store::TokenRecord,
+) -> Result<bool, crate::store::StoreError> {
+    let mut changed = false;
+    if let (Some(at), None) = (record.revoked_at, copy.revoked_at) {
+        target.revoke(record.id, &record.account_id, at).await?;
+        changed = true;
+    }
+    let shown = |q: &Option<crate::store::Quota>| q.map(|q| (q.remaining, q.refill, q.refilled_at));
+    if shown(&record.quota) != shown(&copy.quota) {
+        let at = record.quota.map_or(record.updated_at, |q| q.refilled_at);
+        target
+            .set_quota(record.id, &record.account_id, record.quota, at)
+            .await?;
+        changed = true;
+    }
+    if let Some(at) = record.last_accessed
+        && copy.last_accessed < Some(at)
+    {
+        target.touch(&[(record.id, at)]).await?;
+        changed = true;
+    }
+    Ok(changed)
 }
 
 async fn run_token(config: &Config, command: TokenCommand) -> Result<String, String> {

@@ -325,7 +325,7 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
 
 /// `tokengate migrate` copies one Redis's tokens to a cluster: the same
 /// tokens work there, revoked ones stay revoked, quotas come along; running
-/// it again changes nothing.
+/// it again brings what changed on the source meanwhile, and then nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_copies_a_redis_to_a_cluster() {
     let single = support::RedisServer::start();
@@ -352,19 +352,35 @@ async fn migrate_copies_a_redis_to_a_cluster() {
             .output()
             .unwrap()
     };
-    for _ in 0..2 {
+    let late = create(&source, None, None).await;
+    let run = |expected: &'static str| {
         let out = migrate();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            stdout.starts_with("Copied 3 token(s) from redis://127.0.0.1:"),
+            stdout.starts_with("Copied 4 token(s) from redis://127.0.0.1:"),
             "{stdout}"
         );
-    }
+        assert!(stdout.contains(expected), "{stdout}");
+    };
+    run("(0 changed since an earlier copy");
+    // Changed on the source between two runs (the switch-over is not
+    // instant): the second run brings the changes.
+    source.revoke_token(late.info.id, "acme").await.unwrap();
+    let quota = QuotaParams {
+        remaining: 5,
+        refill: None,
+    };
+    source
+        .set_quota(metered.info.id, "acme", Some(quota))
+        .await
+        .unwrap();
+    run("(2 changed since an earlier copy");
+    run("(0 changed since an earlier copy");
 
     let target = service(&cluster, TestClock::new()).await;
     let listed = target.list_tokens("acme").await.unwrap();
@@ -372,8 +388,9 @@ async fn migrate_copies_a_redis_to_a_cluster() {
         .iter()
         .map(|t| (t.id.to_string(), t.status))
         .collect();
-    assert_eq!(statuses.len(), 3);
+    assert_eq!(statuses.len(), 4);
     assert!(statuses.contains(&(revoked.info.id.to_string(), TokenStatus::Revoked)));
+    assert!(statuses.contains(&(late.info.id.to_string(), TokenStatus::Revoked)));
     let auth = Authenticator::new(target.clone(), &test_config().auth).unwrap();
     check_token(&auth, active.token.expose_secret())
         .await
@@ -389,7 +406,7 @@ async fn migrate_copies_a_redis_to_a_cluster() {
         .unwrap()
         .quota
         .unwrap();
-    assert_eq!(quota.remaining, 7);
+    assert_eq!(quota.remaining, 5);
     // The revoked token is in the cluster's expiry index, for cleanup.
     let mut conn = cluster_connection(&cluster).await;
     let score: Option<i64> = conn

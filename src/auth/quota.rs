@@ -161,8 +161,12 @@ impl Quotas {
             }
         };
         let started = Instant::now();
+        // `now` is whole seconds: the refill may come up to a second sooner
+        // than `at − now` says, so the lease ends a second early (a lease
+        // spent past its refill would be spent on top of the new period).
         let refill = lease.next_refill.map(|at| {
-            started + Duration::from_secs(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+            let seconds = at.saturating_sub(now).saturating_sub(1);
+            started + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
         });
         let mut held = credits.lock();
         held.period = lease.period;
@@ -202,6 +206,8 @@ impl Quotas {
                 if held.left == 0 || !(all || held.until.is_none_or(|until| until <= now)) {
                     continue;
                 }
+                // Ended unspent: the next lease of this token is smaller.
+                held.block = (held.block / 2).max(1);
                 (std::mem::take(&mut held.left), held.period)
             };
             match self.service.store().return_credits(*id, left, period).await {

@@ -250,10 +250,19 @@ struct Policy {
     interval: Nanos,
     /// `burst × interval`: how far ahead of now the limiter may run.
     tolerance: Nanos,
+    /// How far past the last round the rest of the fleet's pace is
+    /// extrapolated: two rounds.
+    horizon: Nanos,
 }
 
 impl Policy {
-    fn new(name: &'static str, requests: u32, window: Duration, burst: u32) -> Option<Self> {
+    fn new(
+        name: &'static str,
+        requests: u32,
+        window: Duration,
+        burst: u32,
+        sync_interval: Duration,
+    ) -> Option<Self> {
         if requests == 0 {
             return None;
         }
@@ -265,6 +274,7 @@ impl Policy {
             window,
             interval,
             tolerance: interval.saturating_mul(u64::from(burst.max(1))),
+            horizon: u64::try_from(sync_interval.as_nanos() * 2).unwrap_or(u64::MAX),
         })
     }
 
@@ -349,7 +359,10 @@ impl GcraState {
     /// Admits one request at `now`, or says how long until there is room.
     fn admit(&mut self, policy: &Policy, now: Nanos) -> Result<(), Nanos> {
         if self.others > 0.0 {
-            let elapsed = now.saturating_sub(self.updated) as f64;
+            // The others' pace is known for a round or two at most: after a
+            // pause, extrapolating it would refuse for far longer than the
+            // fleet needs (the next round says where the fleet really is).
+            let elapsed = now.saturating_sub(self.updated).min(policy.horizon) as f64;
             self.tat = self.tat.max(self.updated) + (elapsed * self.others) as Nanos;
         }
         self.updated = self.updated.max(now);
@@ -428,6 +441,7 @@ impl Limits {
                     config.per_token_requests,
                     config.per_token_period,
                     config.per_token_burst,
+                    config.sync_interval,
                 ),
                 config.max_keys,
             ),
@@ -437,6 +451,7 @@ impl Limits {
                     config.per_account_requests,
                     config.per_account_period,
                     config.per_account_burst,
+                    config.sync_interval,
                 ),
                 config.max_keys,
             ),
@@ -681,7 +696,14 @@ mod gcra_tests {
 
     /// 10 per second (one per 100 ms), burst 3.
     fn policy() -> Policy {
-        Policy::new("token", 10, Duration::from_secs(1), 3).unwrap()
+        Policy::new(
+            "token",
+            10,
+            Duration::from_secs(1),
+            3,
+            Duration::from_secs(1),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -737,6 +759,11 @@ mod gcra_tests {
         assert_eq!(gcra.admit(&policy, now + 200 * MS), Ok(()));
         assert!(gcra.admit(&policy, now + 300 * MS).is_err());
         assert_eq!(gcra.admit(&policy, now + 400 * MS), Ok(()));
+        // After a long pause the others' pace is not extrapolated over all
+        // of it (two rounds at most): admitted at once, not refused for the
+        // 50 s that half of a 100 s pause would add.
+        let mut paused = GcraState { ..gcra };
+        assert_eq!(paused.admit(&policy, now + 100_000 * MS), Ok(()));
         // Without the store, it decides alone again: the full rate.
         gcra.alone();
         assert_eq!(gcra.admit(&policy, now + 500 * MS), Ok(()));

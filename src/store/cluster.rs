@@ -89,10 +89,14 @@ impl ClusterUrl {
     }
 
     /// The client: every connection and reply bounded by the timeouts.
+    /// `retries`: how often redis-rs may send a request again (after a
+    /// redirection, or a connection lost with the request possibly run);
+    /// `None`: its default.
     pub(super) fn client(
         &self,
         connect_timeout: Duration,
         response_timeout: Duration,
+        retries: Option<u32>,
     ) -> RedisResult<ClusterClient> {
         let nodes: Vec<String> = self
             .nodes
@@ -107,6 +111,9 @@ impl ClusterUrl {
         }
         if let Some(password) = &self.password {
             builder = builder.password(password);
+        }
+        if let Some(retries) = retries {
+            builder = builder.retries(retries);
         }
         builder.build()
     }

@@ -278,6 +278,9 @@ pub struct RedisStore {
     /// Opens the event reader's connections.
     connector: Connector,
     conn: Connection,
+    /// For the scripts that must run at most once: `conn` itself, except on
+    /// a cluster (see `RedisStore::with_cluster`).
+    once: Connection,
     keys: Keys,
     insert: Script,
     revoke: Script,
@@ -396,16 +399,28 @@ impl RedisStore {
     /// for the event reader.
     async fn with_cluster(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
         let url = ClusterUrl::parse(url).map_err(StoreError::Config)?;
-        let client = url.client(CONNECT_TIMEOUT, RESPONSE_TIMEOUT)?;
+        let client = url.client(CONNECT_TIMEOUT, RESPONSE_TIMEOUT, None)?;
         let conn = client.get_async_connection().await?;
+        // redis-rs sends a cluster request again when its connection is
+        // lost, even if the request may have run: the scripts that must run
+        // at most once (quota leases and give-backs, rate-limit rounds) go
+        // through a client that never does. A redirection (a resharding)
+        // then fails that one call (failing closed, or losing a round)
+        // while the client learns the new slot map.
+        let once = url
+            .client(CONNECT_TIMEOUT, RESPONSE_TIMEOUT, Some(0))?
+            .get_async_connection()
+            .await?;
         tracing::debug!(cluster = %url.label(), "connected to the Redis Cluster");
         // The reader's blocking reads need a longer reply timeout.
-        let reader = url.client(CONNECT_TIMEOUT, READ_BLOCK + RESPONSE_TIMEOUT)?;
-        Ok(Self::with_connections(
+        let reader = url.client(CONNECT_TIMEOUT, READ_BLOCK + RESPONSE_TIMEOUT, None)?;
+        let mut store = Self::with_connections(
             Connector::Cluster(Box::new(reader)),
             Connection::Cluster(conn),
             key_prefix,
-        ))
+        );
+        store.once = Connection::Cluster(once);
+        Ok(store)
     }
 
     async fn with_client(client: redis::Client, key_prefix: &str) -> Result<Self, StoreError> {
@@ -429,6 +444,7 @@ impl RedisStore {
                 cluster: conn.is_cluster(),
             },
             connector,
+            once: conn.clone(),
             conn,
             insert: Script::new(INSERT_LUA),
             revoke: Script::new(REVOKE_LUA),
@@ -455,7 +471,17 @@ impl RedisStore {
                 "copying from a Redis Cluster is not supported: migrate from one Redis".to_owned(),
             ));
         }
-        let pattern = format!("{}token:*", self.keys.prefix);
+        // The prefix literally: SCAN's pattern treats `* ? [ ] \` as globs.
+        let literal: String = self
+            .keys
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        let pattern = format!("{literal}token:*");
         let prefix_len = self.keys.token("").len();
         let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
@@ -507,7 +533,9 @@ impl RedisStore {
             // briefly for that one: it connects at once if Redis is back,
             // and a Redis still down fails within the wait, not the
             // manager's whole backoff.
-            Err(e) if e.is_connection_refusal() => self.after_refusal(e, op).await,
+            Err(e) if e.is_connection_refusal() => {
+                Self::after_refusal(self.conn.clone(), e, op).await
+            }
             Err(e) if e.is_unrecoverable_error() => {
                 tracing::debug!(error = %e, "the Redis connection was closed; retrying on a new one");
                 op(self.conn.clone()).await
@@ -679,14 +707,16 @@ impl RedisStore {
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match op(self.conn.clone()).await {
-            Err(e) if e.is_connection_refusal() => self.after_refusal(e, op).await,
+        match op(self.once.clone()).await {
+            Err(e) if e.is_connection_refusal() => {
+                Self::after_refusal(self.once.clone(), e, op).await
+            }
             result => result,
         }
     }
 
     async fn after_refusal<T, F, Fut>(
-        &self,
+        conn: Connection,
         refused: redis::RedisError,
         op: F,
     ) -> redis::RedisResult<T>
@@ -694,7 +724,7 @@ impl RedisStore {
         F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        tokio::time::timeout(REFUSED_RETRY_WAIT, op(self.conn.clone()))
+        tokio::time::timeout(REFUSED_RETRY_WAIT, op(conn))
             .await
             .unwrap_or(Err(refused))
     }
@@ -1075,7 +1105,7 @@ impl TokenStore for RedisStore {
         // would refuse requests the fleet has room for. The next round
         // reports again.
         let states: Vec<(u64, u64)> =
-            each_script(self.conn.clone(), LIMIT_LUA, &invocations).await?;
+            each_script(self.once.clone(), LIMIT_LUA, &invocations).await?;
         Ok(states
             .into_iter()
             .map(|(ahead_us, counted)| LimitState { ahead_us, counted })
