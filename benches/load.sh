@@ -38,6 +38,8 @@
 # other (ratios, one interleaved run), not the absolute numbers.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DURATION="${DURATION:-10s}"
 ROUNDS="${ROUNDS:-3}"
@@ -54,11 +56,6 @@ KEEP_TMP="${KEEP_TMP:-0}"
 
 PROXY_TARGET=0.8
 FORWARD_AUTH_TARGET=0.9
-
-die() {
-    echo "load.sh: $*" >&2
-    exit 1
-}
 
 # ---- prerequisites ----------------------------------------------------------
 
@@ -81,125 +78,33 @@ command -v cargo >/dev/null 2>&1 || die "cargo is missing (install Rust: https:/
 [[ "$PLAIN_FORWARDED" == 0 || "$PLAIN_FORWARDED" == 1 ]] || die "PLAIN_FORWARDED must be 0 or 1"
 [[ -z "$TG_WORKERS" || "$TG_WORKERS" =~ ^[1-9][0-9]*$ ]] || die "TG_WORKERS must be a positive integer"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # ---- build ------------------------------------------------------------------
 
-echo "==> building release binaries (cargo build --release)"
-cargo build --release --bin tokengate --example bench_upstream
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-TOKENGATE_BIN="$TARGET_DIR/release/tokengate"
-UPSTREAM_BIN="$TARGET_DIR/release/examples/bench_upstream"
-[[ -x "$TOKENGATE_BIN" ]] || die "no binary at $TOKENGATE_BIN"
-[[ -x "$UPSTREAM_BIN" ]] || die "no binary at $UPSTREAM_BIN"
+build_release
 
 # ---- temp dir, cleanup ------------------------------------------------------
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/tokengate-load.XXXXXX")"
+make_tmp tokengate-load
 # nginx's workers may run as another user (nobody, under root): let them
 # reach their temp directories. Nothing secret is written here.
 chmod 711 "$TMP"
-PIDS=()
 NGINX_PID=""
-WRK_PID=""
-OK=0
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    local pid
-    [[ -z "$WRK_PID" ]] || kill -TERM "$WRK_PID" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((OK == 0)); then
-        local log
-        for log in "$TMP"/*.log; do
-            [[ -s "$log" ]] || continue
-            echo "--- last lines of $log" >&2
-            tail -n 15 "$log" >&2
-        done
-    fi
-    if [[ "$KEEP_TMP" == 1 ]]; then
-        echo "configs and logs kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---- ports ------------------------------------------------------------------
-
-# Prints N distinct free loopback ports.
-free_ports() {
-    local n=$1
-    if command -v python3 >/dev/null 2>&1; then
-        python3 - "$n" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-    else
-        local ports=() port
-        while ((${#ports[@]} < n)); do
-            port=$((20000 + RANDOM % 30000))
-            [[ " ${ports[*]} " == *" $port "* ]] && continue
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                ports+=("$port")
-            fi
-        done
-        echo "${ports[*]}"
-    fi
-}
 
 read -r REDIS_PORT UPSTREAM_PORT TG_PROXY_PORT TG_FA_PORT TG_ADMIN_PORT \
     NGINX_PLAIN_PORT NGINX_STUB_PORT NGINX_TG_PORT STUB_PORT < <(free_ports 9)
 
-# Waits until 127.0.0.1:$1 accepts connections, while process $2 lives.
-wait_for_port() {
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (logs in $TMP)"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    die "$name did not listen on 127.0.0.1:$port within 10 s"
-}
-
 # ---- redis ------------------------------------------------------------------
 
 echo "==> starting redis-server, the upstream, tokengate and nginx (temp dir $TMP)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --loglevel warning --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for_port "$REDIS_PORT" "$REDIS_PID" redis-server
+start_redis
 
 # ---- upstream ---------------------------------------------------------------
 
-env -u TOKIO_WORKER_THREADS "$UPSTREAM_BIN" "$UPSTREAM_PORT" >"$TMP/upstream.log" 2>&1 &
-UPSTREAM_PID=$!
-PIDS+=("$UPSTREAM_PID")
-wait_for_port "$UPSTREAM_PORT" "$UPSTREAM_PID" bench_upstream
+start_upstream
 
 # ---- tokengate --------------------------------------------------------------
 
@@ -237,20 +142,7 @@ ${TG_WORKERS:+workers = $TG_WORKERS}
 level = "$TG_LOG_LEVEL"
 EOF
 
-ADMIN_KEY="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
-# Only this config applies: no RUST_LOG, no TOKENGATE_* from the caller.
-tg_env=(-u RUST_LOG -u TOKIO_WORKER_THREADS)
-while read -r var; do
-    tg_env+=(-u "$var")
-done < <(env | grep -o '^TOKENGATE_[A-Za-z0-9_]*' || true)
-tg_env+=(TOKENGATE_ADMIN_KEY="$ADMIN_KEY")
-env "${tg_env[@]}" \
-    "$TOKENGATE_BIN" serve --config "$TMP/tokengate.toml" >"$TMP/tokengate.log" 2>&1 &
-TG_PID=$!
-PIDS+=("$TG_PID")
-for port in "$TG_PROXY_PORT" "$TG_FA_PORT" "$TG_ADMIN_PORT"; do
-    wait_for_port "$port" "$TG_PID" tokengate
-done
+start_tokengate "$TG_PROXY_PORT" "$TG_FA_PORT" "$TG_ADMIN_PORT"
 
 # ---- nginx ------------------------------------------------------------------
 
@@ -372,13 +264,7 @@ done
 
 # ---- token, checks ----------------------------------------------------------
 
-ready=""
-for _ in $(seq 100); do
-    ready="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG_ADMIN_PORT/readyz" || true)"
-    [[ "$ready" == 200 ]] && break
-    sleep 0.1
-done
-[[ "$ready" == 200 ]] || die "tokengate /readyz answered '$ready', not 200"
+wait_for_readyz
 
 created="$(curl -sS -X POST "http://127.0.0.1:$TG_ADMIN_PORT/v1/accounts/bench/tokens" \
     -H "Authorization: Bearer $ADMIN_KEY" -H 'Content-Type: application/json' \

@@ -46,6 +46,8 @@
 # the figures to read.
 
 set -euo pipefail
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 TOKENS="${TOKENS:-1 100 1000}"
 KIND="${KIND:-plain quota}"
@@ -57,11 +59,6 @@ MEMTOKENS="${MEMTOKENS:-10000}"
 PARALLEL="${PARALLEL:-8}"
 TG_WORKERS="${TG_WORKERS:-}"
 KEEP_TMP="${KEEP_TMP:-0}"
-
-die() {
-    echo "redis_load.sh: $*" >&2
-    exit 1
-}
 
 # ---- prerequisites ----------------------------------------------------------
 
@@ -93,108 +90,29 @@ done
 ((THREADS <= CONNECTIONS)) || die "THREADS must not exceed CONNECTIONS"
 [[ -z "$TG_WORKERS" || "$TG_WORKERS" =~ ^[1-9][0-9]*$ ]] || die "TG_WORKERS must be a positive integer"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # ---- build ------------------------------------------------------------------
 
-echo "==> building release binaries (cargo build --release)"
-cargo build --release --bin tokengate --example bench_upstream
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-TOKENGATE_BIN="$TARGET_DIR/release/tokengate"
-UPSTREAM_BIN="$TARGET_DIR/release/examples/bench_upstream"
-[[ -x "$TOKENGATE_BIN" ]] || die "no binary at $TOKENGATE_BIN"
-[[ -x "$UPSTREAM_BIN" ]] || die "no binary at $UPSTREAM_BIN"
+build_release
 
 # ---- temp dir, cleanup ------------------------------------------------------
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/tokengate-redis-load.XXXXXX")"
-PIDS=()
-WRK_PID=""
-OK=0
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    local pid
-    [[ -z "$WRK_PID" ]] || kill -TERM "$WRK_PID" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((OK == 0)); then
-        local log
-        for log in "$TMP"/*.log; do
-            [[ -s "$log" ]] || continue
-            echo "--- last lines of $log" >&2
-            tail -n 15 "$log" >&2
-        done
-    fi
-    if [[ "$KEEP_TMP" == 1 ]]; then
-        echo "configs and logs kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp tokengate-redis-load
 
 # ---- ports ------------------------------------------------------------------
 
-# Prints N distinct free loopback ports.
-free_ports() {
-    local n=$1 ports=() port
-    while ((${#ports[@]} < n)); do
-        port=$((20000 + RANDOM % 30000))
-        [[ " ${ports[*]} " == *" $port "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            ports+=("$port")
-        fi
-    done
-    echo "${ports[*]}"
-}
-
 read -r REDIS_PORT UPSTREAM_PORT TG_PROXY_PORT TG_ADMIN_PORT < <(free_ports 4)
-
-# Waits until 127.0.0.1:$1 accepts connections, while process $2 lives.
-wait_for_port() {
-    local port=$1 pid=$2 name=$3
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (logs in $TMP)"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    die "$name did not listen on 127.0.0.1:$port within 10 s"
-}
 
 # ---- redis, upstream, tokengate ---------------------------------------------
 
 echo "==> starting redis-server, the upstream and tokengate (temp dir $TMP)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --loglevel warning --dir "$TMP" >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for_port "$REDIS_PORT" "$REDIS_PID" redis-server
+start_redis
 rcli() {
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"
 }
 
-env -u TOKIO_WORKER_THREADS "$UPSTREAM_BIN" "$UPSTREAM_PORT" >"$TMP/upstream.log" 2>&1 &
-UPSTREAM_PID=$!
-PIDS+=("$UPSTREAM_PID")
-wait_for_port "$UPSTREAM_PORT" "$UPSTREAM_PID" bench_upstream
+start_upstream
 
 # The intervals are left at their defaults (as documented in the commented
 # config/tokengate.toml): they are what the figures depend on.
@@ -226,27 +144,8 @@ shutdown_grace = "2s"
 ${TG_WORKERS:+workers = $TG_WORKERS}
 EOF
 
-ADMIN_KEY="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
-# Only this config applies: no RUST_LOG, no TOKENGATE_* from the caller.
-tg_env=(-u RUST_LOG -u TOKIO_WORKER_THREADS)
-while read -r var; do
-    tg_env+=(-u "$var")
-done < <(env | grep -o '^TOKENGATE_[A-Za-z0-9_]*' || true)
-tg_env+=(TOKENGATE_ADMIN_KEY="$ADMIN_KEY")
-env "${tg_env[@]}" \
-    "$TOKENGATE_BIN" serve --config "$TMP/tokengate.toml" >"$TMP/tokengate.log" 2>&1 &
-TG_PID=$!
-PIDS+=("$TG_PID")
-for port in "$TG_PROXY_PORT" "$TG_ADMIN_PORT"; do
-    wait_for_port "$port" "$TG_PID" tokengate
-done
-ready=""
-for _ in $(seq 100); do
-    ready="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TG_ADMIN_PORT/readyz" || true)"
-    [[ "$ready" == 200 ]] && break
-    sleep 0.1
-done
-[[ "$ready" == 200 ]] || die "tokengate /readyz answered '$ready', not 200"
+start_tokengate "$TG_PROXY_PORT" "$TG_ADMIN_PORT"
+wait_for_readyz
 
 # The defaults it runs with, from the commented reference config.
 config_default() {
