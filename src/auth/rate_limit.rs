@@ -475,11 +475,10 @@ impl Limits {
     /// One request by `token` of `account`: admitted by both limits, or
     /// 429 (and then counted by neither).
     pub(crate) fn check(&self, token: TokenId, account: &str) -> Result<(), Rejection> {
-        let now = self.now();
         let mut admitted = None;
         if let Some(limiter) = &self.per_token {
             let gcra = limiter.states.get_with(token, || Arc::new(Gcra::default()));
-            self.admit(&limiter.policy, &gcra, now, || LimitKey::Token(token))?;
+            self.admit(&limiter.policy, &gcra, || LimitKey::Token(token))?;
             admitted = Some((&limiter.policy, gcra));
         }
         if let Some(limiter) = &self.per_account {
@@ -491,7 +490,7 @@ impl Limits {
                     .get_with(account.to_owned(), || Arc::new(Gcra::default())),
             };
             let key = || LimitKey::Account(account.to_owned());
-            if let Err(refused) = self.admit(&limiter.policy, &gcra, now, key) {
+            if let Err(refused) = self.admit(&limiter.policy, &gcra, key) {
                 if let Some((policy, gcra)) = admitted {
                     gcra.lock().undo(policy);
                 }
@@ -505,10 +504,15 @@ impl Limits {
         &self,
         policy: &Policy,
         gcra: &Arc<Gcra>,
-        now: Nanos,
         key: impl FnOnce() -> LimitKey,
     ) -> Result<(), Rejection> {
-        let result = gcra.lock().admit(policy, now);
+        // The clock is read under the lock: a time read before it could be
+        // older than what a reconciliation round just wrote, and a request
+        // delayed between the two would be refused for nothing.
+        let result = {
+            let mut state = gcra.lock();
+            state.admit(policy, self.now())
+        };
         // Listed on a refusal too: a replica that refuses keeps learning
         // when the fleet has room again.
         if let Some(active) = &self.active
