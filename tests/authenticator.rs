@@ -243,8 +243,9 @@ async fn a_token_under_its_limit_is_not_refused_by_reconciliation() {
     }
     let rate = admitted as f64 / started.elapsed().as_secs_f64();
     eprintln!("{admitted} admitted ({rate:.0}/s, limit 1,000,000/s), {refused} refused");
+    // A round (100 ms) must carry more than the burst (20): over 200/s.
     assert!(
-        rate > 2_000.0,
+        rate > 500.0,
         "too slow to fill a round past the burst: {rate:.0}/s"
     );
     assert_eq!(refused, 0, "refused while at a fraction of the limit");
