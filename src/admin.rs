@@ -880,6 +880,10 @@ mod tests {
         check(Route::ListTokens, status, &list);
         let (status, info) = call(Method::GET, token.clone(), "", true).await;
         check(Route::GetToken, status, &info);
+        // The whole token names it too (and only its id comes back).
+        let by_text = format!("{tokens}/{}", created["token"].as_str().unwrap());
+        let (status, same) = call(Method::GET, by_text, "", true).await;
+        assert_eq!((status, &same), (StatusCode::OK, &info));
         let quota = format!("{token}/quota");
         let (status, set) = call(
             Method::PUT,

@@ -641,7 +641,7 @@ impl TokenService {
         {
             return Err(TokenError::NotFound);
         }
-        tracing::info!(token_id = %token_id, account_id, quota = ?quota.map(|q| q.remaining), "token quota set");
+        tracing::info!(token_id = %token_id, account_id, quota = quota.map(|q| q.remaining), "token quota set");
         self.tell_sinks(token_id, |sink, id| sink.changed(id));
         self.get_token(token_id, account_id).await
     }

@@ -110,17 +110,23 @@ impl<'de> serde::Deserialize<'de> for TokenId {
     }
 }
 
-/// The string is neither a hyphenated UUID nor a 22-character base62 id.
+/// The string is neither a hyphenated UUID, a 22-character base62 id, nor
+/// a well-formed token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "not a token id (expected a UUID like 0b6c0e5e-5bd5-4f5e-9a43-5f1a2c3d4e5f or 22 base62 characters)"
+    "not a token id (expected a UUID like 0b6c0e5e-5bd5-4f5e-9a43-5f1a2c3d4e5f, 22 base62 characters, or the whole mk_ token)"
 )]
 pub struct InvalidTokenId;
 
 impl FromStr for TokenId {
     type Err = InvalidTokenId;
 
+    /// Also reads the whole token (checksum checked), so a leaked token can
+    /// be revoked from its text alone; only its id is kept.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with(PREFIX) {
+            return parse(s).map_err(|_| InvalidTokenId);
+        }
         if s.len() == ID_LEN {
             return decode_base62(s.as_bytes())
                 .map(|n| Self(Uuid::from_u128(n)))
@@ -368,7 +374,15 @@ mod tests {
         let id: TokenId = EXAMPLE_UUID.parse().unwrap();
         assert_eq!(id.to_string(), EXAMPLE_UUID);
         assert_eq!(id.to_base62().parse::<TokenId>(), Ok(id));
+        // The whole token, too (its checksum checked).
+        let token = Token::from_parts(id, "ABCDEFGHIJKLMNOPQRSTUVWX");
+        assert_eq!(token.expose_secret().parse::<TokenId>(), Ok(id));
+        let mut broken = token.expose_secret().to_owned();
+        broken.pop();
+        broken.push('0');
         for bad in [
+            broken.as_str(),
+            "mk_",
             "",
             "nope",
             "0b6c0e5e5bd54f5e9a435f1a2c3d4e5f",

@@ -562,3 +562,32 @@ async fn quotas_are_set_at_creation_and_changed_later() {
         "--remaining",
     );
 }
+
+/// A leaked token can be revoked from its text alone: `--id` takes the
+/// whole token, and only its id is shown.
+#[tokio::test]
+async fn a_leaked_token_is_revoked_by_its_text() {
+    let server = RedisServer::start();
+    let created = create_json(&server, "acme", "leaked");
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let out = run(
+        &server,
+        &["token", "revoke", "--account", "acme", "--id", token],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("Revoked token {id} ")), "{text}");
+    assert!(!text.contains(token) && !stderr(&out).contains(token));
+    // A broken checksum is a usage error, not a lookup.
+    let mut broken = token.to_owned();
+    broken.replace_range(10..11, if &token[10..11] == "A" { "B" } else { "A" });
+    assert_fails(
+        &run(
+            &server,
+            &["token", "get", "--account", "acme", "--id", &broken],
+        ),
+        2,
+        "not a token id",
+    );
+}

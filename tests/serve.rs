@@ -1056,6 +1056,42 @@ async fn logs_can_be_json_lines() {
     );
 }
 
+/// JSON log fields are plain values: a rejected token's id and the client
+/// IP as strings, an absent id left out (never Rust's `Some(…)` / `None`).
+#[tokio::test]
+async fn json_logs_carry_plain_fields() {
+    let stack = Stack::start("", "[log]\nformat = \"json\"\nlevel = \"debug\"\n").await;
+    let (token, id) = stack.mint("acme").await;
+    let wrong = {
+        let parsed = tokengate::token::parse(&token).unwrap();
+        tokengate::Token::from_parts(parsed, "WRONGWRONGWRONGWRONGWRON")
+            .expose_secret()
+            .to_owned()
+    };
+    for bad in [wrong.as_str(), "mk_garbage"] {
+        let reply = stack
+            .through_proxy("/orders", &[("authorization", &bearer(bad))])
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let log = stack.tokengate.log();
+    let rejected: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "token rejected")
+        .collect();
+    assert_eq!(rejected.len(), 2, "{log}");
+    assert_eq!(rejected[0]["fields"]["token_id"], id.as_str());
+    assert_eq!(rejected[0]["fields"]["client_ip"], "127.0.0.1");
+    assert_eq!(rejected[0]["fields"]["reason"], "wrong_secret");
+    assert!(
+        rejected[1]["fields"].get("token_id").is_none(),
+        "{}",
+        rejected[1]
+    );
+    assert!(!log.contains("Some(") && !log.contains("\"None\""), "{log}");
+}
+
 #[tokio::test]
 async fn only_websocket_upgrades_pass() {
     let stack = Stack::start("", "").await;

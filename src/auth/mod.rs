@@ -493,7 +493,14 @@ impl Authenticator {
         token_id: Option<token::TokenId>,
         reason: InvalidReason,
     ) -> Rejection {
-        tracing::debug!(token_id = ?token_id.map(|id| id.to_string()), client_ip = ?ip, reason = reason.as_str(), "token rejected");
+        // Absent fields are left out, present ones are plain text (not
+        // `Debug`'s `Some(…)`), in human and JSON logs alike.
+        tracing::debug!(
+            token_id = token_id.map(tracing::field::display),
+            client_ip = ip.map(tracing::field::display),
+            reason = reason.as_str(),
+            "token rejected"
+        );
         match self.inner.limits.record_failure(ip) {
             Err(limited) => limited,
             Ok(()) => Rejection::InvalidToken(reason),
