@@ -404,6 +404,10 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         http_util::remove_hop_by_hop(&mut parts.headers, false);
+        // The client's protocol is its own connection's, as with nginx: an
+        // HTTP/1.0 upstream must not turn the answer into HTTP/1.0 and cost
+        // the client's HTTP/1.1 connection its keep-alive.
+        parts.version = client_version;
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
 

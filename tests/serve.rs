@@ -1092,6 +1092,90 @@ async fn json_logs_carry_plain_fields() {
     assert!(!log.contains("Some(") && !log.contains("\"None\""), "{log}");
 }
 
+/// An HTTP/1.0 upstream (like `python3 -m http.server`, the README's
+/// stand-in) does not turn the client's HTTP/1.1 answers into HTTP/1.0: the
+/// client keeps its connection for a second request.
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_downgrade_the_client() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let redis = RedisServer::start();
+    let (proxy, admin) = (free_port(), free_port());
+    let config = format!(
+        "[redis]\nurl = \"{}\"\n[security]\nbcrypt_cost = 4\n\
+         [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"http://{upstream}\"\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+        redis.url()
+    );
+    let _tokengate = Tokengate::start(
+        &config,
+        &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
+        &[proxy, admin],
+    );
+    let minted = http(
+        "POST",
+        &Stack::url(admin, "/v1/accounts/acme/tokens"),
+        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+        r#"{"name": "old upstream"}"#,
+    )
+    .await;
+    let token = minted.json()["token"].as_str().unwrap().to_owned();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(stream);
+    for round in 0..2 {
+        let request = format!(
+            "GET /r{round} HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let mut status = String::new();
+        stream.read_line(&mut status).await.unwrap();
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "round {round}: {status:?}"
+        );
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            assert!(!lower.starts_with("connection: close"), "{line}");
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, b"ok");
+    }
+}
+
 #[tokio::test]
 async fn only_websocket_upgrades_pass() {
     let stack = Stack::start("", "").await;
