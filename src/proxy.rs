@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
@@ -65,6 +65,10 @@ pub struct ProxyConfig {
     /// A WebSocket tunnel with no bytes either way for this long is closed.
     #[serde(with = "crate::settings::duration")]
     pub tunnel_idle_timeout: Duration,
+    /// A path (`"/ping"`) the proxy answers itself, for load balancers that
+    /// see only the proxy's port: `GET` / `HEAD` get 200 without a token and
+    /// are never forwarded. Unset: none.
+    pub health_path: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -76,6 +80,7 @@ impl Default for ProxyConfig {
             client_body_timeout: Duration::from_secs(60),
             forward_authorization: false,
             tunnel_idle_timeout: Duration::from_secs(600),
+            health_path: None,
         }
     }
 }
@@ -109,7 +114,21 @@ impl ProxyConfig {
             self.tunnel_idle_timeout,
             Duration::from_millis(100),
             Duration::from_secs(86_400),
-        )
+        )?;
+        if let Some(path) = &self.health_path
+            && (!path.starts_with('/')
+                || path.len() > 256
+                || !path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#'))
+        {
+            return Err(invalid(
+                "proxy.health_path",
+                "must be a path like \"/ping\": `/` first, at most 256 printable ASCII \
+                 characters, no `?` or `#`",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -238,6 +257,7 @@ pub(crate) struct Proxy {
     drop_api_key: bool,
     tunnel_idle_timeout: Duration,
     client_body_timeout: Duration,
+    health_path: Option<String>,
 }
 
 impl Proxy {
@@ -259,6 +279,7 @@ impl Proxy {
             forward_authorization: config.forward_authorization,
             tunnel_idle_timeout: config.tunnel_idle_timeout,
             client_body_timeout: config.client_body_timeout,
+            health_path: config.health_path.clone(),
         }
     }
 
@@ -268,6 +289,17 @@ impl Proxy {
         client: &ClientConnection,
     ) -> Response<Body> {
         let peer = client.peer;
+        // The load balancer's health check: answered here, before anything
+        // else (it may name no host of ours), and never forwarded. It says
+        // the proxy runs; the admin API's /readyz also checks the store.
+        if self
+            .health_path
+            .as_deref()
+            .is_some_and(|path| request.uri().path() == path)
+            && matches!(*request.method(), Method::GET | Method::HEAD)
+        {
+            return http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+        }
         // Before any token work: a request without one clear host is refused.
         let host =
             match http_util::request_host(request.version(), request.uri(), request.headers()) {

@@ -1092,6 +1092,33 @@ async fn json_logs_carry_plain_fields() {
     assert!(!log.contains("Some(") && !log.contains("\"None\""), "{log}");
 }
 
+/// `[proxy] health_path`: the load balancer's check is answered by
+/// tokengate without a token, never forwarded; other methods and paths are
+/// not.
+#[tokio::test]
+async fn the_proxy_answers_its_health_path_itself() {
+    let stack = Stack::start("health_path = \"/ping\"", "").await;
+    for method in ["GET", "HEAD"] {
+        let reply = http(method, &Stack::url(stack.proxy, "/ping"), &[], "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{method}");
+        if method == "GET" {
+            // tokengate's own answer, not the upstream's echo.
+            assert_eq!(reply.json(), serde_json::json!({"status": "ok"}));
+        }
+    }
+    for (method, path) in [("POST", "/ping"), ("GET", "/ping/x"), ("GET", "/pingx")] {
+        let reply = http(method, &Stack::url(stack.proxy, path), &[], "").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    // A bad path is a config error naming the key.
+    let out = Tokengate::run_expecting_exit(
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nupstream = \"http://127.0.0.1:2\"\nhealth_path = \"ping\"\n",
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proxy.health_path"), "{stderr}");
+}
+
 /// An HTTP/1.0 upstream (like `python3 -m http.server`, the README's
 /// stand-in) does not turn the client's HTTP/1.1 answers into HTTP/1.0: the
 /// client keeps its connection for a second request.
