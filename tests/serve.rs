@@ -88,16 +88,19 @@ impl Stack {
         )
     }
 
-    /// `docs/integrations/<file>` as published, pointed at this stack's
-    /// forward-auth listener and upstream.
+    /// `docs/integrations/<file>` as published, with only its ports
+    /// changed: the quick start's forward-auth address (from
+    /// config/quickstart.toml, so the two cannot drift apart) becomes this
+    /// stack's forward-auth listener, the API's this stack's upstream.
     fn integration_snippet(&self, file: &str) -> String {
         let path = format!("{}/docs/integrations/{file}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .replace(
-                "127.0.0.1:8081",
-                &format!("127.0.0.1:{}", self.forward_auth),
-            )
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let forward_auth = quickstart_forward_auth();
+        assert!(
+            text.contains(&forward_auth),
+            "{file} does not send auth checks to the quick start's forward-auth listener {forward_auth}"
+        );
+        text.replace(&forward_auth, &format!("127.0.0.1:{}", self.forward_auth))
             .replace("127.0.0.1:3000", &self.upstream.addr.to_string())
     }
 
@@ -115,6 +118,49 @@ impl Stack {
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// `[forward_auth] listen` of config/quickstart.toml.
+fn quickstart_forward_auth() -> String {
+    let path = format!("{}/config/quickstart.toml", env!("CARGO_MANIFEST_DIR"));
+    let config: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["forward_auth"]["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every shipped integration snippet, and the commented reference config,
+/// use the quick start's ports: forward-auth on 8082 (the admin API, 8081,
+/// answers an auth check with 404, which nginx turns into 500).
+#[test]
+fn every_snippet_uses_the_quick_start_ports() {
+    let forward_auth = quickstart_forward_auth();
+    let port = forward_auth.rsplit_once(':').unwrap().1.to_owned();
+    let dir = format!("{}/docs/integrations", env!("CARGO_MANIFEST_DIR"));
+    for file in ["nginx.conf", "Caddyfile", "traefik.yml", "envoy.yaml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        assert!(text.contains(&port), "{file}: no forward-auth port {port}");
+        assert!(
+            !text.contains("8081"),
+            "{file} points at the admin API's port 8081"
+        );
+    }
+    let reference = std::fs::read_to_string(format!(
+        "{}/config/tokengate.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let listen_after = |section: &str| {
+        let rest = &reference[reference.find(section).unwrap()..];
+        let line = rest.lines().find(|l| l.contains("listen = ")).unwrap();
+        line.trim_start_matches("# ").to_owned()
+    };
+    assert_eq!(
+        listen_after("[forward_auth]"),
+        format!("listen = \"{forward_auth}\"")
+    );
+    assert_eq!(listen_after("[admin]"), "listen = \"127.0.0.1:8081\"");
 }
 
 /// Forged identity headers in the spellings a proxy or framework may fold
