@@ -958,6 +958,37 @@ async fn nginx_auth_request_in_front_of_tokengate() {
     check_a_proxy_in_front(&stack, port, &token, &id, &forged_route).await;
 }
 
+/// The nginx snippet next to Debian's default site (`listen 80
+/// default_server`): requests for the API's host name reach the snippet's
+/// server, not the default site's.
+#[tokio::test]
+async fn the_nginx_snippet_wins_over_debians_default_site() {
+    let stack = Stack::start("", "").await;
+    let (token, id) = stack.mint("acme").await;
+    let port = free_port();
+    let listen = format!("listen 127.0.0.1:{port}");
+    let default_site = format!(
+        "server {{\n    {listen} default_server;\n    server_name _;\n    return 404;\n}}\n"
+    );
+    let http_block = default_site
+        + &stack
+            .integration_snippet("nginx.conf")
+            .replace("listen 80;", &format!("{listen};"));
+    let _nginx = Nginx::start(&http_block, port);
+    let reply = http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/orders"),
+        &[
+            ("host", "api.example.com"),
+            ("authorization", &bearer(&token)),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.seen("x-token-id"), [id.as_str()]);
+}
+
 #[tokio::test]
 async fn caddy_forward_auth_in_front_of_tokengate() {
     let stack = Stack::start("", "").await;
