@@ -13,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use redis::AsyncCommands;
-use support::procs::Tokengate;
+use support::procs::Replica;
 use support::upstream::Upstream;
-use support::{DAY, RedisCluster, TestClock, check_token, free_port, http, test_config};
+use support::{DAY, RedisCluster, TestClock, check_token, test_config};
 use tokengate::{
     Authenticator, CreateTokenParams, CreatedToken, QuotaParams, RedisStore, TokenService,
     TokenStatus,
 };
-
-const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -> CreatedToken {
     service
@@ -191,39 +189,13 @@ async fn service_on_other_connection(
 async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart() {
     let mut cluster = RedisCluster::start();
     let upstream = Upstream::start().await;
-    let replicas: Vec<(Tokengate, u16, u16)> = (0..2)
-        .map(|_| {
-            let (proxy, admin) = (free_port(), free_port());
-            let config = format!(
-                "[redis]\nurl = \"{}\"\n[security]\nbcrypt_cost = 4\n\
-                 [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{}\"\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-                cluster.url(),
-                upstream.url(),
-            );
-            let tokengate = Tokengate::start(
-                &config,
-                &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
-                &[proxy, admin],
-            );
-            (tokengate, proxy, admin)
-        })
+    let replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::start(&cluster.url(), &upstream.url(), ""))
         .collect();
-    let admin_auth = format!("Bearer {ADMIN_KEY}");
     let mint = |body: &'static str| {
-        let url = format!("http://127.0.0.1:{}/v1/accounts/acme/tokens", replicas[0].2);
-        let admin_auth = admin_auth.clone();
+        let replica = &replicas[0];
         async move {
-            let reply = http(
-                "POST",
-                &url,
-                &[
-                    ("authorization", &admin_auth),
-                    ("content-type", "application/json"),
-                ],
-                body,
-            )
-            .await;
+            let reply = replica.create(body).await;
             assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
             let json = reply.json();
             (
@@ -232,18 +204,9 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
             )
         }
     };
-    let get = |proxy: u16, token: String| async move {
-        http(
-            "GET",
-            &format!("http://127.0.0.1:{proxy}/orders"),
-            &[("authorization", &format!("Bearer {token}"))],
-            "",
-        )
-        .await
-    };
     let (token, id) = mint(r#"{"name": "ci"}"#).await;
-    for (_, proxy, _) in &replicas {
-        let reply = get(*proxy, token.clone()).await;
+    for replica in &replicas {
+        let reply = replica.get(&token).await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         assert_eq!(reply.seen("x-token-id"), [id.as_str()]);
     }
@@ -265,8 +228,8 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
         String::from_utf8_lossy(&out.stderr)
     );
     let started = Instant::now();
-    for (_, proxy, _) in &replicas {
-        while get(*proxy, token.clone()).await.status != StatusCode::UNAUTHORIZED {
+    for replica in &replicas {
+        while replica.get(&token).await.status != StatusCode::UNAUTHORIZED {
             assert!(
                 started.elapsed() < Duration::from_secs(1),
                 "a replica still admits the revoked token"
@@ -282,7 +245,7 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
     let (metered, _) = mint(r#"{"name": "metered", "quota": {"remaining": 4}}"#).await;
     let mut statuses = Vec::new();
     for i in 0..10 {
-        statuses.push(get(replicas[i % 2].1, metered.clone()).await.status);
+        statuses.push(replicas[i % 2].get(&metered).await.status);
     }
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
@@ -307,8 +270,8 @@ async fn two_replicas_and_the_cli_work_on_a_cluster_and_survive_a_master_restart
     cluster.nodes[node].restart_with_data();
     cluster.wait_until_ok();
     let restarted = Instant::now();
-    for (_, proxy, _) in &replicas {
-        while get(*proxy, fresh.clone()).await.status != StatusCode::OK {
+    for replica in &replicas {
+        while replica.get(&fresh).await.status != StatusCode::OK {
             assert!(
                 restarted.elapsed() < Duration::from_secs(10),
                 "no validation within 10 s of the master's restart"

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use support::procs::Tokengate;
+use support::procs::{ADMIN_KEY, Replica};
 use support::upstream::Upstream;
-use support::{RedisServer, free_port, http};
+use support::{RedisServer, http};
 
-const ADMIN_KEY: &str = "test-admin-key-0123456789";
 const REPLICAS: usize = 4;
 
 /// Redis, an upstream, and `REPLICAS` tokengates with a proxy and an admin
@@ -22,7 +21,7 @@ const REPLICAS: usize = 4;
 struct Fleet {
     redis: RedisServer,
     _upstream: Upstream,
-    replicas: Vec<(Tokengate, u16, u16)>,
+    replicas: Vec<Replica>,
 }
 
 impl Fleet {
@@ -31,22 +30,7 @@ impl Fleet {
         let redis = RedisServer::start();
         let upstream = Upstream::start().await;
         let replicas = (0..REPLICAS)
-            .map(|_| {
-                let (proxy, admin) = (free_port(), free_port());
-                let config = format!(
-                    "[redis]\nurl = \"{redis}\"\n[security]\nbcrypt_cost = 4\n\
-                     [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n\
-                     [admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}\n",
-                    redis = redis.url(),
-                    upstream = upstream.url(),
-                );
-                let tokengate = Tokengate::start(
-                    &config,
-                    &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
-                    &[proxy, admin],
-                );
-                (tokengate, proxy, admin)
-            })
+            .map(|_| Replica::start(&redis.url(), &upstream.url(), extra))
             .collect();
         Self {
             redis,
@@ -57,17 +41,7 @@ impl Fleet {
 
     /// Creates a token through the first replica's admin API.
     async fn create(&self, body: &str) -> (String, String) {
-        let admin = self.replicas[0].2;
-        let reply = http(
-            "POST",
-            &format!("http://127.0.0.1:{admin}/v1/accounts/acme/tokens"),
-            &[
-                ("authorization", &format!("Bearer {ADMIN_KEY}")),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
-        .await;
+        let reply = self.replicas[0].create(body).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         let json = reply.json();
         (
@@ -79,7 +53,8 @@ impl Fleet {
     /// Every replica's proxy driven by its own client, as fast as it
     /// answers, for `duration`: the count of each (status, error code).
     async fn drive(&self, token: &str, duration: Duration) -> HashMap<(u16, String), u64> {
-        let drivers = self.replicas.iter().map(|&(_, proxy, _)| {
+        let drivers = self.replicas.iter().map(|replica| {
+            let proxy = replica.proxy;
             let token = token.to_owned();
             tokio::spawn(async move { drive(proxy, &token, duration).await })
         });
@@ -203,7 +178,7 @@ async fn a_quota_is_never_overspent_by_four_replicas() {
         exceeded > 1_000,
         "the clients must have pushed past the quota"
     );
-    let admin = fleet.replicas[1].2;
+    let admin = fleet.replicas[1].admin;
     let url = format!("http://127.0.0.1:{admin}/v1/accounts/acme/tokens/{id}");
     let auth = format!("Bearer {ADMIN_KEY}");
     let info = http("GET", &url, &[("authorization", &auth)], "").await;
@@ -231,13 +206,7 @@ async fn a_quota_is_never_overspent_by_four_replicas() {
         "one or two refills of 300, never more: {admitted}"
     );
     // Over the limit: 429 usage_exceeded with Retry-After until the refill.
-    let refused = http(
-        "GET",
-        &format!("http://127.0.0.1:{}/orders", fleet.replicas[2].1),
-        &[("authorization", &format!("Bearer {token}"))],
-        "",
-    )
-    .await;
+    let refused = fleet.replicas[2].get(&token).await;
     if refused.status == StatusCode::TOO_MANY_REQUESTS {
         assert_eq!(refused.json()["error"], "usage_exceeded");
         let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
@@ -246,7 +215,7 @@ async fn a_quota_is_never_overspent_by_four_replicas() {
     // The refusals are counted by their own metric.
     let metrics = http(
         "GET",
-        &format!("http://127.0.0.1:{}/metrics", fleet.replicas[0].2),
+        &format!("http://127.0.0.1:{}/metrics", fleet.replicas[0].admin),
         &[],
         "",
     )

@@ -228,54 +228,23 @@ async fn an_unknown_master_name_fails_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokengate_serve_follows_a_failover() {
     use http::StatusCode;
-    use support::http;
-    use support::procs::Tokengate;
+    use support::procs::Replica;
     use support::upstream::Upstream;
 
-    const ADMIN_KEY: &str = "test-admin-key-0123456789";
     let mut master = RedisServer::start();
     let replica = RedisServer::start_replica_of(&master);
     let sentinel = SentinelServer::start("m", &master);
     sentinel.wait_for_replica("m").await;
     let upstream = Upstream::start().await;
-    let (proxy, admin) = (free_port(), free_port());
-    let config = format!(
-        "[redis]\nurl = \"redis+sentinel://127.0.0.1:{}/m\"\n[security]\nbcrypt_cost = 4\n\
-         [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{}\"\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
-        sentinel.port(),
-        upstream.url(),
-    );
-    let _tokengate = Tokengate::start(
-        &config,
-        &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
-        &[proxy, admin],
-    );
-    let admin_auth = format!("Bearer {ADMIN_KEY}");
+    let url = format!("redis+sentinel://127.0.0.1:{}/m", sentinel.port());
+    let tokengate = Replica::start(&url, &upstream.url(), "");
     let mint = || async {
-        let reply = http(
-            "POST",
-            &format!("http://127.0.0.1:{admin}/v1/accounts/acme/tokens"),
-            &[
-                ("authorization", &admin_auth),
-                ("content-type", "application/json"),
-            ],
-            r#"{"name": "failover"}"#,
-        )
-        .await;
+        let reply = tokengate.create(r#"{"name": "failover"}"#).await;
         (reply.status == StatusCode::CREATED)
             .then(|| reply.json()["token"].as_str().unwrap().to_owned())
     };
-    let get = |token: String| async move {
-        http(
-            "GET",
-            &format!("http://127.0.0.1:{proxy}/orders"),
-            &[("authorization", &format!("Bearer {token}"))],
-            "",
-        )
-        .await
-        .status
-    };
+    let tokengate = &tokengate;
+    let get = |token: String| async move { tokengate.get(&token).await.status };
     let before = mint().await.expect("created before the failover");
     assert_eq!(get(before).await, StatusCode::OK);
     wait_for_replication(&master, &replica).await;

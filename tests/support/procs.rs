@@ -263,3 +263,62 @@ impl Drop for Caddy {
         let _ = self.child.wait();
     }
 }
+
+/// The admin key of [`Replica`]s.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// One `tokengate serve` replica on a shared Redis: a proxy in front of an
+/// upstream, and an admin API that takes [`ADMIN_KEY`].
+pub struct Replica {
+    pub tokengate: Tokengate,
+    pub proxy: u16,
+    pub admin: u16,
+}
+
+impl Replica {
+    /// On `redis_url` (any form), proxying to `upstream`; `extra` ends the
+    /// config.
+    pub fn start(redis_url: &str, upstream: &str, extra: &str) -> Self {
+        let (proxy, admin) = (super::free_port(), super::free_port());
+        let config = format!(
+            "[redis]\nurl = \"{redis_url}\"\n[security]\nbcrypt_cost = 4\n\
+             [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}\n"
+        );
+        let tokengate = Tokengate::start(
+            &config,
+            &[("TOKENGATE_ADMIN_KEY", ADMIN_KEY)],
+            &[proxy, admin],
+        );
+        Self {
+            tokengate,
+            proxy,
+            admin,
+        }
+    }
+
+    /// `POST /v1/accounts/acme/tokens` with `body`, through the admin API.
+    pub async fn create(&self, body: &str) -> super::HttpReply {
+        super::http(
+            "POST",
+            &format!("http://127.0.0.1:{}/v1/accounts/acme/tokens", self.admin),
+            &[
+                ("authorization", &format!("Bearer {ADMIN_KEY}")),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// `GET /orders` through the proxy, bearing `token`.
+    pub async fn get(&self, token: &str) -> super::HttpReply {
+        super::http(
+            "GET",
+            &format!("http://127.0.0.1:{}/orders", self.proxy),
+            &[("authorization", &format!("Bearer {token}"))],
+            "",
+        )
+        .await
+    }
+}
