@@ -206,8 +206,12 @@ pub fn main() -> ExitCode {
         return match runtime.block_on(crate::server::serve(config.serve_config())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
+                // Once: as a JSON log line for a collector, else as the
+                // CLI's one-line error.
+                match config.log.format {
+                    crate::log::LogFormat::Json => tracing::error!("{e}"),
+                    crate::log::LogFormat::Human => eprintln!("error: {e}"),
+                }
                 ExitCode::from(EXIT_FAILURE)
             }
         };
@@ -609,10 +613,16 @@ fn parse_refill(text: &str) -> Result<Refill, String> {
 /// to `--help`.
 fn one_line_usage_error(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
+    let lines: Vec<&str> = rendered.lines().map(str::trim).collect();
+    // The message, and clap's "tip: a similar subcommand exists: 'token'".
+    let message: Vec<&str> = lines
+        .iter()
+        .copied()
         .take_while(|line| !line.is_empty())
         .collect();
-    format!("{} (see --help)", first.join(" "))
+    let mut line = message.join(" ");
+    for tip in lines.iter().filter(|line| line.starts_with("tip:")) {
+        line = format!("{line}; {tip}");
+    }
+    format!("{line} (see --help)")
 }

@@ -116,30 +116,61 @@ impl Config {
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            None => Self::default(),
+        let text = match path {
+            None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                parse_toml(&text).map_err(|message| ConfigError::File {
-                    path: path.to_owned(),
-                    message,
-                })?
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
             }
+        };
+        let mut config = match (path, &text) {
+            (Some(path), Some(text)) => parse_toml(text).map_err(|message| ConfigError::File {
+                path: path.to_owned(),
+                message,
+            })?,
+            _ => Self::default(),
         };
         let mut vars: Vec<_> = vars.into_iter().collect();
         vars.sort(); // apply in a fixed order, whatever the environment's
+        let mut from_env = Vec::new();
         for (var, value) in &vars {
-            config.apply_env(var, value)?;
+            if let Some(key) = config.apply_env(var, value)? {
+                from_env.push((key, var.clone()));
+            }
         }
         // Never in a file, never serialized: only from the environment.
         config.admin.key = vars
             .iter()
             .find(|(var, value)| var == ADMIN_KEY_ENV && !value.is_empty())
             .map(|(_, key)| AdminKey::new(key.clone()));
-        config.validate()?;
+        config.validate().map_err(|error| {
+            let ConfigError::Invalid(InvalidConfig::Key { key, message }) = error else {
+                return error;
+            };
+            // Say where the bad value came from: the variable, else the
+            // file's line with the value as written.
+            if let Some((_, var)) = from_env.iter().find(|(k, _)| k == key) {
+                return ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("{key}: {message}"),
+                };
+            }
+            match (path, text.as_deref().and_then(|t| find_key(t, key))) {
+                (Some(path), Some((line, written))) => ConfigError::File {
+                    path: path.to_owned(),
+                    message: if message.contains(written) {
+                        format!("line {line}, key {key}: {message}")
+                    } else {
+                        format!("line {line}, key {key} = {written}: {message}")
+                    },
+                },
+                _ => ConfigError::Invalid(InvalidConfig::Key { key, message }),
+            }
+        })?;
         Ok(config)
     }
 
@@ -153,31 +184,32 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `TOKENGATE_<SECTION>_<KEY>=value` if `var` names a section of
-    /// this file; other variables (`TOKENGATE_CONFIG`, …) are not config keys
-    /// and are left alone. An empty value counts as unset.
-    fn apply_env(&mut self, var: &str, value: &str) -> Result<(), ConfigError> {
+    /// Applies `TOKENGATE_<SECTION>_<KEY>=value` and returns the key
+    /// (`section.key`) it set. Every `TOKENGATE_*` variable must name a
+    /// setting or be one of [`NOT_CONFIG_KEYS`]: a typo stops start-up
+    /// with the nearest valid name, rather than leave a setting (the Redis
+    /// URL!) at its default. An empty value counts as unset.
+    fn apply_env(&mut self, var: &str, value: &str) -> Result<Option<String>, ConfigError> {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            return Ok(());
+            return Ok(None);
         };
-        if value.is_empty() || NOT_CONFIG_KEYS.contains(&var) {
-            return Ok(());
+        if NOT_CONFIG_KEYS.contains(&var) {
+            return Ok(None);
         }
         let env_error = |message: String| ConfigError::Env {
             var: var.to_owned(),
             message,
         };
-        let mut table = toml::Table::try_from(&*self).map_err(|e| env_error(e.to_string()))?;
-        let Some((section, key)) = table.keys().find_map(|section| {
-            let upper = section.to_ascii_uppercase();
-            let key = rest.strip_prefix(&upper)?.strip_prefix('_')?;
-            Some((section.clone(), key.to_ascii_lowercase()))
-        }) else {
-            return Ok(());
+        let Some((section, key)) = env_setting(rest) else {
+            return Err(env_error(unknown_variable(var)));
         };
-        if let Some(toml::Value::Table(entries)) = table.get_mut(&section) {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let mut table = toml::Table::try_from(&*self).map_err(|e| env_error(e.to_string()))?;
+        if let Some(toml::Value::Table(entries)) = table.get_mut(section) {
             // A list key takes a comma-separated value.
-            let parsed = match entries.get(&key) {
+            let parsed = match entries.get(key) {
                 Some(toml::Value::Array(_)) => toml::Value::Array(
                     value
                         .split(',')
@@ -188,12 +220,12 @@ impl Config {
                 ),
                 _ => env_value(value),
             };
-            entries.insert(key, parsed);
+            entries.insert(key.to_owned(), parsed);
         }
         *self = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| env_error(e.message().to_owned()))?;
-        Ok(())
+        Ok(Some(format!("{section}.{key}")))
     }
 
     /// Range and shape checks that types alone cannot express: each
@@ -243,6 +275,120 @@ impl Config {
             server: self.server.clone(),
         }
     }
+}
+
+/// The keys of each section that `TOKENGATE_<SECTION>_<KEY>` can set, as
+/// serde reads them (so a new key is settable without a list to update).
+/// `[[public_routes]]`, a list of tables, is set in the file only.
+fn section_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "redis" => fields_of::<RedisConfig>(),
+        "security" => fields_of::<SecurityConfig>(),
+        "cache" => fields_of::<CacheConfig>(),
+        "rate_limit" => fields_of::<RateLimitConfig>(),
+        "headers" => fields_of::<HeadersConfig>(),
+        "last_accessed" => fields_of::<LastAccessedConfig>(),
+        "sources" => fields_of::<SourcesConfig>(),
+        "client_ip" => fields_of::<ClientIpConfig>(),
+        "proxy" => fields_of::<ProxyConfig>(),
+        "forward_auth" => fields_of::<ForwardAuthConfig>(),
+        "admin" => fields_of::<AdminConfig>(),
+        "server" => fields_of::<ServerConfig>(),
+        "log" => fields_of::<LogConfig>(),
+        _ => &[],
+    }
+}
+
+/// Every setting as `(section, key, SECTION_KEY)`.
+fn env_settings() -> impl Iterator<Item = (&'static str, &'static str, String)> {
+    fields_of::<Config>().iter().flat_map(|&section| {
+        section_keys(section).iter().map(move |&key| {
+            let var = format!("{section}_{key}").to_ascii_uppercase();
+            (section, key, var)
+        })
+    })
+}
+
+/// The setting `TOKENGATE_<rest>` names: `(section, key)`.
+fn env_setting(rest: &str) -> Option<(&'static str, &'static str)> {
+    let (section, key, _) = env_settings().find(|(_, _, var)| var == rest)?;
+    Some((section, key))
+}
+
+/// Why `var` (a `TOKENGATE_*` variable) is refused, with the nearest valid
+/// name when one is close.
+fn unknown_variable(var: &str) -> String {
+    let valid = env_settings()
+        .map(|(_, _, rest)| format!("{ENV_PREFIX}{rest}"))
+        .chain(NOT_CONFIG_KEYS.iter().map(|&v| v.to_owned()));
+    let nearest = valid
+        .map(|name| (strsim::levenshtein(var, &name), name))
+        .min()
+        .filter(|(distance, _)| *distance <= var.len() / 4);
+    let hint = match nearest {
+        Some((_, name)) => format!("did you mean {name}? "),
+        None if var.starts_with("TOKENGATE_PUBLIC_ROUTES") => {
+            "[[public_routes]] is set in the config file only; ".to_owned()
+        }
+        None => String::new(),
+    };
+    format!(
+        "names no setting ({hint}every TOKENGATE_* variable is TOKENGATE_<SECTION>_<KEY> of a \
+         key in config/tokengate.toml, or one of {})",
+        NOT_CONFIG_KEYS.join(", ")
+    )
+}
+
+/// The fields of a struct as its derived `Deserialize` names them to
+/// `deserialize_struct`; empty for anything else.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use std::cell::Cell;
+
+    use serde::de::{Error as _, Visitor, value::Error};
+
+    struct Probe<'a>(&'a Cell<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            self.0.set(fields);
+            Err(Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let fields = Cell::new(&[][..]);
+    let _ = T::deserialize(Probe(&fields));
+    fields.get()
+}
+
+/// Where the file sets `key` (`section.key`): its line number and the
+/// value as written.
+fn find_key<'t>(text: &'t str, key: &str) -> Option<(usize, &'t str)> {
+    let (want_section, want_key) = key.split_once('.')?;
+    let mut section = "";
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            section = header.trim_matches(|c| c == '[' || c == ']').trim();
+        } else if let Some((k, v)) = line.split_once('=')
+            && section == want_section
+            && k.trim() == want_key
+        {
+            return Some((n + 1, v.trim()));
+        }
+    }
+    None
 }
 
 /// Deserializes TOML text, turning the error into one line that names the
@@ -401,6 +547,98 @@ mod tests {
     }
 
     #[test]
+    fn every_key_of_every_section_has_its_variable() {
+        // `section_keys` reads serde's field names: a section missing from
+        // it (or a `#[serde(flatten)]`, which hides them) would make its
+        // variables refused.
+        for &section in fields_of::<Config>() {
+            let keys = section_keys(section);
+            assert_eq!(keys.is_empty(), section == "public_routes", "[{section}]");
+        }
+        let vars: Vec<String> = env_settings().map(|(_, _, var)| var).collect();
+        for var in [
+            "REDIS_URL",
+            "REDIS_EMBEDDED",
+            "PROXY_LISTEN",
+            "FORWARD_AUTH_LISTEN",
+            "LOG_FORMAT",
+        ] {
+            assert!(vars.iter().any(|v| v == var), "{var}");
+        }
+        // Every key the reference file shows can be set from a variable.
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        for (section, entries) in table {
+            let toml::Value::Table(entries) = entries else {
+                continue;
+            };
+            for key in entries.keys() {
+                let var = format!("{section}_{key}").to_ascii_uppercase();
+                assert!(vars.contains(&var), "{var}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_with_the_nearest_name() {
+        for (var, hint) in [
+            ("TOKENGATE_REDDIS_URL", "did you mean TOKENGATE_REDIS_URL?"),
+            ("TOKENGATE_REDIS_URLL", "did you mean TOKENGATE_REDIS_URL?"),
+            (
+                "TOKENGATE_FORWARDAUTH_LISTEN",
+                "did you mean TOKENGATE_FORWARD_AUTH_LISTEN?",
+            ),
+            ("TOKENGATE_ADMIN_KEYY", "did you mean TOKENGATE_ADMIN_KEY?"),
+            ("TOKENGATE_CONFI", "did you mean TOKENGATE_CONFIG?"),
+            (
+                "TOKENGATE_PUBLIC_ROUTES_PATH_PREFIX",
+                "set in the config file only",
+            ),
+            ("TOKENGATE_NOTHING_LIKE_IT", "names no setting"),
+        ] {
+            // Even empty: a typo is a typo.
+            for value in ["redis://127.0.0.1", ""] {
+                let err = load("", &[(var, value)]).unwrap_err().to_string();
+                assert!(
+                    err.starts_with(&format!("environment variable {var}: ")),
+                    "{err}"
+                );
+                assert!(err.contains(hint), "{var}: {err}");
+            }
+        }
+        // Not ours, or not a setting: left alone.
+        load("", &[("TOKENGATEWAY", "x"), ("TOKENGATE_CONFIG", "x.toml")]).unwrap();
+    }
+
+    #[test]
+    fn range_errors_say_where_the_value_was_written() {
+        let text = "[log]\nformat = \"human\"\n\n[cache]\nttl = \"120m\"\n";
+        let err = load(text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config file "), "{err}");
+        assert!(
+            err.ends_with(": line 5, key cache.ttl = \"120m\": 2h is outside 1s–1h"),
+            "{err}"
+        );
+        // The variable that overrides the file is the one to blame.
+        let err = load(text, &[("TOKENGATE_CACHE_TTL", "2h")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable TOKENGATE_CACHE_TTL: cache.ttl: 2h is outside 1s–1h"
+        );
+        // A value the message already quotes is not shown twice.
+        let err = load("[proxy]\nupstream = \"ftp://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                r#": line 2, key proxy.upstream: "ftp://x": only http:// upstreams are supported"#
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn durations_lists_and_ranges() {
         let config = load(
             "[cache]\nttl = \"1m\"\nnegative_ttl = \"500ms\"\n",
@@ -519,10 +757,13 @@ mod tests {
                 r#"config key proxy.upstream: "http://x/api": no path or query (requests keep their own path)"#,
             ),
         ] {
+            let message = message.strip_prefix("config key ").unwrap();
             let err = load(&format!("[proxy]\nupstream = \"{bad}\"\n"), &[]).unwrap_err();
-            assert_eq!(err.to_string(), message);
+            let err = err.to_string();
+            assert!(err.ends_with(&format!(": line 2, key {message}")), "{err}");
             let err = load("", &[("TOKENGATE_PROXY_UPSTREAM", bad)]).unwrap_err();
-            assert_eq!(err.to_string(), message);
+            let expected = format!("environment variable TOKENGATE_PROXY_UPSTREAM: {message}");
+            assert_eq!(err.to_string(), expected);
         }
         // The environment replaces a bad value in the file.
         let config = load(

@@ -591,3 +591,166 @@ async fn a_leaked_token_is_revoked_by_its_text() {
         "not a token id",
     );
 }
+
+#[test]
+fn a_misspelt_variable_stops_start_up_with_the_nearest_name() {
+    for (var, suggestion) in [
+        ("TOKENGATE_REDDIS_URL", "TOKENGATE_REDIS_URL"),
+        (
+            "TOKENGATE_FORWARDAUTH_LISTEN",
+            "TOKENGATE_FORWARD_AUTH_LISTEN",
+        ),
+        ("TOKENGATE_ADMIN_KEYY", "TOKENGATE_ADMIN_KEY"),
+    ] {
+        for args in [&["serve"][..], &["token", "list", "--account", "acme"]] {
+            let out = tokengate(args, &[(var, "redis://127.0.0.1:6379")]);
+            assert_fails(&out, 1, var);
+            assert!(
+                stderr(&out).contains(&format!("did you mean {suggestion}?")),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    // Far from every name: refused all the same.
+    let out = tokengate(&["serve"], &[("TOKENGATE_WHATEVER", "1")]);
+    assert_fails(&out, 1, "TOKENGATE_WHATEVER: names no setting");
+}
+
+#[test]
+fn serve_on_a_public_address_needs_redis_or_embedded_on_purpose() {
+    let upstream = "http://127.0.0.1:9";
+    let port = free_port().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let env = [
+        ("TOKENGATE_PROXY_LISTEN", listen.as_str()),
+        ("TOKENGATE_PROXY_UPSTREAM", upstream),
+    ];
+    let out = tokengate(&["serve"], &env);
+    assert_fails(&out, 1, "no Redis URL is set");
+    assert!(stderr(&out).contains("embedded = true"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&listen), "{}", stderr(&out));
+
+    // Both a URL and embedded: which one was meant?
+    let out = tokengate(
+        &["serve"],
+        &[
+            ("TOKENGATE_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("TOKENGATE_REDIS_EMBEDDED", "true"),
+        ],
+    );
+    assert_fails(&out, 1, "redis.embedded");
+
+    // On purpose: it starts (and says the tokens are in memory).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("serve")
+        .env_clear()
+        .envs(env)
+        .env("TOKENGATE_REDIS_EMBEDDED", "true")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    while !log.contains("in-memory") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        log.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("tokengate started"), "{log}");
+    assert!(log.contains("in-memory"), "{log}");
+}
+
+#[test]
+fn start_up_errors_are_one_line_without_an_unrelated_warning() {
+    // A port in use: one line, not a log line and the error again, and no
+    // in-memory-store warning before it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = tokengate(
+        &["serve"],
+        &[
+            ("TOKENGATE_ADMIN_LISTEN", &address),
+            ("TOKENGATE_ADMIN_ALLOW_UNAUTHENTICATED_LOOPBACK", "true"),
+        ],
+    );
+    assert_fails(&out, 1, &format!("error: cannot listen on {address}"));
+
+    // A Redis URL pointing at something that is not Redis (an HTTP
+    // server): one line that says so, not the RESP parser's dump.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", http.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in http.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>nope</html>\n",
+                );
+            });
+        }
+    });
+    for args in [&["serve"][..], &["token", "list", "--account", "acme"]] {
+        let out = tokengate(
+            args,
+            &[
+                ("TOKENGATE_REDIS_URL", &url),
+                ("TOKENGATE_ADMIN_LISTEN", "127.0.0.1:0"),
+                ("TOKENGATE_ADMIN_ALLOW_UNAUTHENTICATED_LOOPBACK", "true"),
+            ],
+        );
+        assert_fails(&out, 1, "not the Redis protocol");
+    }
+}
+
+#[test]
+fn config_range_errors_name_the_file_line_and_value_as_written() {
+    let dir = std::env::temp_dir().join(format!("tokengate-cli-range-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokengate.toml");
+    std::fs::write(
+        &path,
+        "[security]\nbcrypt_cost = 12\n\n[cache]\nttl = \"120m\"\n",
+    )
+    .unwrap();
+    let out = tokengate(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert_fails(
+        &out,
+        1,
+        &format!(
+            "config file {}: line 5, key cache.ttl = \"120m\": 2h is outside 1s–1h",
+            path.display()
+        ),
+    );
+    // From a variable: the variable is named.
+    let out = tokengate(&["serve"], &[("TOKENGATE_CACHE_TTL", "3h")]);
+    assert_fails(
+        &out,
+        1,
+        "environment variable TOKENGATE_CACHE_TTL: cache.ttl: 3h is outside 1s–1h",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn clap_suggestions_survive_the_one_line_error() {
+    let out = tokengate(&["tokn", "list"], &[]);
+    assert_fails(&out, 2, "a similar subcommand exists: 'token'");
+    let out = tokengate(&["token", "list", "--acount", "acme"], &[]);
+    assert_fails(&out, 2, "a similar argument exists: '--account'");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -57,10 +57,47 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.security.validate()?;
         self.redis.validate()?;
+        self.check_store_is_chosen()?;
         self.auth.validate()?;
         self.proxy.validate()?;
         self.server.validate()?;
         self.admin.validate()
+    }
+}
+
+impl ServeConfig {
+    /// Every listener the config enables, with the key that names it.
+    fn listeners(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [
+            ("proxy.listen", self.proxy.listen),
+            ("forward_auth.listen", self.forward_auth.listen),
+            ("admin.listen", self.admin.listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, addr)| Some((key, addr?)))
+    }
+
+    /// No Redis URL from any source means the in-memory store. On
+    /// loopback (a laptop, the quick start) that is the friendly default;
+    /// anywhere else it is most likely a URL that got lost (a typo in a
+    /// variable name, a missing Secret), and every token would vanish on
+    /// the next restart: ask for `[redis] embedded = true` instead.
+    fn check_store_is_chosen(&self) -> Result<(), InvalidConfig> {
+        if self.redis.url.is_some() || self.redis.embedded {
+            return Ok(());
+        }
+        match self.listeners().find(|(_, addr)| !addr.ip().is_loopback()) {
+            Some((key, addr)) => Err(crate::settings::invalid(
+                "redis.url",
+                format!(
+                    "no Redis URL is set (TOKENGATE_REDIS_URL or [redis] url) and {key} is \
+                     {addr}, not a loopback address: tokens would live in this process's memory \
+                     and vanish when it stops. Set the URL, or [redis] embedded = true \
+                     (TOKENGATE_REDIS_EMBEDDED=true) to use the in-memory store on purpose"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -132,9 +169,6 @@ pub async fn serve_until(
     let service = TokenService::from_config(store, &config.security);
     let auth = Authenticator::new(service.clone(), &config.auth)?;
     let metrics = Arc::new(Metrics::new(auth.clone(), latency));
-    if let (Some(addr), None) = (config.admin.listen, &config.admin.key) {
-        tracing::warn!(%addr, "the admin API needs no key: [admin] allow_unauthenticated_loopback is set");
-    }
 
     // Bind everything before serving anything: a port in use stops start-up.
     let mut doors = Vec::new();
@@ -171,6 +205,18 @@ pub async fn serve_until(
         workers.accept(listener, door);
     }
     tracing::info!(store = kind, workers = workers.count(), "tokengate started");
+    // Warnings about a running server, once it runs: a start-up error
+    // comes alone.
+    if let (Some(addr), None) = (config.admin.listen, &config.admin.key) {
+        tracing::warn!(%addr, "the admin API needs no key: [admin] allow_unauthenticated_loopback is set");
+    }
+    if kind == "memory" {
+        tracing::warn!(
+            "using the embedded in-memory token store: single process only, \
+             every token is lost when this process stops; set [redis] url \
+             (or TOKENGATE_REDIS_URL) for production"
+        );
+    }
 
     stop.await;
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");

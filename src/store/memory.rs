@@ -30,14 +30,9 @@ struct Inner {
 }
 
 impl MemoryStore {
-    /// An empty store. Logs a warning: nothing in it survives the process,
-    /// and other processes cannot see it.
+    /// An empty store. Nothing in it survives the process, and other
+    /// processes cannot see it (`tokengate serve` says so once it is up).
     pub fn new() -> Self {
-        tracing::warn!(
-            "using the embedded in-memory token store: single process only, \
-             every token is lost when this process stops; set [redis] url \
-             (or TOKENGATE_REDIS_URL) for production"
-        );
         Self::default()
     }
 
@@ -211,43 +206,5 @@ impl TokenStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn says_loudly_that_tokens_are_lost_on_restart() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, MemoryStore::new);
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        assert!(logs.contains("WARN"), "{logs}");
-        assert!(
-            logs.contains("in-memory") && logs.contains("lost"),
-            "{logs}"
-        );
     }
 }

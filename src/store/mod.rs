@@ -52,6 +52,10 @@ pub struct RedisConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// The client certificate's private key (PEM).
     pub tls_key_file: Option<PathBuf>,
+    /// Without a URL, `tokengate serve` keeps tokens in memory; on a
+    /// listener other than loopback it asks for this to be `true` first,
+    /// so a lost URL never becomes a memory store silently.
+    pub embedded: bool,
 }
 
 impl Default for RedisConfig {
@@ -62,6 +66,7 @@ impl Default for RedisConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            embedded: false,
         }
     }
 }
@@ -88,6 +93,12 @@ impl RedisConfig {
                     "on a Redis Cluster it is a hash tag: no `{` or `}` in it",
                 ));
             }
+        }
+        if self.embedded && self.url.is_some() {
+            return Err(invalid(
+                "redis.embedded",
+                "true asks for the in-memory store, but a Redis URL is set too: keep one",
+            ));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(
@@ -258,7 +269,7 @@ pub enum RevokeOutcome {
 #[non_exhaustive]
 pub enum StoreError {
     /// Redis refused, timed out or could not be reached.
-    #[error("redis: {0}")]
+    #[error("redis: {}", one_line(.0))]
     Redis(#[from] ::redis::RedisError),
     /// A record in the store cannot be read back (edited by hand, or written by
     /// an incompatible version).
@@ -279,6 +290,20 @@ pub enum StoreError {
     /// The token id is already taken (a UUID collision, or a replayed insert).
     #[error("token {0} already exists")]
     Duplicate(TokenId),
+}
+
+/// A Redis error as one line: a reply that is not RESP (the URL points at
+/// a web server, an SSH daemon, …) is named as such instead of the
+/// parser's multi-line dump.
+fn one_line(error: &::redis::RedisError) -> String {
+    let text = error.to_string();
+    if error.kind() == ::redis::ErrorKind::Parse {
+        let first = text.lines().next().unwrap_or_default();
+        return format!(
+            "unexpected reply, not the Redis protocol (is the URL's port Redis's?): {first}"
+        );
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Storage for token records and their indexes.
