@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --no-default-features --example axum    # embedded store, prints a demo token
 //! TOKENGATE_REDIS_URL=redis://127.0.0.1:6379 cargo run --no-default-features --example axum
+//! EXAMPLE_LISTEN=127.0.0.1:3001 cargo run --no-default-features --example axum
 //! curl -H "Authorization: Bearer mk_…" http://127.0.0.1:3000/whoami
 //! ```
 
@@ -26,8 +27,18 @@ async fn whoami(Extension(auth): Extension<AuthContext>) -> String {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt::init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Each component's settings, at their defaults; a service with a config
     // file of its own can embed these types in it (they are serde types).
     let redis = RedisConfig {
@@ -58,7 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    // 3000 is where the quick start's API usually is: pick another with
+    // EXAMPLE_LISTEN.
+    let address = std::env::var("EXAMPLE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} (set EXAMPLE_LISTEN): {e}"))?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(
         listener,

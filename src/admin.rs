@@ -34,6 +34,7 @@ pub(crate) const MIN_ADMIN_KEY_LEN: usize = 16;
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin API listens; unset: off.
+    #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
     /// Serve the token routes without `TOKENGATE_ADMIN_KEY`, allowed only on
     /// a loopback address (for trying tokengate on a laptop).

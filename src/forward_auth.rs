@@ -21,6 +21,7 @@ use crate::http_util::{self, Body};
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardAuthConfig {
     /// Where the forward-auth endpoint listens; unset: off.
+    #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
 }
 

@@ -48,6 +48,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Where the proxy listens (`"127.0.0.1:8080"`); unset: no proxy.
+    #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
     /// The API behind it: `http://host:port`.
     pub upstream: Option<Upstream>,

@@ -91,3 +91,72 @@ pub(crate) mod duration {
         })
     }
 }
+
+/// Serde for a listener's address (`#[serde(with = "crate::settings::listen")]`):
+/// an IP address and port, or `localhost:PORT` for 127.0.0.1 (host names
+/// are not resolved: a listener's address should not depend on DNS). Other
+/// names are refused with the forms that work.
+pub(crate) mod listen {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `"127.0.0.1:8080"`; nothing when unset.
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `"127.0.0.1:8080"`, `"[::]:8080"` or `"localhost:8080"`.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn parse(text: &str) -> Result<SocketAddr, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        if let Some(port) = text.strip_prefix("localhost:")
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+        Err(format!(
+            "{text:?} is not an IP address and port: write \"127.0.0.1:8080\" (this machine \
+             only), \"0.0.0.0:8080\" (every IPv4 interface) or \"[::]:8080\" (every interface)"
+        ))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn addresses_and_localhost() {
+            assert_eq!(parse("127.0.0.1:80").unwrap().to_string(), "127.0.0.1:80");
+            assert_eq!(parse("[::1]:80").unwrap().to_string(), "[::1]:80");
+            assert_eq!(
+                parse("localhost:8080").unwrap().to_string(),
+                "127.0.0.1:8080"
+            );
+            for bad in [
+                "example.com:80",
+                "localhost",
+                "localhost:http",
+                ":8080",
+                "8080",
+            ] {
+                let err = parse(bad).unwrap_err();
+                assert!(err.contains("0.0.0.0:8080"), "{bad}: {err}");
+            }
+        }
+
+        use super::parse;
+    }
+}

@@ -109,3 +109,69 @@ async fn an_axum_router_behind_the_layer() {
     let (status, _, _) = call("/health", None).await;
     assert_eq!(status, StatusCode::OK, "public route");
 }
+
+/// examples/axum.rs, as built by `cargo test` (beside this test's binary),
+/// or built now when only this test was asked for.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let binary = dir.join("examples").join("axum");
+    if !binary.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "axum"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example axum");
+    }
+    binary
+}
+
+#[tokio::test]
+async fn the_example_listens_where_told_and_names_an_address_it_cannot_bind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = Command::new(example_binary())
+        .env("EXAMPLE_LISTEN", &address)
+        .env_remove("TOKENGATE_REDIS_URL")
+        .output()
+        .expect("run examples/axum (built by cargo test)");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot listen on {address} (set EXAMPLE_LISTEN)"
+        )),
+        "{stderr}"
+    );
+
+    drop(taken);
+    let mut child = Command::new(example_binary())
+        .env("EXAMPLE_LISTEN", &address)
+        .env_remove("TOKENGATE_REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let token = lines.next().unwrap().unwrap();
+    let token = token.strip_prefix("demo token: ").unwrap().to_owned();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        format!("listening on http://{address}")
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("http://{address}/whoami"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).starts_with("account demo"));
+}

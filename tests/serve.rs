@@ -1952,6 +1952,12 @@ async fn a_revocation_right_after_a_redis_outage_is_seen_at_once() {
     }
     // Revoked at once: refused within 1 s (it waited out a 5 s backoff).
     revoke_elsewhere_and_wait(&stack, "acme", &id, &url, &token).await;
+    // The outage and the return are in the log; the start was quiet.
+    let log = stack.tokengate.log();
+    assert!(log.contains("token event stream lost"), "{log}");
+    assert!(log.contains("reconnected to Redis"), "{log}");
+    let start = &log[..log.find("token event stream lost").unwrap()];
+    assert!(!start.contains("WARN"), "{start}");
 }
 
 #[tokio::test]

@@ -1230,6 +1230,8 @@ async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>)
     // starts from the stream's end.
     let mut seen: Option<EntryId> = None;
     let mut backoff = RECONNECT_BACKOFF.0;
+    // Since when Redis has been unreachable, so its return is logged.
+    let mut outage: Option<std::time::Instant> = None;
     while sink.strong_count() > 0 {
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
@@ -1240,6 +1242,12 @@ async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>)
             Ok(Ok(mut conn)) => match catch_up(&mut conn, &keys, &mut seen, &sink).await {
                 Ok(()) => {
                     backoff = RECONNECT_BACKOFF.0;
+                    if let Some(since) = outage.take() {
+                        let after = humantime::format_duration(Duration::from_secs(
+                            since.elapsed().as_secs(),
+                        ));
+                        tracing::info!(stream = %events, %after, "reconnected to Redis; reading token events again");
+                    }
                     let Some(strong) = sink.upgrade() else { return };
                     strong.caught_up();
                     drop(strong);
@@ -1257,6 +1265,7 @@ async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>)
             }
             Err(_) => tracing::warn!("connecting to read token events timed out; retrying"),
         }
+        outage.get_or_insert_with(std::time::Instant::now);
         let Some(strong) = sink.upgrade() else { return };
         strong.unsubscribed();
         drop(strong);
