@@ -140,10 +140,10 @@ impl Admin {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<crate::http_util::BoxError>,
     {
-        if self.key_digest.is_none() {
-            if let Some(refused) = refuse_cross_site(&request) {
-                return refused;
-            }
+        if self.key_digest.is_none()
+            && let Some(refused) = refuse_cross_site(&request)
+        {
+            return refused;
         }
         let path = request.uri().path().to_owned();
         let (route, params) = match Route::parse(request.method(), &path) {
@@ -165,10 +165,8 @@ impl Admin {
             Ok(route) => route.needs_key(),
             Err((_, needs_key)) => *needs_key,
         };
-        if needs_key {
-            if let Some(refused) = self.check_key(request.headers()) {
-                return refused;
-            }
+        if needs_key && let Some(refused) = self.check_key(request.headers()) {
+            return refused;
         }
         let account = match params.account.as_deref().map(percent_decode) {
             Some(None) => {

@@ -22,6 +22,9 @@ use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, TokenStore, redact_url};
 use crate::token::TokenId;
 
+mod generate;
+mod healthcheck;
+
 /// Exit code for a usage error (bad flag, missing argument, bad value).
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code for every other failure.
@@ -68,6 +71,23 @@ pub(crate) enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Check that a running `tokengate serve` is up: GET its admin
+    /// listener's /healthz, exit 0 on 200 (for container health checks).
+    Healthcheck {
+        /// What to GET; default: /healthz on the config's [admin] listen
+        /// (0.0.0.0 and [::] as loopback).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print a shell completion script on stdout (e.g. `tokengate
+    /// completions bash > /etc/bash_completion.d/tokengate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (`tokengate man | man -l -`).
+    Man,
 }
 
 /// `tokengate token …`
@@ -238,6 +258,13 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command and returns what to print on stdout, or the one-line
 /// error message.
 pub(crate) async fn run(cli: Cli) -> Result<String, String> {
+    // These read no config, so a broken one cannot stop them.
+    match &cli.command {
+        Command::Completions { shell } => return Ok(generate::completions(*shell)),
+        Command::Man => return generate::man_page(),
+        Command::Healthcheck { url: Some(url) } => return healthcheck::check(url).await,
+        _ => {}
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Token(command) => run_token(&config, command).await,
@@ -250,6 +277,12 @@ pub(crate) async fn run(cli: Cli) -> Result<String, String> {
             .await
             .map(|()| String::new())
             .map_err(|e| e.to_string()),
+        Command::Healthcheck { url } => match url {
+            Some(url) => healthcheck::check(&url).await,
+            None => healthcheck::check(&healthcheck::admin_url(&config)?).await,
+        },
+        Command::Completions { shell } => Ok(generate::completions(shell)),
+        Command::Man => generate::man_page(),
     }
 }
 

@@ -363,10 +363,10 @@ impl Proxy {
             headers.insert(UPGRADE, protocol);
         }
         // An HTTP/1.0 request may have no host at all.
-        if !headers.contains_key(HOST) {
-            if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
-                headers.insert(HOST, host);
-            }
+        if !headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(self.upstream.as_str())
+        {
+            headers.insert(HOST, host);
         }
         // HTTP/1.1 clients send one request at a time on a connection, so
         // each gets a connection of its own to the upstream (no pool lookup
@@ -430,10 +430,10 @@ impl Proxy {
             Err(e) => return self.send_failed(e, watch.as_deref(), client.peer),
         };
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                return splice(client_upgrade, response, self.tunnel_idle_timeout);
-            }
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            return splice(client_upgrade, response, self.tunnel_idle_timeout);
         }
         let (mut parts, body) = response.into_parts();
         http_util::remove_hop_by_hop(&mut parts.headers, false);

@@ -527,13 +527,13 @@ impl TokenService {
     ) -> Result<CreatedToken, TokenError> {
         check_account_id(&params.account_id)?;
         check_text("name", &params.name, MAX_NAME_CHARS)?;
-        if let Some(days) = params.expires_in_days {
-            if !(1..=MAX_EXPIRES_IN_DAYS).contains(&days) {
-                return Err(TokenError::input(
-                    "expires_in_days",
-                    format!("must be between 1 and {MAX_EXPIRES_IN_DAYS} (got {days})"),
-                ));
-            }
+        if let Some(days) = params.expires_in_days
+            && !(1..=MAX_EXPIRES_IN_DAYS).contains(&days)
+        {
+            return Err(TokenError::input(
+                "expires_in_days",
+                format!("must be between 1 and {MAX_EXPIRES_IN_DAYS} (got {days})"),
+            ));
         }
         if let Some(quota) = &params.quota {
             quota.check()?;

@@ -754,3 +754,134 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs `tokengate completions <shell>` and returns its script.
+fn completion_script(shell: &str) -> String {
+    let out = tokengate(&["completions", shell], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(out.stderr.is_empty(), "stderr: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn completions_cover_every_command_and_bash_accepts_its_script() {
+    let bash = completion_script("bash");
+    for word in [
+        "serve",
+        "token",
+        "create",
+        "revoke",
+        "migrate",
+        "--account",
+        "--config",
+    ] {
+        assert!(bash.contains(word), "{word} not in the bash completions");
+    }
+    let dir = support::procs::TempDir::new("completions");
+    let script = dir.write("tokengate.bash", &bash);
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bash ({e}); install it (apt-get install -y bash)"));
+    assert!(
+        check.status.success(),
+        "bash -n rejects the script: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let script = completion_script(shell);
+        for word in ["serve", "token", "cleanup", "migrate"] {
+            assert!(
+                script.contains(word),
+                "{word} not in the {shell} completions"
+            );
+        }
+    }
+}
+
+#[test]
+fn completions_for_an_unknown_shell_is_a_usage_error() {
+    let out = tokengate(&["completions", "tcsh"], &[]);
+    assert_fails(&out, 2, "invalid value 'tcsh'");
+    assert!(stderr(&out).contains("bash"), "{}", stderr(&out));
+    assert_fails(&tokengate(&["completions"], &[]), 2, "<SHELL>");
+}
+
+#[test]
+fn man_prints_a_roff_page_covering_every_command() {
+    let out = tokengate(&["man"], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let page = stdout(&out);
+    let header = page
+        .lines()
+        .find(|l| l.starts_with(".TH "))
+        .expect("a .TH header");
+    assert!(header.starts_with(".TH tokengate 1"), "{header}");
+    // Only roff's string definitions come before the header.
+    assert!(
+        page.lines()
+            .take_while(|l| !l.starts_with(".TH "))
+            .all(|l| l.starts_with(".ie") || l.starts_with(".el")),
+        "{page}"
+    );
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH \"TOKENGATE SERVE\"",
+        ".SH \"TOKENGATE TOKEN CREATE\"",
+        ".SH \"TOKENGATE HEALTHCHECK\"",
+    ] {
+        assert!(page.contains(section), "{section} not in the man page");
+    }
+    assert!(page.contains("\\-\\-expires\\-in\\-days"), "create's flags");
+    assert!(page.contains("TOKENGATE_CONFIG"), "the --config variable");
+}
+
+#[test]
+fn healthcheck_exits_0_while_serve_answers_and_1_with_one_line_after() {
+    use support::procs::{TempDir, Tokengate};
+    let admin = support::free_port();
+    let config =
+        format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\nallow_unauthenticated_loopback = true\n");
+    let mut serve = Tokengate::start(&config, &[], &[admin]);
+    let url = format!("http://127.0.0.1:{admin}/healthz");
+
+    let out = tokengate(&["healthcheck", "--url", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{url}: 200 OK\n"));
+
+    // Without --url: /healthz on the config's [admin] listen.
+    let dir = TempDir::new("healthcheck");
+    let file = dir.write("tokengate.toml", &config);
+    let file = file.to_str().unwrap();
+    let out = tokengate(&["healthcheck"], &[("TOKENGATE_CONFIG", file)]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{url}: 200 OK\n"));
+
+    // Anything but 200 is a failure.
+    let missing = format!("http://127.0.0.1:{admin}/nothing-here");
+    assert_fails(
+        &tokengate(&["healthcheck", "--url", &missing], &[]),
+        1,
+        "answered 404 Not Found",
+    );
+
+    assert!(serve.terminate().success());
+    assert_fails(
+        &tokengate(&["healthcheck", "--config", file], &[]),
+        1,
+        "cannot connect",
+    );
+    // Nothing to check: one line saying what to give.
+    assert_fails(
+        &tokengate(&["healthcheck"], &[]),
+        1,
+        "[admin] listen is not set",
+    );
+    assert_fails(
+        &tokengate(&["healthcheck", "--url", "https://127.0.0.1/healthz"], &[]),
+        1,
+        "only http://",
+    );
+}

@@ -429,10 +429,10 @@ impl MasterConnection {
             if let Some(conn) = &state.conn {
                 return Ok((state.generation, conn.clone()));
             }
-            if let Some((at, e)) = &state.failed {
-                if at.elapsed() < RETRY_PAUSE {
-                    return Err(e.clone());
-                }
+            if let Some((at, e)) = &state.failed
+                && at.elapsed() < RETRY_PAUSE
+            {
+                return Err(e.clone());
             }
             state.attempts
         };
@@ -442,10 +442,10 @@ impl MasterConnection {
             if let Some(conn) = &state.conn {
                 return Ok((state.generation, conn.clone()));
             }
-            if state.attempts != attempts {
-                if let Some((_, e)) = &state.failed {
-                    return Err(e.clone());
-                }
+            if state.attempts != attempts
+                && let Some((_, e)) = &state.failed
+            {
+                return Err(e.clone());
             }
         }
         let result = self.0.sentinel.connect(&self.0.config).await;

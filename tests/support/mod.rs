@@ -160,12 +160,12 @@ impl RedisServer {
             if self.answers_ping() {
                 return true;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    // Lost the port to someone else: try another.
-                    self.child = None;
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                // Lost the port to someone else: try another.
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
