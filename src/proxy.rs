@@ -644,12 +644,7 @@ impl Proxy {
         stream.set_nodelay(true)?;
         match &self.tls {
             None => handshake(stream).await,
-            Some(tls) => {
-                let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(stream))
-                    .await
-                    .map_err(|_| "the TLS handshake with the upstream timed out")??;
-                handshake(stream).await
-            }
+            Some(tls) => handshake(tls.connect(stream).await?).await,
         }
     }
 

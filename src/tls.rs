@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -36,6 +36,10 @@ use crate::settings::{InvalidConfig, invalid};
 /// What a listener offers by ALPN: the same protocols it serves in
 /// cleartext (HTTP/2 and HTTP/1.1), HTTP/2 first as clients expect.
 const LISTENER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// How long an upstream has to finish the TLS handshake, as it has to
+/// accept the TCP connection (the proxy's connect timeout).
+const UPSTREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A listener section's `tls_cert` / `tls_key`: the listener terminates
 /// TLS itself. Both or neither; unset, it speaks cleartext HTTP/1.1 and
@@ -332,13 +336,22 @@ impl UpstreamTls {
     }
 
     /// The TLS handshake on a connected stream (SNI and verification
-    /// against the upstream's host). A certificate that does not verify is
-    /// an error saying why (`invalid peer certificate: UnknownIssuer`).
+    /// against the upstream's host), within [`UPSTREAM_HANDSHAKE_TIMEOUT`].
+    /// A certificate that does not verify is an error saying why
+    /// (`invalid peer certificate: UnknownIssuer`).
     pub(crate) async fn connect(
         &self,
         stream: TcpStream,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        self.connector.connect(self.name.clone(), stream).await
+        let handshake = self.connector.connect(self.name.clone(), stream);
+        tokio::time::timeout(UPSTREAM_HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the TLS handshake with the upstream timed out",
+                )
+            })?
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! A listener gets TLS from two keys in its section, `tls_cert` and
 //! `tls_key`, lent as a `crate::tls::ListenerTls` (with the section's key
-//! names) to its `validate` and to [`open`] below, which reads the
+//! names) to its `validate` and to `open` below, which reads the
 //! certificate and binds the listener; the workers do the handshakes and
 //! the reload task keeps the certificate current.
 //!
