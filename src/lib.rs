@@ -34,7 +34,8 @@
 //!
 //! Without it (`default-features = false`), the crate is the token core, the
 //! stores, the Authenticator and the Layer, without clap, hyper's server,
-//! prometheus-client, tracing-subscriber or mimalloc.
+//! prometheus-client, tracing-subscriber, mimalloc or rustls (unless the
+//! `redis-tls` feature asks for it).
 //!
 //! # Example
 //! ```
