@@ -6,6 +6,7 @@
 //! `/openapi.json` need no key (probes and scrapers).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,7 +23,14 @@ use crate::service::{
     CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService,
 };
 use crate::settings::{InvalidConfig, invalid};
+use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::TokenId;
+
+/// The config keys of `[admin]`'s listener certificate.
+pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
+    cert: "admin.tls_cert",
+    key: "admin.tls_key",
+};
 
 /// The environment variable holding the admin API's bearer key.
 pub(crate) const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
@@ -39,6 +47,11 @@ pub struct AdminConfig {
     /// Serve the token routes without `TOKENGATE_ADMIN_KEY`, allowed only on
     /// a loopback address (for trying tokengate on a laptop).
     pub allow_unauthenticated_loopback: bool,
+    /// The listener's certificate chain (PEM): with `tls_key`, the admin
+    /// API serves HTTPS (docs/tls.md).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// The token routes' bearer key: from `TOKENGATE_ADMIN_KEY` only (the
     /// loader fills it in), never from the file, and never serialized.
     #[serde(skip)]
@@ -46,8 +59,10 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
-    /// The rules on the file's keys alone: keyless only on loopback.
+    /// The rules on the file's keys alone: keyless only on loopback; a
+    /// certificate and its key together.
     pub fn validate_file(&self) -> Result<(), InvalidConfig> {
+        self.tls().validate()?;
         if self.allow_unauthenticated_loopback && self.listen.is_some_and(|a| !a.ip().is_loopback())
         {
             return Err(invalid(
@@ -56,6 +71,15 @@ impl AdminConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The listener's certificate settings.
+    pub(crate) fn tls(&self) -> ListenerTls<'_> {
+        ListenerTls {
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+            keys: TLS_KEYS,
+        }
     }
 
     /// Keyless only on loopback; with a listener, a key of at least

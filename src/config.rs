@@ -241,6 +241,7 @@ impl Config {
         self.last_accessed.validate()?;
         self.sources.validate()?;
         self.proxy.validate()?;
+        self.forward_auth.validate()?;
         self.server.validate()?;
         self.log.validate()?;
         self.admin.validate_file()?;
@@ -632,7 +633,7 @@ mod tests {
             .to_string();
         assert!(
             err.ends_with(
-                r#": line 2, key proxy.upstream: "ftp://x": only http:// upstreams are supported"#
+                r#": line 2, key proxy.upstream: "ftp://x": only http:// and https:// upstreams are supported"#
             ),
             "{err}"
         );
@@ -717,6 +718,73 @@ mod tests {
     }
 
     #[test]
+    fn listener_certificates_and_the_upstream_ca_are_keys_of_each_section() {
+        let text = "[proxy]\nupstream = \"https://api.internal:8443\"\n\
+                    upstream_ca_file = \"/etc/ca.crt\"\n\
+                    tls_cert = \"/etc/proxy.crt\"\ntls_key = \"/etc/proxy.key\"\n\
+                    [forward_auth]\ntls_cert = \"/etc/fa.crt\"\ntls_key = \"/etc/fa.key\"\n";
+        let config = load(
+            text,
+            &[
+                ("TOKENGATE_ADMIN_TLS_CERT", "/env/admin.crt"),
+                ("TOKENGATE_ADMIN_TLS_KEY", "/env/admin.key"),
+                ("TOKENGATE_PROXY_TLS_KEY", "/env/proxy.key"),
+            ],
+        )
+        .unwrap();
+        let upstream = config.proxy.upstream.as_ref().unwrap();
+        assert!(upstream.is_https());
+        assert_eq!(upstream.authority().unwrap().as_str(), "api.internal:8443");
+        assert_eq!(
+            config.proxy.upstream_ca_file.as_deref(),
+            Some(Path::new("/etc/ca.crt"))
+        );
+        assert_eq!(
+            config.proxy.tls_cert.as_deref(),
+            Some(Path::new("/etc/proxy.crt"))
+        );
+        assert_eq!(
+            config.proxy.tls_key.as_deref(),
+            Some(Path::new("/env/proxy.key"))
+        );
+        assert!(config.forward_auth.tls_key.is_some());
+        assert_eq!(
+            config.admin.tls_cert.as_deref(),
+            Some(Path::new("/env/admin.crt"))
+        );
+
+        for (text, message) in [
+            (
+                "[admin]\ntls_cert = \"/a.crt\"\n",
+                "config key admin.tls_key: is required when admin.tls_cert is set (both or neither)",
+            ),
+            (
+                "[forward_auth]\ntls_key = \"/a.key\"\n",
+                "config key forward_auth.tls_cert: is required when forward_auth.tls_key is set (both or neither)",
+            ),
+            (
+                "[proxy]\ntls_cert = \"/a.crt\"\n",
+                "config key proxy.tls_key: is required when proxy.tls_cert is set (both or neither)",
+            ),
+            (
+                "[proxy]\nupstream = \"http://x\"\nupstream_ca_file = \"/ca.crt\"\n",
+                "line 3, key proxy.upstream_ca_file = \"/ca.crt\": is for an https:// proxy.upstream only",
+            ),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.ends_with(message), "{err}");
+        }
+        let err = load("[admin]\ntls_crt = \"/a.crt\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key admin.tls_crt"), "{err}");
+        let err = load("[admin]\ntls_cert = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key admin.tls_cert"), "{err}");
+    }
+
+    #[test]
     fn the_admin_key_comes_from_the_environment_only() {
         let text = "[admin]\nlisten = \"127.0.0.1:8081\"\n";
         // The token commands read the same file and need no admin key.
@@ -746,7 +814,7 @@ mod tests {
         for (bad, message) in [
             (
                 "ftp://x",
-                r#"config key proxy.upstream: "ftp://x": only http:// upstreams are supported"#,
+                r#"config key proxy.upstream: "ftp://x": only http:// and https:// upstreams are supported"#,
             ),
             (
                 "http://u:p@x",

@@ -9,12 +9,21 @@
 //! trusted proxy: anyone else could otherwise name a public route.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthRequest, Authenticator};
 use crate::http_util::{self, Body};
+use crate::settings::InvalidConfig;
+use crate::tls::{ListenerTls, TlsKeys};
+
+/// The config keys of `[forward_auth]`'s listener certificate.
+pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
+    cert: "forward_auth.tls_cert",
+    key: "forward_auth.tls_key",
+};
 
 /// `[forward_auth]`: the forward-auth endpoint (`tokengate serve`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +32,27 @@ pub struct ForwardAuthConfig {
     /// Where the forward-auth endpoint listens; unset: off.
     #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
+    /// The listener's certificate chain (PEM): with `tls_key`, the
+    /// endpoint serves HTTPS (docs/tls.md).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ForwardAuthConfig {
+    /// A certificate and its key together.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        self.tls().validate()
+    }
+
+    /// The listener's certificate settings.
+    pub(crate) fn tls(&self) -> ListenerTls<'_> {
+        ListenerTls {
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+            keys: TLS_KEYS,
+        }
+    }
 }
 
 pub(crate) async fn handle<B>(

@@ -73,6 +73,22 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
     boxed(error_response(status, code, &message.into(), None))
 }
 
+/// An error and its causes on one line (`client error (Connect): invalid
+/// peer certificate: UnknownIssuer`), each said once.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The host a request names, checked as RFC 9112 §3.2 asks of a server:
 /// at most one `Host` header, holding a valid `host[:port]`, and one at all
 /// in HTTP/1.1. `Ok(Some(authority))` when the request target carries an

@@ -22,6 +22,8 @@
 //! - [`layer`]: the tower [`TokenGateLayer`] for axum, hyper and tonic.
 //!
 //! With the `server` feature (on by default), the `tokengate` binary's parts:
+//! - `tls`: listeners' certificates (`tls_cert` / `tls_key`, reloaded) and
+//!   the proxy's `https://` upstreams (docs/tls.md);
 //! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
 //!   and `/metrics`, each with its section (`[proxy]`, …);
 //! - `server`: `tokengate serve`: composition, workers, connections,
@@ -32,7 +34,8 @@
 //!
 //! Without it (`default-features = false`), the crate is the token core, the
 //! stores, the Authenticator and the Layer, without clap, hyper's server,
-//! prometheus-client, tracing-subscriber or mimalloc.
+//! prometheus-client, tracing-subscriber, mimalloc or rustls (unless the
+//! `redis-tls` feature asks for it).
 //!
 //! # Example
 //! ```
@@ -73,6 +76,9 @@ pub mod service;
 pub mod auth;
 
 pub mod layer;
+
+#[cfg(feature = "server")]
+mod tls;
 
 #[cfg(feature = "server")]
 mod admin;

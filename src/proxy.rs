@@ -13,8 +13,13 @@
 //! 6. the request streams to the upstream (502 if it refuses, 504 past the
 //!    timeout) and the response streams back. A WebSocket upgrade is spliced
 //!    through after auth.
+//!
+//! To an `https://` upstream the same HTTP/1.1 goes over TLS (`crate::tls`,
+//! docs/tls.md): a certificate that does not verify is a 502 like a refused
+//! connection, logged with the reason.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -39,6 +44,13 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AuthRequest, Authenticator};
 use crate::http_util::{self, Body, BoxError};
 use crate::settings::{self, InvalidConfig, invalid};
+use crate::tls::{ListenerTls, TlsKeys, UpstreamConnector, UpstreamTls};
+
+/// The config keys of `[proxy]`'s listener certificate.
+pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
+    cert: "proxy.tls_cert",
+    key: "proxy.tls_key",
+};
 
 /// How long to wait for a TCP connection to the upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,8 +62,17 @@ pub struct ProxyConfig {
     /// Where the proxy listens (`"127.0.0.1:8080"`); unset: no proxy.
     #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
-    /// The API behind it: `http://host:port`.
+    /// The API behind it: `http://host:port` or `https://host:port`.
     pub upstream: Option<Upstream>,
+    /// For an `https://` upstream: the CA certificates (PEM) to verify it
+    /// against, instead of the system's roots (nginx's
+    /// `proxy_ssl_trusted_certificate`).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// The listener's certificate chain (PEM): with `tls_key`, the proxy
+    /// serves HTTPS (docs/tls.md).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// How long the upstream has to answer (response headers) once the
     /// request, body included, has been sent to it; then 504. While a body
     /// streams, the upstream not reading any of it for this long is 504 too.
@@ -77,6 +98,9 @@ impl Default for ProxyConfig {
         Self {
             listen: None,
             upstream: None,
+            upstream_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
             upstream_timeout: Duration::from_secs(30),
             client_body_timeout: Duration::from_secs(60),
             forward_authorization: false,
@@ -98,6 +122,15 @@ impl ProxyConfig {
         if let Some(Err(message)) = self.upstream.as_ref().map(|u| &u.parsed) {
             return Err(invalid("proxy.upstream", message.clone()));
         }
+        if self.upstream_ca_file.is_some()
+            && !self.upstream.as_ref().is_some_and(Upstream::is_https)
+        {
+            return Err(invalid(
+                "proxy.upstream_ca_file",
+                "is for an https:// proxy.upstream only",
+            ));
+        }
+        self.tls().validate()?;
         settings::within(
             "proxy.upstream_timeout",
             self.upstream_timeout,
@@ -133,8 +166,19 @@ impl ProxyConfig {
     }
 }
 
-/// The API behind the proxy: `http://host[:port]`, with no path, query or
-/// credentials. Parsed when the config is read; a bad one is reported by
+impl ProxyConfig {
+    /// The listener's certificate settings.
+    pub(crate) fn tls(&self) -> ListenerTls<'_> {
+        ListenerTls {
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+            keys: TLS_KEYS,
+        }
+    }
+}
+
+/// The API behind the proxy: `http://host[:port]` or `https://host[:port]`,
+/// with no path, query or credentials. Parsed when the config is read; a bad one is reported by
 /// [`ProxyConfig::validate`] under its key, after the environment has had
 /// its say (`TOKENGATE_PROXY_UPSTREAM` may replace the file's).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,26 +186,36 @@ impl ProxyConfig {
 pub struct Upstream {
     /// As written.
     text: String,
-    /// `host[:port]`, or why the text is not a usable upstream.
-    parsed: Result<http::uri::Authority, String>,
+    /// `host[:port]` and whether it is `https://`, or why the text is not a
+    /// usable upstream.
+    parsed: Result<(http::uri::Authority, bool), String>,
 }
 
 impl Upstream {
     /// `host[:port]`, sent as `Host` and used to connect; `None` for an
     /// upstream that [`ProxyConfig::validate`] refuses.
     pub fn authority(&self) -> Option<&http::uri::Authority> {
-        self.parsed.as_ref().ok()
+        self.parsed.as_ref().ok().map(|(authority, _)| authority)
     }
 
-    fn parse(upstream: &str) -> Result<http::uri::Authority, String> {
+    /// Whether the proxy talks TLS to it (`https://`).
+    pub fn is_https(&self) -> bool {
+        self.parsed.as_ref().is_ok_and(|(_, https)| *https)
+    }
+
+    fn parse(upstream: &str) -> Result<(http::uri::Authority, bool), String> {
         let uri: Uri = upstream
             .parse()
             .map_err(|e| format!("{upstream:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "{upstream:?}: only http:// upstreams are supported"
-            ));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "{upstream:?}: only http:// and https:// upstreams are supported"
+                ));
+            }
+        };
         let authority = match uri.authority() {
             Some(a) if !a.as_str().contains('@') => a.clone(),
             _ => return Err(format!("{upstream:?} needs a host, and no credentials")),
@@ -174,7 +228,7 @@ impl Upstream {
                 "{upstream:?}: no path or query (requests keep their own path)"
             ));
         }
-        Ok(authority)
+        Ok((authority, https))
     }
 }
 
@@ -204,19 +258,21 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// What the front doors keep per client connection: the peer, its address
-/// as a header value (formatted once, not per request), and the proxy's own
-/// upstream connection for it.
+/// as a header value (formatted once, not per request), whether it came
+/// over TLS, and the proxy's own upstream connection for it.
 pub(crate) struct ClientConnection {
     peer: SocketAddr,
     peer_ip: Option<HeaderValue>,
+    tls: bool,
     upstream: tokio::sync::Mutex<Option<http1::SendRequest<Body>>>,
 }
 
 impl ClientConnection {
-    pub(crate) fn new(peer: SocketAddr) -> Self {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
         Self {
             peer,
             peer_ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+            tls,
             upstream: tokio::sync::Mutex::new(None),
         }
     }
@@ -251,8 +307,10 @@ where
 /// The proxy's state: one pooled client to one upstream.
 pub(crate) struct Proxy {
     auth: Authenticator,
-    client: Client<HttpConnector, Body>,
+    client: Client<UpstreamConnector, Body>,
     upstream: http::uri::Authority,
+    /// For an `https://` upstream.
+    tls: Option<UpstreamTls>,
     timeout: Duration,
     forward_authorization: bool,
     drop_api_key: bool,
@@ -262,26 +320,52 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
+    /// The proxy to `upstream`; for an `https://` one, reads
+    /// `[proxy] upstream_ca_file` (or the system's roots): a file that
+    /// cannot be used is an error naming the key.
     pub(crate) fn new(
         auth: Authenticator,
-        upstream: http::uri::Authority,
+        upstream: &Upstream,
         config: &ProxyConfig,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
+    ) -> Result<Self, InvalidConfig> {
+        let Some(authority) = upstream.authority().cloned() else {
+            return Err(invalid(
+                "proxy.upstream",
+                format!("{upstream} is not usable"),
+            ));
+        };
+        let tls = upstream
+            .is_https()
+            .then(|| {
+                UpstreamTls::new(
+                    authority.host(),
+                    config.upstream_ca_file.as_deref(),
+                    "proxy.upstream_ca_file",
+                )
+            })
+            .transpose()?;
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_nodelay(true);
+        // `https` URIs too: the TLS is ours, on top.
+        tcp.enforce_http(false);
+        let connector = UpstreamConnector {
+            tcp,
+            tls: tls.clone(),
+        };
         let client = Client::builder(OnRuntime(tokio::runtime::Handle::current())).build(connector);
-        Self {
+        Ok(Self {
             drop_api_key: auth.reads_api_key_header(),
             auth,
             client,
-            upstream,
+            upstream: authority,
+            tls,
             timeout: config.upstream_timeout,
             forward_authorization: config.forward_authorization,
             tunnel_idle_timeout: config.tunnel_idle_timeout,
             client_body_timeout: config.client_body_timeout,
             health_path: config.health_path.clone(),
-        }
+        })
     }
 
     pub(crate) async fn handle(
@@ -384,7 +468,8 @@ impl Proxy {
                 .to_owned();
             let mut uri = Uri::builder();
             if !dedicated {
-                uri = uri.scheme("http").authority(self.upstream.clone());
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                uri = uri.scheme(scheme).authority(self.upstream.clone());
             }
             parts.uri = match uri.path_and_query(path).build() {
                 Ok(uri) => uri,
@@ -482,7 +567,10 @@ impl Proxy {
                 )
             }
             SendError::Failed(e) => {
-                tracing::warn!(upstream = %self.upstream, error = %e, "upstream unreachable");
+                // With its causes: the pooled client's error says only
+                // "client error (Connect)", its source why (a certificate).
+                let error = http_util::error_chain(&*e);
+                tracing::warn!(upstream = %self.upstream, %error, "upstream unreachable");
                 http_util::error(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
@@ -544,20 +632,21 @@ impl Proxy {
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<Body>, BoxError> {
+        let port = self
+            .upstream
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            TcpStream::connect((self.upstream.host(), self.upstream.port_u16().unwrap_or(80))),
+            TcpStream::connect((self.upstream.host(), port)),
         )
         .await
         .map_err(|_| "connecting to the upstream timed out")??;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => handshake(tls.connect(stream).await?).await,
+        }
     }
 
     fn set_forwarded(&self, headers: &mut HeaderMap, client: &ClientConnection) {
@@ -589,7 +678,8 @@ impl Proxy {
             }
         }
         if !(trusted && headers.contains_key("x-forwarded-proto")) {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            let proto = if client.tls { "https" } else { "http" };
+            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         }
         if !(trusted && headers.contains_key("x-forwarded-host")) {
             match headers.get(HOST).cloned() {
@@ -602,6 +692,20 @@ impl Proxy {
             }
         }
     }
+}
+
+/// An HTTP/1.1 client connection on `io`, driven by a task of its own.
+async fn handshake<I>(io: I) -> Result<http1::SendRequest<Body>, BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// The forwarding headers, folded: tokengate sets the first three itself,

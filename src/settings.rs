@@ -95,7 +95,8 @@ pub(crate) mod duration {
 /// Serde for a listener's address (`#[serde(with = "crate::settings::listen")]`):
 /// an IP address and port, or `localhost:PORT` for 127.0.0.1 (host names
 /// are not resolved: a listener's address should not depend on DNS). Other
-/// names are refused with the forms that work.
+/// names are refused with the forms that work. Listeners are `serve`'s.
+#[cfg(feature = "server")]
 pub(crate) mod listen {
     use std::net::{Ipv4Addr, SocketAddr};
 

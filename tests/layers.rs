@@ -1,7 +1,7 @@
 //! The crate's layers point one way (lib.rs, "Layout"):
 //!
 //! ```text
-//! {settings, http_util} ← token ← store ← service ← auth
+//! {settings, http_util} ← {token, tls} ← store ← service ← auth
 //!   ← {layer, proxy, forward_auth, admin, metrics} ← server ← config ← cli
 //! ```
 //!
@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("settings", 0),
     ("http_util", 0),
     ("token", 1),
+    ("tls", 1),
     ("store", 2),
     ("service", 3),
     ("auth", 4),

@@ -1,11 +1,20 @@
 //! `tokengate serve`, top-down: open the store, build the service and the
 //! one Authenticator, the metrics and the front doors the config enables,
-//! bind every listener, start the workers, serve until told to stop, drain,
-//! and write the pending last-accessed times.
+//! bind every listener (reading its certificate, if it has one), start the
+//! workers, serve until told to stop (re-reading certificates on SIGHUP or
+//! when their files change), drain, and write the pending last-accessed
+//! times.
+//!
+//! A listener gets TLS from two keys in its section, `tls_cert` and
+//! `tls_key`, lent as a `crate::tls::ListenerTls` (with the section's key
+//! names) to its `validate` and to `open` below, which reads the
+//! certificate and binds the listener; the workers do the handshakes and
+//! the reload task keeps the certificate current.
 //!
 //! The layers of a request, outermost first, and why each is there:
-//! - the worker's connection (`workers`): HTTP/1.1 or HTTP/2, its limits
-//!   and its graceful end;
+//! - the worker's connection (`workers`): TLS when the listener has a
+//!   certificate (`crate::tls`), HTTP/1.1 or HTTP/2, its limits and its
+//!   graceful end;
 //! - the listener's front door: proxy, forward-auth or admin;
 //! - the Authenticator shared by the proxy and forward-auth, so a token
 //!   cached by one is cached for the other;
@@ -13,6 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -23,6 +33,7 @@ use crate::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
 use crate::settings::InvalidConfig;
 use crate::store::{self, RedisConfig, StoreError, TokenStore, redact_url};
+use crate::tls::{ListenerTls, Reload, ServerTls};
 
 mod http2;
 mod workers;
@@ -32,6 +43,11 @@ use self::workers::{Door, Workers};
 pub use crate::admin::{AdminConfig, AdminKey};
 pub use crate::forward_auth::ForwardAuthConfig;
 pub use crate::proxy::{ProxyConfig, Upstream};
+
+/// How often the listeners' certificate and key files are checked for a
+/// change (SIGHUP reloads at once). A stat of two files: cheap enough to do
+/// often, and a renewed certificate is rarely urgent to the second.
+const TLS_POLL: Duration = Duration::from_secs(2);
 
 /// What `serve` runs on: every section of the config file but `[log]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +76,7 @@ impl ServeConfig {
         self.check_store_is_chosen()?;
         self.auth.validate()?;
         self.proxy.validate()?;
+        self.forward_auth.validate()?;
         self.server.validate()?;
         self.admin.validate()
     }
@@ -146,15 +163,28 @@ pub enum ServeError {
 /// Runs the front doors `config` enables until SIGTERM or SIGINT, then
 /// stops accepting, lets in-flight requests finish (up to
 /// `[server] shutdown_grace`), writes pending last-accessed times and
-/// returns.
+/// returns. SIGHUP re-reads the listeners' certificates (and never stops
+/// the process).
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    serve_until(config, shutdown_signal()).await
+    // First: from here on a SIGHUP reloads, where it would have killed.
+    let hangup = Hangup::listen();
+    run(config, shutdown_signal(), hangup).await
 }
 
-/// As [`serve`], stopping when `stop` completes instead of on a signal.
+/// As [`serve`], stopping when `stop` completes instead of on a signal, and
+/// leaving SIGHUP alone (certificates are still re-read when their files
+/// change).
 pub async fn serve_until(
     config: ServeConfig,
     stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    run(config, stop, Hangup::none()).await
+}
+
+async fn run(
+    config: ServeConfig,
+    stop: impl Future<Output = ()>,
+    hangup: Hangup,
 ) -> Result<(), ServeError> {
     config.validate()?;
     let latency = StoreLatency::default();
@@ -170,39 +200,42 @@ pub async fn serve_until(
     let auth = Authenticator::new(service.clone(), &config.auth)?;
     let metrics = Arc::new(Metrics::new(auth.clone(), latency));
 
-    // Bind everything before serving anything: a port in use stops start-up.
+    // Bind everything before serving anything: a port in use, or a
+    // certificate that cannot be read, stops start-up.
     let mut doors = Vec::new();
     let upstream = config.proxy.upstream.as_ref();
-    if let (Some(addr), Some(authority)) =
-        (config.proxy.listen, upstream.and_then(|u| u.authority()))
-    {
-        let proxy = Proxy::new(auth.clone(), authority.clone(), &config.proxy);
-        let listener = bind(addr, "[proxy] listen").await?;
-        doors.push(("proxy", listener, Door::Proxy(Arc::new(proxy))));
+    if let (Some(addr), Some(upstream)) = (config.proxy.listen, upstream) {
+        let proxy = Proxy::new(auth.clone(), upstream, &config.proxy)?;
+        let door = Door::Proxy(Arc::new(proxy));
+        doors.push(open("proxy", addr, "[proxy] listen", door, config.proxy.tls()).await?);
     }
     if let Some(addr) = config.forward_auth.listen {
-        let listener = bind(addr, "[forward_auth] listen").await?;
-        doors.push(("forward_auth", listener, Door::ForwardAuth(auth.clone())));
+        let door = Door::ForwardAuth(auth.clone());
+        let (key, tls) = ("[forward_auth] listen", config.forward_auth.tls());
+        doors.push(open("forward_auth", addr, key, door, tls).await?);
     }
     if let Some(addr) = config.admin.listen {
         let admin = Admin::new(service.clone(), metrics.clone(), config.admin.key.as_ref());
-        let listener = bind(addr, "[admin] listen").await?;
-        doors.push(("admin", listener, Door::Admin(Arc::new(admin))));
+        let door = Door::Admin(Arc::new(admin));
+        doors.push(open("admin", addr, "[admin] listen", door, config.admin.tls()).await?);
     }
     if doors.is_empty() {
         return Err(ServeError::NothingToServe);
     }
-    for (name, listener, _) in &doors {
-        let address = listener.local_addr().map_err(ServeError::Listener)?;
-        tracing::info!(front_door = name, %address, "listening");
+    for door in &doors {
+        let address = door.listener.local_addr().map_err(ServeError::Listener)?;
+        let tls = door.tls.is_some();
+        tracing::info!(front_door = door.name, %address, tls, "listening");
     }
     if let Some(upstream) = upstream {
         tracing::info!(%upstream, "proxying to upstream");
     }
+    let certificates: Vec<_> = doors.iter().filter_map(|d| d.tls.clone()).collect();
+    let reloads = tokio::spawn(reload_certificates(certificates, hangup));
 
     let mut workers = Workers::start(&config.server).await?;
-    for (_, listener, door) in doors {
-        workers.accept(listener, door);
+    for door in doors {
+        workers.accept(door.listener, door.door, door.tls);
     }
     tracing::info!(store = kind, workers = workers.count(), "tokengate started");
     // Warnings about a running server, once it runs: a start-up error
@@ -219,6 +252,7 @@ pub async fn serve_until(
     }
 
     stop.await;
+    reloads.abort();
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     workers.drain().await;
     // Before the workers' runtimes stop: a Redis connection re-established
@@ -227,6 +261,110 @@ pub async fn serve_until(
     workers.release().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A bound listener, its front door and its certificate.
+struct Listening {
+    name: &'static str,
+    listener: TcpListener,
+    door: Door,
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// Reads the listener's certificate (if `tls` names one) and binds
+/// `address`: every listener goes through here, so a new one gets TLS by
+/// passing its section's `tls_cert` / `tls_key`.
+async fn open(
+    name: &'static str,
+    address: SocketAddr,
+    key: &'static str,
+    door: Door,
+    tls: ListenerTls<'_>,
+) -> Result<Listening, ServeError> {
+    let tls = ServerTls::load(tls)?;
+    let listener = bind(address, key).await?;
+    Ok(Listening {
+        name,
+        listener,
+        door,
+        tls,
+    })
+}
+
+/// Re-reads the listeners' certificates for as long as `serve` runs: all of
+/// them on SIGHUP, and any whose files have changed every [`TLS_POLL`].
+/// The files are read on the blocking pool, never on a worker.
+async fn reload_certificates(certificates: Vec<Arc<ServerTls>>, mut hangup: Hangup) {
+    let certificates: Arc<[Arc<ServerTls>]> = certificates.into();
+    let mut ticks = tokio::time::interval(TLS_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let why = tokio::select! {
+            () = hangup.recv() => Reload::Always,
+            _ = ticks.tick(), if !certificates.is_empty() => Reload::IfChanged,
+        };
+        if why == Reload::Always {
+            tracing::info!(
+                certificates = certificates.len(),
+                "SIGHUP: re-reading the listeners' TLS certificates"
+            );
+        }
+        let certificates = certificates.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for certificate in certificates.iter() {
+                certificate.reload(why);
+            }
+        })
+        .await;
+    }
+}
+
+/// SIGHUP, on unix, once `serve` listens for it.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Not listening (`serve_until`: the embedding program owns SIGHUP).
+    fn none() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: None,
+        }
+    }
+
+    /// Handles SIGHUP from now on (it no longer ends the process).
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(signal) => Self {
+                    signal: Some(signal),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                    Self::none()
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Self::none()
+    }
+
+    /// Completes on each SIGHUP; never without one.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            self.signal = None;
+        }
+        std::future::pending().await
+    }
 }
 
 async fn bind(address: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {

@@ -6,10 +6,14 @@
 //! of `[server] workers` threads, each with its own single-threaded runtime
 //! ([`Workers`]). The stack of a connection, outermost first, and why each
 //! part is there:
-//! - hyper's HTTP/1.1 or HTTP/2 (h2c) connection, told apart by the first
-//!   bytes: bounds header count and size (431) and the time to send headers
-//!   (slowloris); for HTTP/2 also concurrent streams, idle connections and
-//!   unfinished header blocks (`super::http2`);
+//! - on a listener with a certificate, TLS (rustls), the handshake on the
+//!   worker and bounded by `header_read_timeout` like the headers that
+//!   follow it (the accept loop never waits for a client);
+//! - hyper's HTTP/1.1 or HTTP/2 connection, told apart by ALPN over TLS
+//!   and by the first bytes in cleartext (h2c): bounds header count and
+//!   size (431) and the time to send headers (slowloris); for HTTP/2 also
+//!   concurrent streams, idle connections and unfinished header blocks
+//!   (`super::http2`);
 //! - the listener's front door: proxy, forward-auth or admin.
 
 use std::convert::Infallible;
@@ -34,6 +38,7 @@ use crate::forward_auth;
 use crate::http_util::Body;
 use crate::proxy::{ClientConnection, Proxy};
 use crate::settings::{InvalidConfig, in_range, within};
+use crate::tls::ServerTls;
 
 /// hyper's default limit on the number of request headers.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -235,6 +240,8 @@ struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     door: Door,
+    /// The listener's certificate, if it terminates TLS.
+    tls: Option<Arc<ServerTls>>,
     /// The listener's `max_connections` budget, held while it is open.
     permit: OwnedSemaphorePermit,
 }
@@ -321,11 +328,18 @@ impl Workers {
     }
 
     /// Accepts connections on `listener` (on the calling runtime) and hands
-    /// each, with its front door, to the least loaded worker.
-    pub(super) fn accept(&mut self, listener: TcpListener, door: Door) {
+    /// each, with its front door and its certificate (`tls`: the worker
+    /// does the handshake), to the least loaded worker.
+    pub(super) fn accept(
+        &mut self,
+        listener: TcpListener,
+        door: Door,
+        tls: Option<Arc<ServerTls>>,
+    ) {
         self.accept_loops.push(tokio::spawn(accept_loop(
             listener,
             door,
+            tls,
             self.handoffs.clone(),
             self.max_connections,
             self.stop_accepting.subscribe(),
@@ -421,6 +435,7 @@ impl Handoff {
 async fn accept_loop(
     listener: TcpListener,
     door: Door,
+    tls: Option<Arc<ServerTls>>,
     handoffs: Vec<Handoff>,
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
@@ -460,6 +475,7 @@ async fn accept_loop(
             stream,
             peer,
             door: door.clone(),
+            tls: tls.clone(),
             permit,
         };
         // A worker whose thread has stopped (it should not) is skipped, and
@@ -490,6 +506,7 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
         stream,
         peer,
         door,
+        tls,
         permit: _permit,
     } = accepted;
     let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -499,11 +516,49 @@ async fn serve_connection(accepted: Accepted, protocols: &Protocols, stop: watch
             return;
         }
     };
-    let Some(protocol) = protocol_within(&stream, protocols.header_read_timeout).await else {
-        tracing::debug!(%peer, "dropped a connection that sent no request in time");
-        return;
+    let Some(tls) = tls else {
+        let Some(protocol) = protocol_within(&stream, protocols.header_read_timeout).await else {
+            tracing::debug!(%peer, "dropped a connection that sent no request in time");
+            return;
+        };
+        let client = Arc::new(ClientConnection::new(peer, false));
+        return serve_protocol(stream, protocol, door, client, protocols, stop).await;
     };
-    let client = Arc::new(ClientConnection::new(peer));
+    // The certificate current now: a reload during the handshake does not
+    // change it, and none touches an open connection.
+    let handshake = tls.acceptor().accept(stream);
+    let stream = match tokio::time::timeout(protocols.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "dropped a connection that did not finish its TLS handshake in time");
+            return;
+        }
+    };
+    // What the client and the listener agreed on; no ALPN: HTTP/1.1.
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let client = Arc::new(ClientConnection::new(peer, true));
+    serve_protocol(stream, protocol, door, client, protocols, stop).await;
+}
+
+/// Serves `protocol` on `stream` (a TCP stream, or the TLS stream on top).
+async fn serve_protocol<S>(
+    stream: S,
+    protocol: Protocol,
+    door: Door,
+    client: Arc<ClientConnection>,
+    protocols: &Protocols,
+    stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer();
     let ended = match protocol {
         Protocol::Http1 => {
             let service = service_fn(move |request| {

@@ -14,6 +14,8 @@ use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
 #[cfg(feature = "server")]
 pub mod procs;
 #[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
 pub mod upstream;
 
 /// Cheapest bcrypt cost: these tests are about behaviour, not hashing speed.
@@ -790,7 +792,8 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
 }
 
 /// A CA, a certificate for 127.0.0.1 signed by it, and a second CA that
-/// signed nothing, generated with `openssl` in a temporary directory.
+/// signed nothing, generated with `openssl` in a temporary directory; more
+/// certificates on demand ([`TlsFiles::issue`]).
 pub struct TlsFiles {
     dir: std::path::PathBuf,
 }
@@ -806,20 +809,7 @@ impl TlsFiles {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run openssl ({e}); install it (apt-get install -y openssl)")
-                });
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| openssl(&dir, args);
         for ca in ["ca", "other-ca"] {
             run(&[
                 "req",
@@ -869,10 +859,83 @@ impl TlsFiles {
         Self { dir }
     }
 
-    /// A file in the directory: `ca.crt`, `other-ca.crt`, `redis.crt`, `redis.key`.
+    /// A file in the directory: `ca.crt`, `other-ca.crt`, `redis.crt`,
+    /// `redis.key`, and `{name}.crt` / `{name}.key` of each issued one.
     pub fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.join(name)
     }
+
+    /// Issues `{name}.crt` and `{name}.key` (ECDSA P-256) for 127.0.0.1
+    /// and `localhost`, with `CN={name}`, signed by `ca` (`"ca"` or
+    /// `"other-ca"`).
+    pub fn issue(&self, name: &str, ca: &str) {
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            self.dir.join(&ext),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={name}");
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &subject,
+            ],
+        );
+        let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+}
+
+/// Runs `openssl` in `dir`; fails (never skips) when it is missing.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}); install it (apt-get install -y openssl)")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for TlsFiles {

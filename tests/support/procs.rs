@@ -131,6 +131,20 @@ impl Tokengate {
         read(&self.dir.path().join("tokengate.log"))
     }
 
+    /// Sends `signal` (`"HUP"`, …) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Sends SIGTERM and waits (up to 20 s) for it to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill")

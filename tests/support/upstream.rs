@@ -1,4 +1,5 @@
-//! A small real upstream (hyper, HTTP/1.1) that reports what it received.
+//! A small real upstream (hyper, HTTP/1.1, in cleartext or over TLS) that
+//! reports what it received.
 //!
 //! - any path: 200 `{"method", "uri", "headers": [[name, value], …], "body_bytes"}`
 //!   (the body is read in streaming fashion and only counted);
@@ -56,6 +57,38 @@ impl Upstream {
     /// `http://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Starts on a free loopback port, serving HTTPS with `cert` / `key`
+    /// (PEM files): see [`Upstream::https_url`].
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let acceptor = super::tls::acceptor(cert, key, &[b"http/1.1"]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(handle))
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// `https://127.0.0.1:{port}`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 }
 
