@@ -219,14 +219,7 @@ impl Admin {
         match route {
             Route::Healthz => http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             Route::Readyz => self.ready().await,
-            Route::Metrics => {
-                let mut response = Response::new(http_util::full(self.metrics.render()));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                response
-            }
+            Route::Metrics => self.metrics.response(),
             Route::OpenApi => {
                 let mut response = Response::new(http_util::full(OPENAPI));
                 response

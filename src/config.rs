@@ -26,7 +26,7 @@ use crate::auth::{
 use crate::forward_auth::ForwardAuthConfig;
 use crate::log::LogConfig;
 use crate::proxy::ProxyConfig;
-use crate::server::{ServeConfig, ServerConfig};
+use crate::server::{MetricsConfig, ServeConfig, ServerConfig};
 use crate::service::SecurityConfig;
 use crate::settings::InvalidConfig;
 use crate::store::RedisConfig;
@@ -67,7 +67,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[server]`: limits and timeouts shared by every listener.
     pub server: ServerConfig,
-    /// `[log]`: log format and level.
+    /// `[metrics]`: a listener for Prometheus alone (`tokengate serve`).
+    pub metrics: MetricsConfig,
+    /// `[log]`: log format and level, and the access log.
     pub log: LogConfig,
 }
 
@@ -243,6 +245,7 @@ impl Config {
         self.proxy.validate()?;
         self.forward_auth.validate()?;
         self.server.validate()?;
+        self.metrics.validate()?;
         self.log.validate()?;
         self.admin.validate_file()?;
         self.public_routes
@@ -274,6 +277,8 @@ impl Config {
             forward_auth: self.forward_auth.clone(),
             admin: self.admin.clone(),
             server: self.server.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
         }
     }
 }
@@ -296,6 +301,7 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         "admin" => fields_of::<AdminConfig>(),
         "server" => fields_of::<ServerConfig>(),
         "log" => fields_of::<LogConfig>(),
+        "metrics" => fields_of::<MetricsConfig>(),
         _ => &[],
     }
 }

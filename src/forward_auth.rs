@@ -10,10 +10,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
+use crate::access::Note;
 use crate::auth::{AuthRequest, Authenticator};
 use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
@@ -59,6 +61,7 @@ pub(crate) async fn handle<B>(
     auth: &Authenticator,
     request: Request<B>,
     peer: SocketAddr,
+    note: &mut Note,
 ) -> Response<Body> {
     let headers = request.headers();
     // The same Host rules as the proxy's (RFC 9112 §3.2), for the request
@@ -123,6 +126,9 @@ pub(crate) async fn handle<B>(
     } else {
         (request.method().clone(), request.uri().clone())
     };
+    note.original(&method, &uri);
+    note.client_ip(|| auth.client_ip(Some(peer.ip()), headers));
+    let started = Instant::now();
     let decision = auth
         .check(AuthRequest {
             method: &method,
@@ -131,6 +137,7 @@ pub(crate) async fn handle<B>(
             peer: Some(peer.ip()),
         })
         .await;
+    note.decided(&decision, started);
     match decision {
         Ok(decision) => {
             let mut response = Response::new(http_util::empty());

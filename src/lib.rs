@@ -24,8 +24,10 @@
 //! With the `server` feature (on by default), the `tokengate` binary's parts:
 //! - `tls`: listeners' certificates (`tls_cert` / `tls_key`, reloaded) and
 //!   the proxy's `https://` upstreams (docs/tls.md);
+//! - `access`: what a front door notes of each request for the access log
+//!   and the metrics (docs/http-contract.md, "Access log");
 //! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
-//!   and `/metrics`, each with its section (`[proxy]`, …);
+//!   and `/metrics`, each with its section (`[proxy]`, `[metrics]`, …);
 //! - `server`: `tokengate serve`: composition, workers, connections,
 //!   shutdown; `[server]`;
 //! - `config`: the loader: one TOML file and `TOKENGATE_*` overrides into
@@ -80,6 +82,8 @@ pub mod layer;
 #[cfg(feature = "server")]
 mod tls;
 
+#[cfg(feature = "server")]
+mod access;
 #[cfg(feature = "server")]
 mod admin;
 #[cfg(feature = "server")]

@@ -14,6 +14,13 @@ pub struct LogConfig {
     /// A `tracing` filter: `"info"`, `"debug"`, `"tokengate=debug,info"`.
     /// `RUST_LOG` overrides it.
     pub level: String,
+    /// The access log: one line per request of every listener of `serve`
+    /// (target `tokengate::access`, level info; docs/http-contract.md,
+    /// "Access log").
+    pub access: bool,
+    /// Percentage of requests the access log shows, 1–100, evenly spread
+    /// (10: every tenth request).
+    pub access_sample_percent: u8,
 }
 
 impl Default for LogConfig {
@@ -21,13 +28,21 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Human,
             level: "info".to_owned(),
+            access: true,
+            access_sample_percent: 100,
         }
     }
 }
 
 impl LogConfig {
-    /// The level must be a `tracing` filter.
+    /// The level must be a `tracing` filter; the sample a percentage.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        crate::settings::in_range(
+            "log.access_sample_percent",
+            self.access_sample_percent,
+            1,
+            100,
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
             return Err(invalid(
                 "log.level",

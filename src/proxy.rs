@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
@@ -37,6 +37,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+
+use crate::access::Note;
 use tokio::net::TcpStream;
 
 use serde::{Deserialize, Serialize};
@@ -372,6 +374,7 @@ impl Proxy {
         &self,
         mut request: Request<hyper::body::Incoming>,
         client: &ClientConnection,
+        note: &mut Note,
     ) -> Response<Body> {
         let peer = client.peer;
         // The load balancer's health check: answered here, before anything
@@ -383,6 +386,7 @@ impl Proxy {
             .is_some_and(|path| request.uri().path() == path)
             && matches!(*request.method(), Method::GET | Method::HEAD)
         {
+            note.outcome("health");
             return http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
         }
         // Before any token work: a request without one clear host is refused.
@@ -393,6 +397,8 @@ impl Proxy {
                     return http_util::error(StatusCode::BAD_REQUEST, "invalid_request", message);
                 }
             };
+        note.client_ip(|| self.auth.client_ip(Some(peer.ip()), request.headers()));
+        let started = Instant::now();
         let decision = self
             .auth
             .check(AuthRequest {
@@ -402,6 +408,7 @@ impl Proxy {
                 peer: Some(peer.ip()),
             })
             .await;
+        note.decided(&decision, started);
         let decision = match decision {
             Ok(decision) => decision,
             Err(rejection) => return http_util::boxed(rejection.to_response()),
@@ -502,6 +509,7 @@ impl Proxy {
 
         let timer = upstream_timer(self.timeout, watch.as_deref());
         tokio::pin!(timer);
+        let sending = Instant::now();
         let sent = if dedicated {
             self.send_dedicated(client, upstream_request, timer.as_mut())
                 .await
@@ -512,8 +520,16 @@ impl Proxy {
         };
         let response = match sent {
             Ok(response) => response,
-            Err(e) => return self.send_failed(e, watch.as_deref(), client.peer),
+            Err(e) => {
+                // No answer: the upstream's doing, unless the client's body
+                // broke or stalled (then it is the client's, 400 / 408).
+                if watch.as_deref().and_then(|w| w.fault.get()).is_none() {
+                    note.upstream(None, sending.elapsed());
+                }
+                return self.send_failed(e, watch.as_deref(), client.peer);
+            }
         };
+        note.upstream(Some(response.status()), sending.elapsed());
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade

@@ -1,8 +1,8 @@
 //! The crate's layers point one way (lib.rs, "Layout"):
 //!
 //! ```text
-//! {settings, http_util} ← {token, tls} ← store ← service ← auth
-//!   ← {layer, proxy, forward_auth, admin, metrics} ← server ← config ← cli
+//! {settings, http_util} ← {token, tls} ← store ← service ← auth ← access
+//!   ← {layer, proxy, forward_auth, admin, metrics, log} ← server ← config ← cli
 //! ```
 //!
 //! This test reads `src/**/*.rs`, finds every `crate::<module>` path (in
@@ -23,15 +23,16 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 2),
     ("service", 3),
     ("auth", 4),
-    ("layer", 5),
-    ("proxy", 5),
-    ("forward_auth", 5),
-    ("admin", 5),
-    ("metrics", 5),
-    ("server", 6),
+    ("access", 5),
+    ("layer", 6),
+    ("proxy", 6),
+    ("forward_auth", 6),
+    ("admin", 6),
+    ("metrics", 6),
+    ("server", 7),
     ("log", 6),
-    ("config", 7),
-    ("cli", 8),
+    ("config", 8),
+    ("cli", 9),
 ];
 
 /// Imports within one layer that are part of the design (the admin

@@ -2261,3 +2261,106 @@ async fn an_http2_request_longer_than_the_idle_timeout_completes() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{"), "{body:?}");
 }
+
+/// The access log (`[log] access`): one line per request on every front
+/// door, with the outcome and who, never the token or the query string.
+#[tokio::test]
+async fn every_request_gets_one_access_line_without_secrets() {
+    let stack = Stack::start(
+        "health_path = \"/ping\"",
+        "[sources]\nquery_param = \"api_key\"\n[log]\nformat = \"json\"\n",
+    )
+    .await;
+    let (token, id) = stack.mint("acme").await;
+    let ok = stack
+        .through_proxy("/orders/7?page=2", &[("authorization", &bearer(&token))])
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let by_query = stack
+        .through_proxy(&format!("/orders?api_key={token}"), &[])
+        .await;
+    assert_eq!(by_query.status, StatusCode::OK);
+    let missing = stack.through_proxy("/orders", &[]).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    let health = stack.through_proxy("/ping", &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let checked = http(
+        "GET",
+        &Stack::url(stack.forward_auth, "/auth"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/invoices?secret=1"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(checked.status, StatusCode::OK);
+
+    let log = stack.tokengate.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "tokengate::access")
+        .map(|l| l["fields"].clone())
+        .collect();
+    // The mint, then the five requests above, in order.
+    assert_eq!(lines.len(), 6, "{log}");
+    let field = |i: usize, name: &str| lines[i][name].clone();
+    assert_eq!(field(0, "door"), "admin");
+    assert_eq!(field(0, "status"), 201);
+    let authenticated = &lines[1];
+    assert_eq!(authenticated["door"], "proxy");
+    assert_eq!(authenticated["method"], "GET");
+    assert_eq!(authenticated["path"], "/orders/7");
+    assert_eq!(authenticated["status"], 200);
+    assert_eq!(authenticated["outcome"], "authenticated");
+    assert_eq!(authenticated["account_id"], "acme");
+    assert_eq!(authenticated["token_id"], id.as_str());
+    assert_eq!(authenticated["client_ip"], "127.0.0.1");
+    assert_eq!(authenticated["upstream_status"], 200);
+    assert!(authenticated["upstream_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        authenticated["duration_ms"].as_f64().unwrap()
+            >= authenticated["upstream_ms"].as_f64().unwrap()
+    );
+    assert_eq!(field(2, "path"), "/orders");
+    assert_eq!(field(2, "outcome"), "authenticated");
+    let rejected = &lines[3];
+    assert_eq!(rejected["status"], 401);
+    assert_eq!(rejected["outcome"], "missing_token");
+    for absent in ["account_id", "token_id", "upstream_status", "upstream_ms"] {
+        assert!(rejected.get(absent).is_none(), "{absent}: {rejected}");
+    }
+    assert_eq!(field(4, "outcome"), "health");
+    // Forward-auth names the request it was asked about.
+    let decided = &lines[5];
+    assert_eq!(decided["door"], "forward_auth");
+    assert_eq!(decided["method"], "POST");
+    assert_eq!(decided["path"], "/invoices");
+    assert_eq!(decided["token_id"], id.as_str());
+    // Never the token (nor its secret part), a query or a header.
+    let secret = &token[token.len() - 20..];
+    assert!(!log.contains(secret), "{log}");
+    assert!(
+        !log.contains("page=2") && !log.contains("secret=1"),
+        "{log}"
+    );
+    assert!(!log.to_ascii_lowercase().contains("bearer"), "{log}");
+}
+
+/// `[log] access = false` turns the access log off; a sample logs that
+/// share of requests, evenly spread.
+#[tokio::test]
+async fn the_access_log_can_be_turned_off_or_sampled() {
+    for (setting, expected) in [("access = false", 0), ("access_sample_percent = 25", 2)] {
+        let stack = Stack::start("", &format!("[log]\n{setting}\n")).await;
+        for _ in 0..8 {
+            let reply = stack.through_proxy("/orders", &[]).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+        let log = stack.tokengate.log();
+        let lines = log.matches("tokengate::access").count();
+        assert_eq!(lines, expected, "{setting}: {log}");
+    }
+}

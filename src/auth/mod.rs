@@ -328,6 +328,13 @@ impl Authenticator {
         self.inner.client_ip.is_trusted(ip)
     }
 
+    /// The client's address: `peer`, or what trusted proxies say of it
+    /// (`[client_ip]`), as the limits see it.
+    #[cfg(feature = "server")]
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.inner.client_ip.resolve(peer, headers)
+    }
+
     /// Counters.
     pub fn stats(&self) -> AuthStats {
         let inner = &self.inner;

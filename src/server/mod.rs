@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::auth::{AuthConfig, Authenticator};
+use crate::log::LogConfig;
 use crate::metrics::{Metrics, StoreLatency, TimedStore};
 use crate::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
@@ -36,12 +37,15 @@ use crate::store::{self, RedisConfig, StoreError, TokenStore, redact_url};
 use crate::tls::{ListenerTls, Reload, ServerTls};
 
 mod http2;
+mod telemetry;
 mod workers;
 
+use self::telemetry::Telemetry;
 pub use self::workers::ServerConfig;
-use self::workers::{Door, Workers};
+use self::workers::{Door, Front, Workers};
 pub use crate::admin::{AdminConfig, AdminKey};
 pub use crate::forward_auth::ForwardAuthConfig;
+pub use crate::metrics::MetricsConfig;
 pub use crate::proxy::{ProxyConfig, Upstream};
 
 /// How often the listeners' certificate and key files are checked for a
@@ -49,7 +53,8 @@ pub use crate::proxy::{ProxyConfig, Upstream};
 /// often, and a renewed certificate is rarely urgent to the second.
 const TLS_POLL: Duration = Duration::from_secs(2);
 
-/// What `serve` runs on: every section of the config file but `[log]`.
+/// What `serve` runs on: the config file's sections (of `[log]`, the
+/// access log's keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServeConfig {
     /// `[redis]`: the token store.
@@ -66,6 +71,11 @@ pub struct ServeConfig {
     pub admin: AdminConfig,
     /// `[server]`: limits and timeouts shared by every listener.
     pub server: ServerConfig,
+    /// `[metrics]`: the metrics listener.
+    pub metrics: MetricsConfig,
+    /// `[log]`: `serve` reads the access log's keys (the format and level
+    /// are the subscriber's, installed by the caller).
+    pub log: LogConfig,
 }
 
 impl ServeConfig {
@@ -77,6 +87,8 @@ impl ServeConfig {
         self.auth.validate()?;
         self.proxy.validate()?;
         self.forward_auth.validate()?;
+        self.metrics.validate()?;
+        self.log.validate()?;
         self.server.validate()?;
         self.admin.validate()
     }
@@ -89,6 +101,7 @@ impl ServeConfig {
             ("proxy.listen", self.proxy.listen),
             ("forward_auth.listen", self.forward_auth.listen),
             ("admin.listen", self.admin.listen),
+            ("metrics.listen", self.metrics.listen),
         ]
         .into_iter()
         .filter_map(|(key, addr)| Some((key, addr?)))
@@ -204,20 +217,27 @@ async fn run(
     // certificate that cannot be read, stops start-up.
     let mut doors = Vec::new();
     let upstream = config.proxy.upstream.as_ref();
+    // Each door's access log and metrics.
+    let telemetry = |name| Arc::new(Telemetry::new(name, metrics.door(name), &config.log));
     if let (Some(addr), Some(upstream)) = (config.proxy.listen, upstream) {
         let proxy = Proxy::new(auth.clone(), upstream, &config.proxy)?;
-        let door = Door::Proxy(Arc::new(proxy));
+        let door = Door::new(Front::Proxy(Arc::new(proxy)), telemetry("proxy"));
         doors.push(open("proxy", addr, "[proxy] listen", door, config.proxy.tls()).await?);
     }
     if let Some(addr) = config.forward_auth.listen {
-        let door = Door::ForwardAuth(auth.clone());
+        let door = Door::new(Front::ForwardAuth(auth.clone()), telemetry("forward_auth"));
         let (key, tls) = ("[forward_auth] listen", config.forward_auth.tls());
         doors.push(open("forward_auth", addr, key, door, tls).await?);
     }
     if let Some(addr) = config.admin.listen {
         let admin = Admin::new(service.clone(), metrics.clone(), config.admin.key.as_ref());
-        let door = Door::Admin(Arc::new(admin));
+        let door = Door::new(Front::Admin(Arc::new(admin)), telemetry("admin"));
         doors.push(open("admin", addr, "[admin] listen", door, config.admin.tls()).await?);
+    }
+    if let Some(addr) = config.metrics.listen {
+        let door = Door::new(Front::Metrics(metrics.clone()), telemetry("metrics"));
+        let tls = config.metrics.tls();
+        doors.push(open("metrics", addr, "[metrics] listen", door, tls).await?);
     }
     if doors.is_empty() {
         return Err(ServeError::NothingToServe);

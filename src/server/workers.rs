@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -32,10 +32,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::ServeError;
 use super::http2::{Activity, guarded, watch_frames};
+use super::telemetry::Telemetry;
 use crate::admin::Admin;
 use crate::auth::Authenticator;
 use crate::forward_auth;
 use crate::http_util::Body;
+use crate::metrics::Metrics;
 use crate::proxy::{ClientConnection, Proxy};
 use crate::settings::{InvalidConfig, in_range, within};
 use crate::tls::ServerTls;
@@ -136,15 +138,28 @@ impl ServerConfig {
     }
 }
 
-/// A listener's front door: what a connection's requests go to.
+/// What a listener serves.
 #[derive(Clone)]
-pub(super) enum Door {
+pub(super) enum Front {
     Proxy(Arc<Proxy>),
     ForwardAuth(Authenticator),
     Admin(Arc<Admin>),
+    Metrics(Arc<Metrics>),
+}
+
+/// A listener's front door: what a connection's requests go to, and the
+/// access log and metrics every request of it is recorded in.
+#[derive(Clone)]
+pub(super) struct Door {
+    front: Front,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Door {
+    pub(super) fn new(front: Front, telemetry: Arc<Telemetry>) -> Self {
+        Self { front, telemetry }
+    }
+
     // Kept beside the connection code that calls it on every request (the
     // same module, so the same codegen unit): in another module, the proxy
     // load benchmark showed more CPU per request (docs/performance.md,
@@ -154,11 +169,19 @@ impl Door {
         request: http::Request<hyper::body::Incoming>,
         client: &ClientConnection,
     ) -> http::Response<Body> {
-        match self {
-            Self::Proxy(proxy) => proxy.handle(request, client).await,
-            Self::ForwardAuth(auth) => forward_auth::handle(auth, request, client.peer()).await,
-            Self::Admin(admin) => admin.handle(request).await,
-        }
+        let started = Instant::now();
+        let (mut note, logged) = self.telemetry.start(&request);
+        let response = match &self.front {
+            Front::Proxy(proxy) => proxy.handle(request, client, &mut note).await,
+            Front::ForwardAuth(auth) => {
+                forward_auth::handle(auth, request, client.peer(), &mut note).await
+            }
+            Front::Admin(admin) => admin.handle(request).await,
+            Front::Metrics(metrics) => metrics.handle(&request),
+        };
+        self.telemetry
+            .finish(started, note, logged, response.status(), client.peer());
+        response
     }
 }
 
