@@ -885,3 +885,46 @@ fn healthcheck_exits_0_while_serve_answers_and_1_with_one_line_after() {
         "only http://",
     );
 }
+
+#[tokio::test]
+async fn a_redis_that_wants_a_password_the_url_lacks_stops_start_up() {
+    let server = RedisServer::start();
+    let mut conn = server.connection().await;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("sekrit-password")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let url = server.url();
+    let env = [
+        ("TOKENGATE_REDIS_URL", url.as_str()),
+        ("TOKENGATE_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("TOKENGATE_ADMIN_ALLOW_UNAUTHENTICATED_LOOPBACK", "true"),
+    ];
+    // Not a server that starts and then answers 503 to every new token.
+    for args in [&["serve"][..], &["token", "list", "--account", "acme"]] {
+        let out = tokengate(args, &env);
+        assert_fails(&out, 1, "cannot connect to Redis");
+        assert!(stderr(&out).contains("NOAUTH"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("redis://:password@host:port"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let with_password = url.replace("redis://", "redis://:sekrit-password@");
+    let out = tokengate(
+        &[
+            "--redis-url",
+            &with_password,
+            "token",
+            "list",
+            "--account",
+            "acme",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -157,7 +157,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// No listener is configured.
-    #[error("nothing to serve: set [proxy] listen, [forward_auth] listen or [admin] listen")]
+    #[error(
+        "nothing to serve: set [proxy] listen, [forward_auth] listen, [admin] listen or [metrics] listen"
+    )]
     NothingToServe,
     /// A bound listener cannot say its address.
     #[error("{0}")]

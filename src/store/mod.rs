@@ -303,7 +303,14 @@ fn one_line(error: &::redis::RedisError) -> String {
             "unexpected reply, not the Redis protocol (is the URL's port Redis's?): {first}"
         );
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if error.code() == Some("NOAUTH") {
+        return format!(
+            "{text} (Redis wants a password the URL does not give: \
+             redis://:password@host:port, or redis://user:password@host:port)"
+        );
+    }
+    text
 }
 
 /// Storage for token records and their indexes.

@@ -371,13 +371,18 @@ impl RedisStore {
     /// Connects as `[redis]` says: its URL, key prefix and TLS files.
     pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
         let url = config.url.as_deref().unwrap_or_default();
-        if cluster::is_cluster_url(url) {
-            return Self::with_cluster(url, &config.key_prefix).await;
-        }
-        if connection::is_sentinel_url(url) {
-            return Self::with_sentinel(url, &config.key_prefix).await;
-        }
-        Self::with_client(client(url, Some(config))?, &config.key_prefix).await
+        let store = if cluster::is_cluster_url(url) {
+            Self::with_cluster(url, &config.key_prefix).await?
+        } else if connection::is_sentinel_url(url) {
+            Self::with_sentinel(url, &config.key_prefix).await?
+        } else {
+            Self::with_client(client(url, Some(config))?, &config.key_prefix).await?
+        };
+        // A connection is not yet an answer: a Redis that wants a password
+        // the URL lacks accepts the connection and refuses every command
+        // (NOAUTH). Found now, it stops start-up instead of every request.
+        store.ping().await?;
+        Ok(store)
     }
 
     /// Through Sentinel: the same timeouts, and a lookup of the master
