@@ -5,6 +5,7 @@
 //! - `tokengate_http_requests_total{door,outcome}` and
 //!   `tokengate_http_request_duration_seconds{door,outcome}`: every request
 //!   of every front door, by the access log's outcome;
+//!   `tokengate_http_responses_total{door,class}`: by the status sent;
 //! - `tokengate_upstream_responses_total{class}`,
 //!   `tokengate_upstream_duration_seconds`: the proxy's upstream;
 //! - `tokengate_auth_duration_seconds{outcome}`: the Authenticator's
@@ -57,7 +58,7 @@ const TLS_KEYS: TlsKeys = TlsKeys {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Where it listens (`"0.0.0.0:9090"`); unset: off.
+    /// Where it listens (`"0.0.0.0:9464"`); unset: off.
     #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
     /// A certificate chain (PEM) to serve HTTPS with; needs `tls_key`.
@@ -298,15 +299,25 @@ impl Collector for AuthCollector {
 const UPSTREAM_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// 100 µs … ~3.3 s, doubling: a cached decision takes microseconds, a
-/// bcrypt one tens of milliseconds, a slow upstream seconds.
+/// bcrypt one tens of milliseconds.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
+
+/// 100 µs … ~52 s, doubling: a request and its upstream may take as long
+/// as the API does (uploads, slow reports).
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
+}
+
+/// Response status classes, as `tokengate_http_responses_total{class}`.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The families of the HTTP metrics, registered once.
 #[derive(Debug, Clone)]
 struct HttpFamilies {
     requests: Family<Labels, Counter>,
+    responses: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
     upstream_responses: Family<Labels, Counter>,
     upstream_duration: Histogram,
@@ -317,9 +328,10 @@ impl Default for HttpFamilies {
     fn default() -> Self {
         Self {
             requests: Family::default(),
-            durations: Family::new_with_constructor(latency_histogram),
+            responses: Family::default(),
+            durations: Family::new_with_constructor(request_histogram),
             upstream_responses: Family::default(),
-            upstream_duration: latency_histogram(),
+            upstream_duration: request_histogram(),
             auth_durations: Family::new_with_constructor(latency_histogram),
         }
     }
@@ -338,6 +350,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 #[derive(Debug)]
 pub(crate) struct DoorMetrics {
     requests: Vec<(Counter, Histogram)>,
+    responses: Vec<Counter>,
     upstream: Vec<Counter>,
     upstream_duration: Histogram,
     auth: Vec<Histogram>,
@@ -346,11 +359,13 @@ pub(crate) struct DoorMetrics {
 impl DoorMetrics {
     /// A request of this door ended with `outcome` (an index into
     /// [`DOOR_OUTCOMES`]) after `elapsed`.
-    pub(crate) fn request(&self, outcome: usize, elapsed: Duration) {
+    pub(crate) fn request(&self, outcome: usize, status: http::StatusCode, elapsed: Duration) {
         if let Some((count, duration)) = self.requests.get(outcome) {
             count.inc();
             duration.observe(elapsed.as_secs_f64());
         }
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].inc();
     }
 
     /// The Authenticator decided `outcome` (an index into [`OUTCOMES`]) in
@@ -489,6 +504,11 @@ impl Metrics {
             http.requests.clone(),
         );
         registry.register(
+            "tokengate_http_responses",
+            "Responses sent, by front door and status class",
+            http.responses.clone(),
+        );
+        registry.register(
             "tokengate_http_request_duration_seconds",
             "Time to answer a request (to the response headers), by front door and outcome",
             http.durations.clone(),
@@ -536,7 +556,7 @@ impl Metrics {
             .iter()
             .map(|outcome| {
                 if !outcomes.contains(outcome) {
-                    return (Counter::default(), latency_histogram());
+                    return (Counter::default(), request_histogram());
                 }
                 let key = labels(&[("door", door), ("outcome", outcome)]);
                 (
@@ -569,8 +589,16 @@ impl Metrics {
                 }
             })
             .collect();
+        let responses = STATUS_CLASSES
+            .iter()
+            .map(|class| {
+                let key = labels(&[("door", door), ("class", class)]);
+                http.responses.get_or_create(&key).clone()
+            })
+            .collect();
         DoorMetrics {
             requests,
+            responses,
             upstream,
             upstream_duration: http.upstream_duration.clone(),
             auth,

@@ -128,6 +128,18 @@ async fn the_metrics_listener_serves_the_counters_of_every_front_door() {
             "tokengate_http_requests_total{door=\"admin\",outcome=\"admin\"}",
             1.0,
         ),
+        (
+            "tokengate_http_responses_total{door=\"proxy\",class=\"2xx\"}",
+            1.0,
+        ),
+        (
+            "tokengate_http_responses_total{door=\"proxy\",class=\"4xx\"}",
+            1.0,
+        ),
+        (
+            "tokengate_http_responses_total{door=\"proxy\",class=\"5xx\"}",
+            0.0,
+        ),
         ("tokengate_upstream_responses_total{class=\"2xx\"}", 1.0),
         ("tokengate_upstream_responses_total{class=\"5xx\"}", 0.0),
         ("tokengate_upstream_duration_seconds_count", 1.0),

@@ -74,7 +74,7 @@ impl Telemetry {
     ) {
         let elapsed = started.elapsed();
         let outcome = note.outcome.unwrap_or(self.default_outcome);
-        self.metrics.request(outcome, elapsed);
+        self.metrics.request(outcome, status, elapsed);
         if let Some((index, took)) = note.auth {
             self.metrics.auth(index, took);
         }
