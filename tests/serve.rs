@@ -2297,15 +2297,22 @@ async fn every_request_gets_one_access_line_without_secrets() {
     .await;
     assert_eq!(checked.status, StatusCode::OK);
 
-    let log = stack.tokengate.log();
+    // The mint, then the five requests above, in order (written within
+    // 100 ms).
+    let log = access_log(&stack, 6).await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|l| l["target"] == "tokengate::access")
         .map(|l| l["fields"].clone())
         .collect();
-    // The mint, then the five requests above, in order.
     assert_eq!(lines.len(), 6, "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("tokengate::access"))
+            .all(|l| l.contains(r#""level":"INFO""#) && l.contains(r#""timestamp":""#)),
+        "{log}"
+    );
     let field = |i: usize, name: &str| lines[i][name].clone();
     assert_eq!(field(0, "door"), "admin");
     assert_eq!(field(0, "status"), 201);
@@ -2359,8 +2366,44 @@ async fn the_access_log_can_be_turned_off_or_sampled() {
             let reply = stack.through_proxy("/orders", &[]).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         }
-        let log = stack.tokengate.log();
+        let log = access_log(&stack, expected).await;
         let lines = log.matches("tokengate::access").count();
         assert_eq!(lines, expected, "{setting}: {log}");
+    }
+    // Human lines, as tracing's: the level, the target, key=value.
+    let stack = Stack::start("", "").await;
+    let reply = stack.through_proxy("/orders?api_key=x", &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let log = access_log(&stack, 1).await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("tokengate::access"))
+        .unwrap();
+    assert!(
+        line.contains(
+            " INFO tokengate::access: request door=proxy method=GET path=/orders status=401 \
+             outcome=missing_token client_ip=127.0.0.1 duration_ms="
+        ),
+        "{line}"
+    );
+    // A level that leaves the access target out turns it off too.
+    let stack = Stack::start("", "[log]\nlevel = \"info,tokengate::access=off\"\n").await;
+    let reply = stack.through_proxy("/orders", &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let log = access_log(&stack, 0).await;
+    assert!(!log.contains("tokengate::access"), "{log}");
+}
+
+/// The log once `lines` access lines are in it, or after 2 s (the access
+/// log is written every 100 ms).
+async fn access_log(stack: &Stack, lines: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let log = stack.tokengate.log();
+        let found = log.matches("tokengate::access").count();
+        if (lines > 0 && found >= lines) || Instant::now() > deadline {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

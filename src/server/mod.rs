@@ -26,9 +26,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::access::{AccessLog, FLUSH_EVERY};
 use crate::admin::Admin;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::log::LogConfig;
+use crate::log::{LogConfig, LogFormat};
 use crate::metrics::{Metrics, StoreLatency, TimedStore};
 use crate::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
@@ -220,7 +221,11 @@ async fn run(
     let mut doors = Vec::new();
     let upstream = config.proxy.upstream.as_ref();
     // Each door's access log and metrics.
-    let telemetry = |name| Arc::new(Telemetry::new(name, metrics.door(name), &config.log));
+    let access_log = Arc::new(AccessLog::new(config.log.format == LogFormat::Json));
+    let telemetry = |name| {
+        let door = metrics.door(name);
+        Arc::new(Telemetry::new(name, door, &config.log, access_log.clone()))
+    };
     if let (Some(addr), Some(upstream)) = (config.proxy.listen, upstream) {
         let proxy = Proxy::new(auth.clone(), upstream, &config.proxy)?;
         let door = Door::new(Front::Proxy(Arc::new(proxy)), telemetry("proxy"));
@@ -254,6 +259,7 @@ async fn run(
     }
     let certificates: Vec<_> = doors.iter().filter_map(|d| d.tls.clone()).collect();
     let reloads = tokio::spawn(reload_certificates(certificates, hangup));
+    let flushes = tokio::spawn(flush_access_log(access_log.clone()));
 
     let mut workers = Workers::start(&config.server).await?;
     for door in doors {
@@ -277,6 +283,8 @@ async fn run(
     reloads.abort();
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     workers.drain().await;
+    flushes.abort();
+    access_log.flush();
     // Before the workers' runtimes stop: a Redis connection re-established
     // after an outage may be driven by one of them.
     auth.shutdown().await;
@@ -397,6 +405,17 @@ async fn bind(address: SocketAddr, key: &'static str) -> Result<TcpListener, Ser
             key,
             source,
         })
+}
+
+/// Writes the access log's buffer out every [`FLUSH_EVERY`], for as long
+/// as `serve` runs.
+async fn flush_access_log(log: Arc<AccessLog>) {
+    let mut ticks = tokio::time::interval(FLUSH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        log.flush();
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -3,12 +3,13 @@
 //! door's [`Note`] once the response is ready.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::StatusCode;
 
-use crate::access::{self, Logged, Note, outcome_index};
+use crate::access::{AccessLog, Logged, Note, outcome_index};
 use crate::log::LogConfig;
 use crate::metrics::DoorMetrics;
 
@@ -22,10 +23,20 @@ pub(crate) struct Telemetry {
     /// Percentage of requests logged; 0: the access log is off.
     sample_percent: u64,
     seen: AtomicU64,
+    log: Arc<AccessLog>,
 }
 
 impl Telemetry {
-    pub(crate) fn new(door: &'static str, metrics: DoorMetrics, log: &LogConfig) -> Self {
+    /// `door`'s, writing its lines into `log` if `[log] access` says so
+    /// and the log filter lets `tokengate::access` through at info.
+    pub(crate) fn new(
+        door: &'static str,
+        metrics: DoorMetrics,
+        config: &LogConfig,
+        log: Arc<AccessLog>,
+    ) -> Self {
+        let enabled =
+            config.access && tracing::enabled!(target: "tokengate::access", tracing::Level::INFO);
         let default_outcome = match door {
             "admin" | "metrics" => outcome_index(door),
             // Every other request of the proxy and forward-auth is decided
@@ -36,12 +47,13 @@ impl Telemetry {
             door,
             default_outcome,
             metrics,
-            sample_percent: if log.access {
-                u64::from(log.access_sample_percent)
+            sample_percent: if enabled {
+                u64::from(config.access_sample_percent)
             } else {
                 0
             },
             seen: AtomicU64::new(0),
+            log,
         }
     }
 
@@ -82,7 +94,8 @@ impl Telemetry {
             self.metrics.upstream(status, took);
         }
         if let Some(logged) = logged {
-            access::write_line(self.door, note, logged, outcome, status, peer, elapsed);
+            self.log
+                .write(self.door, note, logged, outcome, status, peer, elapsed);
         }
     }
 }
