@@ -199,20 +199,65 @@ impl AccessLog {
             upstream: note.upstream,
             elapsed,
         };
-        let timestamp = humantime::format_rfc3339_micros(SystemTime::now());
-        let full = {
-            let mut buffer = self.lock();
+        // Formatted outside the lock, into this thread's own buffer.
+        let full = LINE.with_borrow_mut(|text| {
+            text.clear();
+            let timestamp = Timestamp::now();
             // Writing into a Vec cannot fail.
             let _ = if self.json {
-                line.json(&mut buffer, timestamp)
+                line.json(text, timestamp)
             } else {
-                line.human(&mut buffer, timestamp)
+                line.human(text, timestamp)
             };
+            let mut buffer = self.lock();
+            buffer.extend_from_slice(text);
             (buffer.len() >= FLUSH_BYTES).then(|| std::mem::take(&mut *buffer))
-        };
+        });
         if let Some(lines) = full {
             write_out(&lines);
         }
+    }
+}
+
+thread_local! {
+    /// The line being formatted.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The current second, formatted (`2026-11-27T08:23:00`): the calendar
+    /// arithmetic runs once a second per thread, not per line.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Now, in RFC 3339 with microseconds, as `tracing`'s formatter writes it.
+struct Timestamp {
+    micros: u32,
+    second: u64,
+}
+
+impl Timestamp {
+    fn now() -> Self {
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            micros: since.subsec_micros(),
+            second: since.as_secs(),
+        }
+    }
+}
+
+impl Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SECOND.with_borrow_mut(|(second, text)| {
+            if *second != self.second {
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(self.second);
+                // `2026-11-27T08:23:00Z`, without its `Z`.
+                *text = humantime::format_rfc3339_seconds(at).to_string();
+                text.pop();
+                *second = self.second;
+            }
+            write!(f, "{text}.{:06}Z", self.micros)
+        })
     }
 }
 
@@ -298,7 +343,36 @@ impl Line<'_> {
     }
 }
 
-/// Milliseconds, to the microsecond.
-fn millis(elapsed: Duration) -> f64 {
-    (elapsed.as_secs_f64() * 1_000_000.0).round() / 1_000.0
+/// Milliseconds, to the microsecond (`0.533`): integers, which format
+/// faster than a float.
+fn millis(elapsed: Duration) -> impl Display {
+    struct Millis(u128);
+    impl Display for Millis {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}.{:03}", self.0 / 1_000, self.0 % 1_000)
+        }
+    }
+    Millis(elapsed.as_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_times_read_as_tracings() {
+        for (second, micros) in [(0, 0), (1_795_765_786, 77_720), (1_795_765_787, 999_999)] {
+            let at = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(second)
+                + Duration::from_micros(micros.into());
+            let ours = Timestamp { micros, second }.to_string();
+            assert_eq!(ours, humantime::format_rfc3339_micros(at).to_string());
+        }
+        assert_eq!(millis(Duration::from_micros(533)).to_string(), "0.533");
+        assert_eq!(
+            millis(Duration::from_micros(12_345_678)).to_string(),
+            "12345.678"
+        );
+        assert_eq!(millis(Duration::from_nanos(999)).to_string(), "0.000");
+    }
 }
