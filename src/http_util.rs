@@ -276,6 +276,12 @@ pub(crate) fn normalize_path(raw: &str) -> Option<String> {
         return None;
     }
     let decoded = percent_decode(raw)?;
+    // A `%` left after decoding was sent as `%25`: a service that decodes
+    // once more would read `/public/%252e%252e/x` as `/public/../x`. The
+    // normal form has none, so normalizing it again changes nothing.
+    if decoded.contains('%') {
+        return None;
+    }
     // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
     // drop before routing: `/public/..;/private` is `/private` to them.
     if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {
@@ -283,7 +289,8 @@ pub(crate) fn normalize_path(raw: &str) -> Option<String> {
     }
     let body = &decoded[1..];
     let body = body.strip_suffix('/').unwrap_or(body);
-    if !body.is_empty()
+    // Only `/` itself has an empty body: `//` is an empty segment too.
+    if decoded != "/"
         && body
             .split('/')
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
@@ -315,6 +322,23 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `proptests::normalization_is_idempotent_and_leaves_no_trick`:
+    /// `//` came back as itself, and `%25` decoded to a `%` that a second
+    /// normalization (or a service decoding twice) read differently.
+    #[test]
+    fn normal_form_has_no_empty_segment_and_no_percent() {
+        assert_eq!(normalize_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_path("/a/").as_deref(), Some("/a/"));
+        for raw in [
+            "//",
+            "/public/%252e%252e/private",
+            "/public/%252f",
+            "/public/%25",
+        ] {
+            assert_eq!(normalize_path(raw), None, "{raw}");
+        }
+    }
 
     #[test]
     fn hosts_follow_rfc_3986() {
