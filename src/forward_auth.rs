@@ -169,7 +169,8 @@ mod proptests {
     use super::*;
     use crate::auth::{AuthConfig, PublicRoute, PublicRoutes};
     use crate::http_util::proptest_config;
-    use crate::{MemoryStore, TokenService};
+    use crate::service::TokenService;
+    use crate::store::MemoryStore;
 
     const NAMES: [&str; 7] = [
         "x-forwarded-method",
