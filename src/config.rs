@@ -403,11 +403,26 @@ fn find_key<'t>(text: &'t str, key: &str) -> Option<(usize, &'t str)> {
 fn parse_toml(text: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
         let message = e.message().trim().replace('\n', " ");
-        match e.span() {
+        let error = match e.span() {
             Some(span) => format!("{}: {message}", locate(text, span.start)),
             None => message,
-        }
+        };
+        escape_controls(&error)
     })
+}
+
+/// Control characters escaped (`\r`, `\u{0}`), so that an error quoting
+/// the file's text (a key with a lone carriage return) stays on one line.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `line N`, plus `key section.key` when that line assigns a key.
@@ -467,6 +482,17 @@ mod tests {
         let result = Config::load_with_env(Some(&path), env(vars));
         std::fs::remove_file(&path).unwrap();
         result
+    }
+
+    /// Found by tests/fuzz.rs (`config_toml_loads_or_fails_on_one_line`):
+    /// a key with a lone carriage return was quoted as is, and the error
+    /// took two lines.
+    #[test]
+    fn errors_quoting_control_characters_stay_on_one_line() {
+        for text in ["!\r!=", "\0\r\0=", "[a\rb]"] {
+            let error = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(!error.contains(['\r', '\n', '\0']), "{error:?}");
+        }
     }
 
     #[test]
