@@ -124,7 +124,8 @@ CURL
     made="$(wc -l <"$TMP/tokens-$kind")"
     ((made == TOKENS)) || die "$kind: created $made tokens, not $TOKENS"
     printf '    created in %.1f s\n' "$(echo "$(now) - $started" | bc)"
-    stored="$(redis-cli -p "$REDIS_PORT" --scan --pattern 'tokengate:token:*' | head -n 1)"
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'tokengate:token:*' >"$TMP/keys"
+    stored="$(head -n 1 "$TMP/keys")"
     echo "    a stored hash: $(redis-cli -p "$REDIS_PORT" hget "$stored" hash | cut -c 1-24)…"
 
     # The restart: an empty cache.
