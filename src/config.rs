@@ -29,7 +29,7 @@ use crate::log::LogConfig;
 use crate::proxy::ProxyConfig;
 use crate::server::{MetricsConfig, ServeConfig, ServerConfig};
 use crate::service::SecurityConfig;
-use crate::settings::InvalidConfig;
+use crate::settings::{InvalidConfig, escape_controls};
 use crate::store::RedisConfig;
 
 /// Environment variables starting with this override config keys.
@@ -205,8 +205,8 @@ impl Config {
             return Ok(None);
         }
         let env_error = |message: String| ConfigError::Env {
-            var: var.to_owned(),
-            message,
+            var: escape_controls(var),
+            message: escape_controls(&message),
         };
         let Some((section, key)) = env_setting(rest) else {
             return Err(env_error(unknown_variable(var)));
@@ -409,10 +409,11 @@ fn find_key<'t>(text: &'t str, key: &str) -> Option<(usize, &'t str)> {
 fn parse_toml(text: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
         let message = e.message().trim().replace('\n', " ");
-        match e.span() {
+        let error = match e.span() {
             Some(span) => format!("{}: {message}", locate(text, span.start)),
             None => message,
-        }
+        };
+        escape_controls(&error)
     })
 }
 
@@ -473,6 +474,20 @@ mod tests {
         let result = Config::load_with_env(Some(&path), env(vars));
         std::fs::remove_file(&path).unwrap();
         result
+    }
+
+    /// Found by tests/fuzz.rs (`config_toml_loads_or_fails_on_one_line`):
+    /// a key with a lone carriage return was quoted as is, and the error
+    /// took two lines.
+    #[test]
+    fn errors_quoting_control_characters_stay_on_one_line() {
+        // Found by the AFL target fuzz/src/bin/config.rs: a Redis URL with
+        // a `\n` escape, quoted by its validation error.
+        let url = "[redis]\nurl = \"redis:::://1?7-1;{|}drj`ip]#trn\\nlhr\t=e~6379\"\n";
+        for text in ["!\r!=", "\0\r\0=", "[a\rb]", url] {
+            let error = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(!error.contains(['\r', '\n', '\0']), "{error:?}");
+        }
     }
 
     #[test]

@@ -154,3 +154,135 @@ pub(crate) async fn handle<B>(
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"))
 }
+
+/// Arbitrary original-request headers from trusted and untrusted peers
+/// (docs/fuzzing.md): only the documented statuses, a JSON body on every
+/// refusal, and no public route named by anyone but a trusted proxy.
+#[cfg(test)]
+mod proptests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::{AuthConfig, PublicRoute, PublicRoutes};
+    use crate::http_util::proptest_config;
+    use crate::service::TokenService;
+    use crate::store::MemoryStore;
+
+    const NAMES: [&str; 7] = [
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-original-method",
+        "x-original-uri",
+        "x-forwarded-host",
+        "host",
+        "authorization",
+    ];
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => "(/public|/private|/|//|\\.\\.|%2[eEfF]|%5[cC]|%25|%|;|\\\\|\\?|#|[a-z]| )*"
+                .prop_map(String::into_bytes),
+            1 => proptest::sample::select(vec!["GET", "POST", "get", "B@D", "", "gw.example", "a b"])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            1 => "Bearer [ -~]{0,60}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(usize, Vec<u8>)>> {
+        proptest::collection::vec((0..NAMES.len(), value()), 0..6)
+    }
+
+    fn routes() -> Vec<PublicRoute> {
+        vec![PublicRoute {
+            path_prefix: "/public".into(),
+            methods: vec![],
+        }]
+    }
+
+    #[test]
+    fn original_uri_handling() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let auth = rt.block_on(async {
+            let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+            let config = AuthConfig {
+                public_routes: routes(),
+                ..AuthConfig::default()
+            };
+            Authenticator::new(service, &config).unwrap()
+        });
+        let public = PublicRoutes::new(&routes());
+        let strategy = (
+            "(/public|/private|/|//|\\.\\.|%2e|[a-z])*",
+            headers(),
+            any::<bool>(),
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(proptest_config(1000));
+        let result = runner.run(&strategy, |(target, pairs, trusted)| {
+            let mut builder = Request::builder().uri(if target.is_empty() { "/" } else { &target });
+            let mut sent = HeaderMap::new();
+            for (name, value) in &pairs {
+                if let Ok(value) = http::HeaderValue::from_bytes(value) {
+                    sent.append(NAMES[*name], value);
+                }
+            }
+            if !sent.contains_key("host") {
+                builder = builder.header("host", "gw.example");
+            }
+            let Ok(mut request) = builder.body(()) else {
+                return Ok(()); // not a request line hyper would pass on
+            };
+            request.headers_mut().extend(sent);
+            let peer: SocketAddr = if trusted {
+                "127.0.0.1:1"
+            } else {
+                "203.0.113.9:1"
+            }
+            .parse()
+            .unwrap();
+            let own_uri = request.uri().clone();
+            let family = |m: &str, u: &str| {
+                request.headers().contains_key(m) || request.headers().contains_key(u)
+            };
+            let both = family("x-forwarded-method", "x-forwarded-uri")
+                && family("x-original-method", "x-original-uri");
+            let named_uri = ["x-forwarded-uri", "x-original-uri"]
+                .iter()
+                .find_map(|n| request.headers().get(*n))
+                .map(|v| v.to_str().unwrap_or("\0").to_owned());
+            let response = rt.block_on(handle(&auth, request, peer, &mut Note::new(false)));
+            let status = response.status().as_u16();
+            prop_assert!([200, 400, 401, 429].contains(&status), "status {}", status);
+            if trusted && both {
+                prop_assert_eq!(status, 400);
+            }
+            if status == 200 {
+                // No token exists: only a public route admits, and only the
+                // URI the peer may name.
+                let path = match (&named_uri, trusted) {
+                    (Some(uri), true) => uri.parse::<Uri>().unwrap().path().to_owned(),
+                    _ => own_uri.path().to_owned(),
+                };
+                prop_assert!(public.is_public(&Method::GET, &path), "{} admitted", path);
+            } else {
+                let body = rt
+                    .block_on(response.into_body().collect())
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_else(|_| Bytes::new());
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                prop_assert!(json["error"].is_string() && json["message"].is_string());
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+}

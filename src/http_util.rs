@@ -276,6 +276,12 @@ pub(crate) fn normalize_path(raw: &str) -> Option<String> {
         return None;
     }
     let decoded = percent_decode(raw)?;
+    // A `%` left after decoding was sent as `%25`: a service that decodes
+    // once more would read `/public/%252e%252e/x` as `/public/../x`. The
+    // normal form has none, so normalizing it again changes nothing.
+    if decoded.contains('%') {
+        return None;
+    }
     // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
     // drop before routing: `/public/..;/private` is `/private` to them.
     if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {
@@ -283,7 +289,8 @@ pub(crate) fn normalize_path(raw: &str) -> Option<String> {
     }
     let body = &decoded[1..];
     let body = body.strip_suffix('/').unwrap_or(body);
-    if !body.is_empty()
+    // Only `/` itself has an empty body: `//` is an empty segment too.
+    if decoded != "/"
         && body
             .split('/')
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
@@ -315,6 +322,23 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `proptests::normalization_is_idempotent_and_leaves_no_trick`:
+    /// `//` came back as itself, and `%25` decoded to a `%` that a second
+    /// normalization (or a service decoding twice) read differently.
+    #[test]
+    fn normal_form_has_no_empty_segment_and_no_percent() {
+        assert_eq!(normalize_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_path("/a/").as_deref(), Some("/a/"));
+        for raw in [
+            "//",
+            "/public/%252e%252e/private",
+            "/public/%252f",
+            "/public/%25",
+        ] {
+            assert_eq!(normalize_path(raw), None, "{raw}");
+        }
+    }
 
     #[test]
     fn hosts_follow_rfc_3986() {
@@ -376,5 +400,89 @@ mod tests {
         );
         let userinfo: http::Uri = "http://user@target.example/x".parse().unwrap();
         assert!(request_host(v11, &userinfo, &host(&["target.example"])).is_err());
+    }
+}
+
+/// Case counts for the crate's property tests: `default`, or
+/// `PROPTEST_CASES` when set (CI's longer fuzzing step sets it).
+#[cfg(test)]
+pub(crate) fn proptest_config(default: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// Arbitrary bytes and traversal tricks through path normalization,
+/// percent-decoding and the `Host` checks (docs/fuzzing.md).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Paths made of the pieces traversal tricks use, or anything at all.
+    fn raw_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "(/|//|\\.|\\.\\.|%2[eEfF]|%5[cC]|%25|%00|%3[bB]|%|;|\\\\|[a-z]|é|\u{ff0e})*",
+            1 => any::<String>(),
+            1 => proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config(2000))]
+
+        #[test]
+        fn normalization_is_idempotent_and_leaves_no_trick(raw in raw_path()) {
+            if let Some(once) = normalize_path(&raw) {
+                prop_assert_eq!(normalize_path(&once), Some(once.clone()), "from {:?}", raw);
+                prop_assert!(once.starts_with('/'));
+                for trick in ["//", "\\", ";", "\0", "%"] {
+                    prop_assert!(!once.contains(trick), "{:?} → {:?}", raw, once);
+                }
+                let body = once.trim_end_matches('/');
+                prop_assert!(
+                    body.split('/').skip(1).all(|s| s != "." && s != ".."),
+                    "{:?} → {:?}", raw, once
+                );
+            }
+        }
+
+        #[test]
+        fn percent_decoding_inverts_encoding(text in any::<String>(), upper in any::<bool>()) {
+            let encoded: String = text
+                .bytes()
+                .map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") })
+                .collect();
+            prop_assert_eq!(percent_decode(&encoded), Some(text.clone()));
+            // Text without `%` decodes to itself.
+            let plain = text.replace('%', "");
+            prop_assert_eq!(percent_decode(&plain), Some(plain));
+        }
+
+        #[test]
+        fn host_checks_never_panic(
+            value in proptest::collection::vec(any::<u8>(), 0..64),
+            hosts in 0usize..3,
+        ) {
+            let _ = is_valid_host(&value);
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                for _ in 0..hosts {
+                    headers.append(http::header::HOST, v.clone());
+                }
+            }
+            let uri: http::Uri = "/x".parse().unwrap();
+            let result = request_host(http::Version::HTTP_11, &uri, &headers);
+            if hosts == 1 && result.is_ok() {
+                prop_assert!(is_valid_host(&value));
+            }
+            if hosts == 2 {
+                prop_assert!(result.is_err());
+            }
+        }
     }
 }

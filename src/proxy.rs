@@ -77,7 +77,8 @@ pub struct ProxyConfig {
     pub tls_key: Option<PathBuf>,
     /// How long the upstream has to answer (response headers) once the
     /// request, body included, has been sent to it; then 504. While a body
-    /// streams, the upstream not reading any of it for this long is 504 too.
+    /// streams, the upstream not reading any of it for this long is 504 too;
+    /// a response body the upstream stops sending for this long is cut.
     #[serde(with = "crate::settings::duration")]
     pub upstream_timeout: Duration,
     /// A client that sends no byte of its request body for this long gets
@@ -542,7 +543,16 @@ impl Proxy {
         // HTTP/1.0 upstream must not turn the answer into HTTP/1.0 and cost
         // the client's HTTP/1.1 connection its keep-alive.
         parts.version = client_version;
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        // A response body the upstream stops sending is cut after the same
+        // timeout, as nginx's `proxy_read_timeout` cuts it: the status has
+        // gone, so the client sees the body end short, not a hung request.
+        let body = UpstreamBody {
+            inner: body,
+            idle: None,
+            idle_timeout: self.timeout,
+            waiting: false,
+        };
+        Response::from_parts(parts, body.boxed())
     }
 
     /// The response to a request that got no upstream response: the
@@ -980,6 +990,67 @@ where
     }
 }
 
+pin_project! {
+    /// The upstream's response body on its way to the client: fails once
+    /// the upstream has sent nothing for `idle_timeout`. Only time spent
+    /// waiting for the upstream counts (the clock starts when a poll finds
+    /// nothing), not time the client took to read what came before.
+    struct UpstreamBody<B> {
+        #[pin]
+        inner: B,
+        // Made on the first wait, so a body that is all there at once costs
+        // no timer, and reset on each wait after.
+        idle: Option<Pin<Box<tokio::time::Sleep>>>,
+        idle_timeout: Duration,
+        waiting: bool,
+    }
+}
+
+impl<B> HttpBody for UpstreamBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if !*this.waiting {
+            *this.waiting = true;
+            let deadline = tokio::time::Instant::now() + *this.idle_timeout;
+            match this.idle.as_mut() {
+                Some(idle) => idle.as_mut().reset(deadline),
+                None => *this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        if let Some(idle) = this.idle.as_mut()
+            && idle.as_mut().poll(cx).is_ready()
+        {
+            tracing::warn!(idle = ?this.idle_timeout, "the upstream stopped sending its response body; cut it");
+            return Poll::Ready(Some(Err(
+                "the upstream stopped sending the response body".into()
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1049,6 +1120,39 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(matches!(poll!(), Poll::Ready(Some(true))));
         assert!(matches!(watch.fault.get(), Some(ClientFault::Stalled)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_body_the_upstream_stops_sending_is_cut_after_the_timeout() {
+        let timeout = Duration::from_secs(30);
+        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"first"),
+        ))]);
+        let then_nothing = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        let body = UpstreamBody {
+            inner: StreamBody::new(then_nothing),
+            idle: None,
+            idle_timeout: timeout,
+            waiting: false,
+        };
+        let mut body = std::pin::pin!(body);
+        macro_rules! poll {
+            () => {
+                std::future::poll_fn(|cx| {
+                    Poll::Ready(body.as_mut().poll_frame(cx).map(|f| f.map(|r| r.is_err())))
+                })
+                .await
+            };
+        }
+        // Longer than the timeout before the client reads: not the
+        // upstream's silence.
+        tokio::time::advance(timeout * 2).await;
+        assert!(matches!(poll!(), Poll::Ready(Some(false))));
+        assert!(poll!().is_pending());
+        tokio::time::advance(timeout - Duration::from_millis(1)).await;
+        assert!(poll!().is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(poll!(), Poll::Ready(Some(true))));
     }
 
     #[test]

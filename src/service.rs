@@ -74,8 +74,9 @@ pub struct SecurityConfig {
     /// bcrypt cost for new tokens, 4–15. Each step doubles the time of every
     /// hash and of every cache-miss verification.
     pub bcrypt_cost: u32,
-    /// bcrypt verifications run at once (0: the number of CPUs). More cannot
-    /// go faster, only starve the rest of the process.
+    /// bcrypt verifications run at once (0: one less than the CPUs, at
+    /// least one). More cannot go faster, only starve the rest of the
+    /// process.
     pub bcrypt_concurrency: usize,
     /// Cache misses that may wait for a bcrypt slot; past this they get 503
     /// at once instead of queueing without bound.
@@ -422,9 +423,12 @@ impl BcryptGate {
     }
 }
 
-/// The number of CPUs, the default bcrypt concurrency.
+/// The default bcrypt concurrency: one less than the CPUs (at least one),
+/// so a flood of wrong secrets leaves a core to the cached requests
+/// (docs/performance.md, "bcrypt flood").
 pub fn default_bcrypt_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    std::thread::available_parallelism()
+        .map_or(1, |cpus| usize::from(cpus).saturating_sub(1).max(1))
 }
 
 /// The time source, in unix seconds. [`SystemClock`] in production; tests
@@ -932,6 +936,12 @@ fn check_account_id(value: &str) -> Result<(), TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bcrypt_leaves_a_core_to_cached_requests_by_default() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(default_bcrypt_concurrency(), (cpus - 1).max(1));
+    }
 
     #[test]
     fn account_ids_are_a_safe_set() {

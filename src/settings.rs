@@ -27,12 +27,31 @@ pub enum InvalidConfig {
     Environment(String),
 }
 
-/// `key` is invalid because of `message`.
+/// `key` is invalid because of `message` (whose control characters are
+/// escaped: a message quotes values, and it stays one line).
 pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> InvalidConfig {
     InvalidConfig::Key {
         key,
-        message: message.into(),
+        message: escape_controls(&message.into()),
     }
+}
+
+/// Control characters escaped (`\r`, `\n`, `\u{0}`), so that a message
+/// quoting what an operator wrote (a key with a lone carriage return, a URL
+/// with a `\n` escape) stays on one line.
+pub(crate) fn escape_controls(text: &str) -> String {
+    if !text.contains(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Checks `min <= value <= max`.

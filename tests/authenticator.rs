@@ -1100,6 +1100,9 @@ async fn refusals_take_as_long_whether_or_not_the_id_is_live() {
     let mut config = test_config();
     // Costlier than the suite's 4, so a verify stands well above noise.
     config.security.bcrypt_cost = 7;
+    // 15 refusals per id: the per-id limit (which treats live and dead ids
+    // alike) is tested on its own.
+    config.auth.rate_limit.failed_auth_per_token = 0;
     let gate = Gate::new(config).await;
     let live = new_token(&gate.service, "acme").await;
     let revoked = new_token(&gate.service, "acme").await;
@@ -1315,4 +1318,102 @@ async fn unspent_quota_credits_go_back_on_shutdown() {
     assert_eq!(remaining().await, 993);
     gate.auth.shutdown().await;
     assert_eq!(remaining().await, 996, "the 3 unspent credits came back");
+}
+
+/// A token id flooded with wrong secrets from many clients (behind a
+/// trusted proxy, so the per-IP limit does not see one client) is throttled
+/// per id: past `failed_auth_per_token`, its misses get 429 without a
+/// bcrypt verification, while the real token, cached, is still served.
+#[tokio::test]
+async fn a_token_id_flooded_with_wrong_secrets_costs_no_more_bcrypt() {
+    let mut config = test_config();
+    config.auth.rate_limit.failed_auth_per_token = 3;
+    config.auth.rate_limit.failed_auth_period = Duration::from_secs(60);
+    let gate = Gate::new(config).await;
+    let token = new_token(&gate.service, "acme").await;
+    let other = new_token(&gate.service, "acme").await;
+    assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    let verified = gate.service.bcrypt_verifications();
+
+    let forged = |i: usize| {
+        let mut request = from_ip(
+            bearer(&wrong_secret(&token, &format!("{i:0>24}"))),
+            "127.0.0.1",
+        );
+        let client = format!("203.0.113.{}", i + 1);
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        request
+    };
+    for i in 0..3 {
+        let reply = gate.send(forged(i)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // The third wrong secret reached the limit: from here on, no bcrypt.
+    for i in 3..20 {
+        let reply = gate.send(forged(i)).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "attempt {i}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some(r#""failed-auth-token";q=3;w=60"#)
+        );
+        assert!(reply.header("retry-after").is_some());
+    }
+    assert!(
+        gate.service.bcrypt_verifications() <= verified + 4,
+        "{} verifications for 20 wrong secrets",
+        gate.service.bcrypt_verifications() - verified
+    );
+    // The real token, cached, is not affected; nor is another token.
+    for _ in 0..5 {
+        assert_eq!(gate.get(&token).await.status, StatusCode::OK);
+    }
+    assert_eq!(gate.get(&other).await.status, StatusCode::OK);
+
+    // An unknown or revoked id is throttled alike: a 429 does not tell
+    // whether an id is live.
+    let revoked = new_token(&gate.service, "acme").await;
+    let revoked_id = tokengate::token::parse(&revoked).unwrap();
+    gate.service.revoke_token(revoked_id, "acme").await.unwrap();
+    let unknown = tokengate::Token::generate().unwrap();
+    for dead in [revoked, unknown.expose_secret().to_owned()] {
+        let statuses: Vec<u16> = {
+            let mut statuses = Vec::new();
+            for i in 0..5 {
+                let forged = wrong_secret(&dead, &format!("{i:0>24}"));
+                let mut request = from_ip(bearer(&forged), "127.0.0.1");
+                let client = format!("198.51.100.{}", i + 1);
+                request
+                    .headers_mut()
+                    .insert("x-forwarded-for", client.parse().unwrap());
+                statuses.push(gate.send(request).await.status.as_u16());
+            }
+            statuses
+        };
+        assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    }
+
+    // An unknown or revoked id is throttled alike: a 429 does not tell
+    // whether an id is live.
+    let revoked = new_token(&gate.service, "acme").await;
+    let revoked_id = tokengate::token::parse(&revoked).unwrap();
+    gate.service.revoke_token(revoked_id, "acme").await.unwrap();
+    let unknown = tokengate::Token::generate().unwrap();
+    for dead in [revoked, unknown.expose_secret().to_owned()] {
+        let statuses: Vec<u16> = {
+            let mut statuses = Vec::new();
+            for i in 0..5 {
+                let forged = wrong_secret(&dead, &format!("{i:0>24}"));
+                let mut request = from_ip(bearer(&forged), "127.0.0.1");
+                let client = format!("198.51.100.{}", i + 1);
+                request
+                    .headers_mut()
+                    .insert("x-forwarded-for", client.parse().unwrap());
+                statuses.push(gate.send(request).await.status.as_u16());
+            }
+            statuses
+        };
+        assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    }
 }

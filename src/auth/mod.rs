@@ -380,9 +380,13 @@ impl Authenticator {
         let lookup = || {
             let service = inner.service.clone();
             let verify_time = inner.verify_time.clone();
+            let limits = inner.limits.clone();
             let owned = token.clone().into_owned();
             let epoch = inner.cache.epoch();
             async move {
+                // An id flooded with wrong secrets costs no more bcrypt
+                // (its real token, if cached, never gets here).
+                limits.check_token(token_id).map_err(Miss::Refused)?;
                 let started = tokio::time::Instant::now();
                 // Before the store read: a change announced after it must
                 // make the entry look stale (AuthCache::changed_since).
@@ -410,7 +414,9 @@ impl Authenticator {
                             has_quota: valid.has_quota,
                         })
                     }
-                    Err(e) => InvalidReason::from_error(&e).map(Cached::Invalid).ok_or(e),
+                    Err(e) => InvalidReason::from_error(&e)
+                        .map(Cached::Invalid)
+                        .ok_or(Miss::Failed(e)),
                 }
             }
         };
@@ -418,13 +424,16 @@ impl Authenticator {
             .cache
             .get_or_lookup(AuthCache::key(&token), lookup)
             .await
-            .map_err(|e: Arc<TokenError>| {
-                let retry_after = match *e {
-                    TokenError::Overloaded => OVERLOAD_RETRY_AFTER,
-                    _ => STORE_RETRY_AFTER,
-                };
-                tracing::warn!(%token_id, error = %e, "cannot validate token");
-                Rejection::Unavailable { retry_after }
+            .map_err(|miss: Arc<Miss>| match &*miss {
+                Miss::Refused(rejection) => rejection.clone(),
+                Miss::Failed(e) => {
+                    let retry_after = match e {
+                        TokenError::Overloaded => OVERLOAD_RETRY_AFTER,
+                        _ => STORE_RETRY_AFTER,
+                    };
+                    tracing::warn!(%token_id, error = %e, "cannot validate token");
+                    Rejection::Unavailable { retry_after }
+                }
             })?;
         match entry {
             Cached::Invalid(reason) => Err(self.failed(ip, Some(token_id), reason)),
@@ -508,9 +517,22 @@ impl Authenticator {
             reason = reason.as_str(),
             "token rejected"
         );
-        match self.inner.limits.record_failure(ip) {
+        let limits = &self.inner.limits;
+        // Every refusal of a well-formed id counts, live or not: counting
+        // only wrong secrets would make a 429 tell that an id is live, which
+        // the timing of refusals hides (docs/http-contract.md, "Timing").
+        let per_id = token_id.map_or(Ok(()), |id| limits.record_wrong_secret(id));
+        match limits.record_failure(ip).and(per_id) {
             Err(limited) => limited,
             Ok(()) => Rejection::InvalidToken(reason),
         }
     }
+}
+
+/// Why a cache miss produced no entry: refused before any work (a token id
+/// over its wrong-secret limit), or the store / bcrypt failed.
+#[derive(Debug)]
+enum Miss {
+    Refused(Rejection),
+    Failed(TokenError),
 }

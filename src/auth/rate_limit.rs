@@ -66,6 +66,12 @@ pub struct RateLimitConfig {
     /// length (64: one per /64, what one host usually holds; 128: per
     /// address). IPv4 clients are counted per address.
     pub failed_auth_ipv6_prefix: u8,
+    /// Refused presentations (wrong secret, unknown, revoked or expired) a
+    /// token id may have per `failed_auth_period`, from any number of IPs,
+    /// before further presentations of that id that miss the cache get 429
+    /// without a store read or a bcrypt verification (0: no limit). The
+    /// real token, once cached, is not affected.
+    pub failed_auth_per_token: u32,
     /// Most tokens and IPs tracked by each limiter; idle ones are dropped.
     pub max_keys: u64,
 }
@@ -83,6 +89,7 @@ impl Default for RateLimitConfig {
             failed_auth_per_ip: 10,
             failed_auth_period: Duration::from_secs(60),
             failed_auth_ipv6_prefix: 64,
+            failed_auth_per_token: 10,
             max_keys: 100_000,
         }
     }
@@ -152,6 +159,12 @@ impl RateLimitConfig {
             32,
             128,
         )?;
+        in_range(
+            "rate_limit.failed_auth_per_token",
+            self.failed_auth_per_token,
+            0,
+            1_000_000,
+        )?;
         in_range("rate_limit.max_keys", self.max_keys, 1, 100_000_000)
     }
 }
@@ -200,11 +213,51 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static, V: Send + Sync + 'static> Key
     }
 }
 
-/// Per-IP failure state: a limiter that each failure draws from, and the
-/// time until which the IP is refused outright.
+/// Per-IP (or per-token-id) failure state: a limiter that each failure
+/// draws from, and the time until which the key is refused outright.
 struct FailureState {
     limiter: DefaultDirectRateLimiter,
     blocked_until: Mutex<Option<Instant>>,
+}
+
+impl<K: Hash + Eq + Send + Sync + Clone + 'static> Keyed<K, FailureState> {
+    /// 429 while `key` is over its failure limit.
+    fn check(&self, key: &K) -> Result<(), Rejection> {
+        let Some(state) = self.states.get(key) else {
+            return Ok(());
+        };
+        let blocked = *state
+            .blocked_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match blocked {
+            Some(until) if until > Instant::now() => Err(self.rejection(until - Instant::now())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure of `key`: `Err` (429) once over the limit, and
+    /// until the limiter has room again.
+    fn fail(&self, key: K) -> Result<(), Rejection> {
+        let quota = self.quota;
+        let state = self.states.get_with(key, || {
+            Arc::new(FailureState {
+                limiter: RateLimiter::direct(quota),
+                blocked_until: Mutex::new(None),
+            })
+        });
+        match state.limiter.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                *state
+                    .blocked_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + wait);
+                Err(self.rejection(wait))
+            }
+        }
+    }
 }
 
 /// The three limits. A limit configured to 0 is off.
@@ -214,6 +267,9 @@ pub(crate) struct Limits {
     per_token: Option<Limiter<TokenId>>,
     per_account: Option<Limiter<String>>,
     failures: Option<Keyed<IpAddr, FailureState>>,
+    /// Refusals per token id, from anywhere (a flood from many IPs
+    /// behind a trusted proxy).
+    token_failures: Option<Keyed<TokenId, FailureState>>,
     /// IPv6 clients are counted per network of this prefix length.
     ipv6_prefix: u8,
     /// With a shared store: the limiters used since the last report (each
@@ -462,6 +518,13 @@ impl Limits {
                 config.failed_auth_per_ip,
                 config.max_keys,
             ),
+            token_failures: Keyed::new(
+                "failed-auth-token",
+                config.failed_auth_per_token,
+                config.failed_auth_period,
+                config.failed_auth_per_token,
+                config.max_keys,
+            ),
             ipv6_prefix: config.failed_auth_ipv6_prefix,
             active: shared.then(|| Mutex::new(Vec::new())),
             last_round: std::sync::atomic::AtomicU64::new(0),
@@ -580,17 +643,7 @@ impl Limits {
         let (Some(limits), Some(ip)) = (&self.failures, ip) else {
             return Ok(());
         };
-        let Some(state) = limits.states.get(&bucket(ip, self.ipv6_prefix)) else {
-            return Ok(());
-        };
-        let blocked = *state
-            .blocked_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match blocked {
-            Some(until) if until > Instant::now() => Err(limits.rejection(until - Instant::now())),
-            _ => Ok(()),
-        }
+        limits.check(&bucket(ip, self.ipv6_prefix))
     }
 
     /// Records a failed authentication from `ip`. Once over the limit, this
@@ -599,26 +652,29 @@ impl Limits {
         let (Some(limits), Some(ip)) = (&self.failures, ip) else {
             return Ok(());
         };
-        let quota = limits.quota;
         let ip = bucket(ip, self.ipv6_prefix);
-        let state = limits.states.get_with(ip, || {
-            Arc::new(FailureState {
-                limiter: RateLimiter::direct(quota),
-                blocked_until: Mutex::new(None),
-            })
-        });
-        match state.limiter.check() {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                *state
-                    .blocked_until
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + wait);
-                tracing::info!(client = %ip, "client IP (or IPv6 network) over the failed-authentication limit");
-                Err(limits.rejection(wait))
-            }
+        limits.fail(ip).inspect_err(|_| {
+            tracing::info!(client = %ip, "client IP (or IPv6 network) over the failed-authentication limit");
+        })
+    }
+
+    /// Refuses a token id presented with too many wrong secrets, before
+    /// its bcrypt verification (called on cache misses only).
+    pub(crate) fn check_token(&self, id: TokenId) -> Result<(), Rejection> {
+        match &self.token_failures {
+            Some(limits) => limits.check(&id),
+            None => Ok(()),
         }
+    }
+
+    /// Records a refused presentation of token id `id`, from any client.
+    pub(crate) fn record_wrong_secret(&self, id: TokenId) -> Result<(), Rejection> {
+        let Some(limits) = &self.token_failures else {
+            return Ok(());
+        };
+        limits.fail(id).inspect_err(|_| {
+            tracing::info!(token_id = %id, "token id over the wrong-secret limit: misses get 429 without bcrypt");
+        })
     }
 }
 

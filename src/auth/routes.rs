@@ -2,10 +2,11 @@
 //! matched on the normalized, percent-decoded path.
 //!
 //! A path that is not already in normal form (a `.` or `..` segment, an
-//! empty segment such as `//`, an encoded `/` or `\`, a bad escape) never
-//! matches: it is authenticated like any other request. That is fail-closed:
-//! `/public/../private`, `/public/%2e%2e/private` and `//private` are not
-//! public, whatever the service behind would make of them.
+//! empty segment such as `//`, an encoded `/`, `\` or `%`, a bad escape)
+//! never matches: it is authenticated like any other request. That is
+//! fail-closed: `/public/../private`, `/public/%2e%2e/private`,
+//! `/public/%252e%252e/private` and `//private` are not public, whatever
+//! the service behind would make of them.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -147,6 +148,8 @@ mod tests {
             "/public/..;/private",
             "/public/%2e%2e;/private",
             "/public;x/y",
+            "/public/%252e%252e/private",
+            "/public/%25",
             "public",
             "",
         ] {

@@ -397,14 +397,30 @@ impl Hangup {
     }
 }
 
+/// How many connections the kernel may hold for a listener before it takes
+/// them: past `[server] max_connections`, new clients wait there until a
+/// connection closes. The standard library's 128 turned every client past
+/// that into seconds of SYN retransmits (a `connect` that stalls); the
+/// kernel caps this at `net.core.somaxconn` (4096 on Linux 5.4 and later).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(address: SocketAddr, key: &'static str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address,
-            key,
-            source,
-        })
+    let listen = || {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As the standard library's bind does on Unix: a restart may bind
+        // while the last run's connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| ServeError::Bind {
+        address,
+        key,
+        source,
+    })
 }
 
 /// Writes the access log's buffer out every [`FLUSH_EVERY`], for as long

@@ -208,6 +208,54 @@ impl RedisServer {
             .unwrap();
     }
 
+    /// `SAVE`: writes its data to its dump file now, so a SIGKILL
+    /// ([`RedisServer::stop`]) followed by [`RedisServer::restart`] brings
+    /// it back with that data, as a crash of a persisting Redis does.
+    pub fn save(&self) {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "save"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim() == "OK",
+            "SAVE: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// The ids of the client connections whose last command was `command`
+    /// (lowercase, as `CLIENT LIST` shows it: `xread`), from `CLIENT LIST`.
+    pub async fn clients_running(&self, command: &str) -> Vec<u64> {
+        let mut conn = self.connection().await;
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        list.lines()
+            .filter(|line| {
+                line.split(' ')
+                    .any(|field| field.strip_prefix("cmd=") == Some(command))
+            })
+            .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .filter_map(|id| id.parse().ok())
+            .collect()
+    }
+
+    /// `CLIENT KILL ID {id}`: closes that one client connection under its
+    /// owner.
+    pub async fn kill_client(&self, id: u64) {
+        let mut conn = self.connection().await;
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "no client with id {id}");
+    }
+
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: its connections stay
     /// open and answer nothing, as across a network partition.
     pub fn signal(&self, signal: &str) {
