@@ -1148,6 +1148,8 @@ async fn with_hmac_refusals_are_held_for_an_hmac_lookup_not_a_bcrypt_one() {
     // no token uses it: the hold must follow the HMAC lookups, not start
     // from a bcrypt calibration.
     config.security.bcrypt_cost = COST;
+    // 15 refusals of one id: the per-id limit is tested on its own.
+    config.auth.rate_limit.failed_auth_per_token = 0;
     config.security.hash = tokengate::hashing::HashKind::HmacSha256;
     config.security.hash_key = Some(tokengate::hashing::HashKey::new(
         b"authenticator test key, 32 bytes+".to_vec(),
