@@ -6,7 +6,11 @@
 //! - `miss/memory bcrypt4`: a cache miss, i.e. `TokenService::validate_token`
 //!   on the in-memory store at bcrypt cost 4 (one store read by id and one
 //!   bcrypt verify); `miss/layer bcrypt4 (fresh token)` is a miss through the
-//!   layer, each iteration presenting a token never seen before.
+//!   layer, each iteration presenting a token never seen before;
+//!   `miss/memory hmac-sha256` the same miss with the token hashed by
+//!   HMAC-SHA256 under a server key (`[security] hash = "hmac-sha256"`),
+//!   and `miss/memory bcrypt10` at the default cost, the cost a restarted
+//!   replica pays per active token.
 //! - `lookup/ours/N` beside `lookup/seed/N` for N = 10, 100, 1,000 stored
 //!   tokens: our lookup by the id inside the token, against the seed's design
 //!   of comparing the presented token with every stored bcrypt hash in turn
@@ -25,6 +29,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
+use tokengate::hashing::HashKey;
 use tokengate::{
     AuthConfig, Authenticator, CreateTokenParams, MemoryStore, TokenGateLayer, TokenService,
 };
@@ -158,6 +163,43 @@ fn miss(c: &mut Criterion) {
             })
         })
     });
+
+    // The same miss with an HMAC-SHA256 record: no blocking pool, no gate.
+    let service = TokenService::new(Arc::new(MemoryStore::new()))
+        .with_hmac(HashKey::new(b"benchmark key, 32 bytes or more..".to_vec()));
+    let token = rt.block_on(create(&service, "miss hmac"));
+    group.bench_function("memory hmac-sha256", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    service
+                        .validate_token(black_box(&token))
+                        .await
+                        .expect("valid"),
+                )
+            })
+        })
+    });
+    assert_eq!(service.bcrypt_verifications(), 0, "an HMAC miss ran bcrypt");
+
+    // And bcrypt at the default cost (10), what every active token costs a
+    // restarted replica: ~50 ms an iteration, so few samples.
+    let service = TokenService::new(Arc::new(MemoryStore::new()));
+    let token = rt.block_on(create(&service, "miss bcrypt10"));
+    group.sample_size(10);
+    group.bench_function("memory bcrypt10", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    service
+                        .validate_token(black_box(&token))
+                        .await
+                        .expect("valid"),
+                )
+            })
+        })
+    });
+    group.sample_size(100);
 
     // The same through the layer: each iteration presents a token created
     // (outside the timing) and never presented before, so it cannot be

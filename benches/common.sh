@@ -4,7 +4,8 @@
 # make_tmp (TMP, with the cleanup trap that stops every pid in PIDS and wrk's
 # WRK_PID, shows the logs' last lines unless OK=1 and removes TMP unless
 # KEEP_TMP=1); free_ports; wait_for_port; start_redis (REDIS_PID); start_upstream
-# (UPSTREAM_PID); start_tokengate (ADMIN_KEY, TG_PID); wait_for_readyz.
+# (UPSTREAM_PID); start_tokengate (ADMIN_KEY, TG_PID; passes TG_HASH_KEY on as
+# TOKENGATE_HASH_KEY when set); wait_for_readyz.
 # Plain bash, for scripts under `set -euo pipefail`.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -143,6 +144,7 @@ start_tokengate() {
         tg_env+=(-u "$var")
     done < <(env | grep -o '^TOKENGATE_[A-Za-z0-9_]*' || true)
     tg_env+=(TOKENGATE_ADMIN_KEY="$ADMIN_KEY")
+    [[ -z "${TG_HASH_KEY:-}" ]] || tg_env+=(TOKENGATE_HASH_KEY="$TG_HASH_KEY")
     env "${tg_env[@]}" \
         "$TOKENGATE_BIN" serve --config "$TMP/tokengate.toml" >"$TMP/tokengate.log" 2>&1 &
     TG_PID=$!

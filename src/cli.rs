@@ -405,7 +405,9 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
     let store = RedisStore::open(&config.redis)
         .await
         .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
-    let service = TokenService::new(Arc::new(store)).with_bcrypt_cost(config.security.bcrypt_cost);
+    // Hashed as configured: with hash = "hmac-sha256", the CLI needs
+    // TOKENGATE_HASH_KEY too (the config loader checked it is there).
+    let service = TokenService::from_config(Arc::new(store), &config.security);
     let fail = |e: TokenError| e.to_string();
     match command {
         TokenCommand::Create {

@@ -24,6 +24,7 @@ use crate::auth::{
     RateLimitConfig, SourcesConfig,
 };
 use crate::forward_auth::ForwardAuthConfig;
+use crate::hashing::{HASH_KEY_ENV, HashKey};
 use crate::log::LogConfig;
 use crate::proxy::ProxyConfig;
 use crate::server::{MetricsConfig, ServeConfig, ServerConfig};
@@ -34,8 +35,8 @@ use crate::store::RedisConfig;
 /// Environment variables starting with this override config keys.
 pub const ENV_PREFIX: &str = "TOKENGATE_";
 /// `TOKENGATE_*` variables that are not config keys: the config file's path,
-/// and the admin key (a secret, kept out of files on purpose).
-pub const NOT_CONFIG_KEYS: [&str; 2] = ["TOKENGATE_CONFIG", ADMIN_KEY_ENV];
+/// the admin key and the hash key (secrets, kept out of files on purpose).
+pub const NOT_CONFIG_KEYS: [&str; 3] = ["TOKENGATE_CONFIG", ADMIN_KEY_ENV, HASH_KEY_ENV];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +150,11 @@ impl Config {
             .iter()
             .find(|(var, value)| var == ADMIN_KEY_ENV && !value.is_empty())
             .map(|(_, key)| AdminKey::new(key.clone()));
+        // The same for the hash key: its bytes as they are, never logged.
+        config.security.hash_key = vars
+            .iter()
+            .find(|(var, value)| var == HASH_KEY_ENV && !value.is_empty())
+            .map(|(_, key)| HashKey::new(key.as_bytes()));
         config.validate().map_err(|error| {
             let ConfigError::Invalid(InvalidConfig::Key { key, message }) = error else {
                 return error;
@@ -610,6 +616,7 @@ mod tests {
                 "did you mean TOKENGATE_FORWARD_AUTH_LISTEN?",
             ),
             ("TOKENGATE_ADMIN_KEYY", "did you mean TOKENGATE_ADMIN_KEY?"),
+            ("TOKENGATE_HASH_KEYY", "did you mean TOKENGATE_HASH_KEY?"),
             ("TOKENGATE_CONFI", "did you mean TOKENGATE_CONFIG?"),
             (
                 "TOKENGATE_PUBLIC_ROUTES_PATH_PREFIX",
@@ -825,6 +832,63 @@ mod tests {
         // Never from the file.
         let err = load("[admin]\nkey = \"an-admin-key-of-24-chars\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("admin.key"), "{err}");
+    }
+
+    #[test]
+    fn the_hash_key_comes_from_the_environment_only() {
+        use crate::hashing::{HashKey, HashKind};
+
+        let key = "a-hash-key-of-at-least-32-bytes!!";
+        // bcrypt by default; the key, when set, is read all the same.
+        let config = load("", &[("TOKENGATE_HASH_KEY", key)]).unwrap();
+        assert_eq!(config.security.hash, HashKind::Bcrypt);
+        assert_eq!(config.security.hash_key, Some(HashKey::new(key.as_bytes())));
+        assert!(!format!("{config:?}").contains(key), "Debug shows the key");
+        let hmac = "[security]\nhash = \"hmac-sha256\"\n";
+        let config = load(hmac, &[("TOKENGATE_HASH_KEY", key)]).unwrap();
+        assert_eq!(config.security.hash, HashKind::HmacSha256);
+        let config = load(
+            "",
+            &[
+                ("TOKENGATE_SECURITY_HASH", "hmac-sha256"),
+                ("TOKENGATE_HASH_KEY", key),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.security.hash, HashKind::HmacSha256);
+
+        // hmac-sha256 without a key (or an empty one), a short key.
+        for vars in [&[][..], &[("TOKENGATE_HASH_KEY", "")]] {
+            let err = load(hmac, vars).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "[security] hash = \"hmac-sha256\" needs TOKENGATE_HASH_KEY \
+                 (at least 32 bytes, in the environment only)"
+            );
+        }
+        let err = load("", &[("TOKENGATE_HASH_KEY", "short")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "TOKENGATE_HASH_KEY must be at least 32 bytes (it has 5)"
+        );
+        // Never from the file; a bad kind names the key.
+        let err = load(&format!("[security]\nhash_key = \"{key}\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("security.hash_key"), "{err}");
+        assert!(!err.to_string().contains(key), "{err}");
+        let err = load("[security]\nhash = \"md5\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key security.hash"), "{err}");
+        assert!(err.contains("hmac-sha256"), "{err}");
+        let err = load("", &[("TOKENGATE_SECURITY_HASH", "sha1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable TOKENGATE_SECURITY_HASH: "),
+            "{err}"
+        );
     }
 
     #[test]

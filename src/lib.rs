@@ -10,6 +10,9 @@
 //!   anything from the crate.
 //! - [`token`]: the `mk_` format: generate, render, parse and checksum
 //!   (docs/token-format.md).
+//! - [`hashing`]: stored token hashes, bcrypt or HMAC-SHA256 under the
+//!   server key `TOKENGATE_HASH_KEY` (docs/token-format.md, "What is
+//!   stored").
 //! - [`store`]: the [`TokenStore`] trait, [`RedisStore`] and [`MemoryStore`],
 //!   `[redis]`, and the [`RevocationSink`] a store tells of revocations
 //!   (docs/redis-layout.md).
@@ -70,6 +73,8 @@ pub mod settings;
 mod http_util;
 
 pub mod token;
+
+pub mod hashing;
 
 pub mod store;
 

@@ -183,6 +183,9 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
             self.inner.set_quota(id, account_id, quota, at)
         )
     }
+    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
+        timed!(self, "replace_hash", self.inner.replace_hash(id, old, new))
+    }
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
         timed!(self, "touch", self.inner.touch(batch))
     }

@@ -31,6 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hashing::{
+    HASH_KEY_ENV, HashKey, HashKind, KeyError, MIN_HASH_KEY_LEN, StoredHash, verify_hmac,
+};
 use crate::settings::{InvalidConfig, in_range, invalid};
 use crate::store::{
     MAX_QUOTA, Quota, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
@@ -63,6 +66,11 @@ const SECONDS_PER_DAY: i64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
+    /// How new tokens are hashed: `bcrypt` (the default) or `hmac-sha256`
+    /// (needs `TOKENGATE_HASH_KEY`). Records of either kind are read, and a
+    /// record of the other kind is rehashed the first time its token is
+    /// used successfully (docs/token-format.md, "What is stored").
+    pub hash: HashKind,
     /// bcrypt cost for new tokens, 4–15. Each step doubles the time of every
     /// hash and of every cache-miss verification.
     pub bcrypt_cost: u32,
@@ -73,22 +81,45 @@ pub struct SecurityConfig {
     /// Cache misses that may wait for a bcrypt slot; past this they get 503
     /// at once instead of queueing without bound.
     pub bcrypt_queue: usize,
+    /// The HMAC key: from `TOKENGATE_HASH_KEY` only (the loader fills it
+    /// in), never from the file, and never serialized. With it, HMAC
+    /// records are read whatever `hash` says.
+    #[serde(skip)]
+    pub hash_key: Option<HashKey>,
 }
 
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
+            hash: HashKind::Bcrypt,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             bcrypt_concurrency: 0,
             bcrypt_queue: 1_000,
+            hash_key: None,
         }
     }
 }
 
 impl SecurityConfig {
     /// Range checks: the bcrypt cost within 4–15, bounded concurrency and
-    /// queue.
+    /// queue; a hash key of at least 32 bytes, and one at all for
+    /// `hash = "hmac-sha256"`.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
+        match &self.hash_key {
+            Some(key) if key.len() < MIN_HASH_KEY_LEN => {
+                return Err(InvalidConfig::Environment(format!(
+                    "{HASH_KEY_ENV} must be at least {MIN_HASH_KEY_LEN} bytes (it has {})",
+                    key.len()
+                )));
+            }
+            None if self.hash == HashKind::HmacSha256 => {
+                return Err(InvalidConfig::Environment(format!(
+                    "[security] hash = \"hmac-sha256\" needs {HASH_KEY_ENV} \
+                     (at least {MIN_HASH_KEY_LEN} bytes, in the environment only)"
+                )));
+            }
+            _ => {}
+        }
         let cost = self.bcrypt_cost;
         if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
             return Err(invalid(
@@ -144,6 +175,11 @@ pub enum TokenError {
     /// again shortly.
     #[error("too many token verifications in progress")]
     Overloaded,
+    /// Server: the record's hash is HMAC-SHA256 under a key this process
+    /// does not have (`TOKENGATE_HASH_KEY` unset, or another key). Fail
+    /// closed: the token is not valid here.
+    #[error("cannot check the token's hash: {0}")]
+    HashKey(#[from] KeyError),
     /// Server: hashing or randomness failed (bcrypt error, blocking pool gone,
     /// OS RNG failure).
     #[error("internal error: {0}")]
@@ -420,7 +456,10 @@ pub struct TokenService {
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     bcrypt_cost: u32,
+    hash_kind: HashKind,
+    hash_key: Option<Arc<HashKey>>,
     bcrypt_verifications: Arc<AtomicU64>,
+    hmac_verifications: Arc<AtomicU64>,
     bcrypt_gate: Arc<BcryptGate>,
     revocation_sinks: Arc<Mutex<Vec<Weak<dyn RevocationSink>>>>,
 }
@@ -430,6 +469,7 @@ impl std::fmt::Debug for TokenService {
         f.debug_struct("TokenService")
             .field("store", &self.store.kind())
             .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("hash", &self.hash_kind)
             .finish_non_exhaustive()
     }
 }
@@ -441,7 +481,10 @@ impl TokenService {
             store,
             clock: Arc::new(SystemClock),
             bcrypt_cost: DEFAULT_BCRYPT_COST,
+            hash_kind: HashKind::Bcrypt,
+            hash_key: None,
             bcrypt_verifications: Arc::default(),
+            hmac_verifications: Arc::default(),
             bcrypt_gate: Arc::new(BcryptGate::new(default_bcrypt_concurrency(), 1_000)),
             revocation_sinks: Arc::default(),
         }
@@ -450,6 +493,27 @@ impl TokenService {
     /// The bcrypt cost of new tokens.
     pub fn bcrypt_cost(&self) -> u32 {
         self.bcrypt_cost
+    }
+
+    /// How new tokens are hashed.
+    pub fn hash_kind(&self) -> HashKind {
+        self.hash_kind
+    }
+
+    /// Reads HMAC-SHA256 records made under `key`; new tokens are still
+    /// hashed with bcrypt (see [`TokenService::with_hmac`]).
+    pub fn with_hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Hashes new tokens with HMAC-SHA256 under `key` (and reads both
+    /// kinds): a cache miss costs microseconds instead of a bcrypt verify.
+    /// bcrypt records are rehashed the first time they validate.
+    pub fn with_hmac(self, key: HashKey) -> Self {
+        let mut service = self.with_hash_key(key);
+        service.hash_kind = HashKind::HmacSha256;
+        service
     }
 
     /// Bounds bcrypt verification: `concurrency` at once (0: the number of
@@ -507,10 +571,18 @@ impl TokenService {
 
     /// The service for `[security]`: bcrypt cost and limits (checked by
     /// [`SecurityConfig::validate`]; an out-of-range cost panics).
+    ///
+    /// `hash = "hmac-sha256"` without a key (which validation refuses)
+    /// leaves new tokens on bcrypt.
     pub fn from_config(store: Arc<dyn TokenStore>, config: &SecurityConfig) -> Self {
-        Self::new(store)
+        let service = Self::new(store)
             .with_bcrypt_cost(config.bcrypt_cost)
-            .with_bcrypt_limits(config.bcrypt_concurrency, config.bcrypt_queue)
+            .with_bcrypt_limits(config.bcrypt_concurrency, config.bcrypt_queue);
+        match (&config.hash_key, config.hash) {
+            (Some(key), HashKind::HmacSha256) => service.with_hmac(key.clone()),
+            (Some(key), HashKind::Bcrypt) => service.with_hash_key(key.clone()),
+            (None, _) => service,
+        }
     }
 
     /// The store behind this service.
@@ -523,8 +595,26 @@ impl TokenService {
         self.bcrypt_verifications.load(Ordering::Relaxed)
     }
 
+    /// How many HMAC-SHA256 verifications this service (and its clones)
+    /// has run.
+    pub fn hmac_verifications(&self) -> u64 {
+        self.hmac_verifications.load(Ordering::Relaxed)
+    }
+
+    /// The stored hash of a new token, of the configured kind.
+    async fn hash_new(&self, token: &Token) -> Result<String, TokenError> {
+        if self.hash_kind == HashKind::HmacSha256
+            && let Some(key) = &self.hash_key
+        {
+            return Ok(key.hash(token.expose_secret()));
+        }
+        let plaintext = token.expose_secret().to_owned();
+        let cost = self.bcrypt_cost;
+        blocking(move || bcrypt::hash(plaintext, cost)).await
+    }
+
     /// Creates a token. The returned plaintext exists nowhere else: only
-    /// `bcrypt(token)` is stored.
+    /// its hash (bcrypt, or HMAC-SHA256 under the server key) is stored.
     pub async fn create_token(
         &self,
         params: CreateTokenParams,
@@ -543,11 +633,7 @@ impl TokenService {
             quota.check()?;
         }
         let token = Token::generate()?;
-        let hash = {
-            let plaintext = token.expose_secret().to_owned();
-            let cost = self.bcrypt_cost;
-            blocking(move || bcrypt::hash(plaintext, cost)).await?
-        };
+        let hash = self.hash_new(&token).await?;
         let now = self.clock.now();
         let record = TokenRecord {
             id: token.id(),
@@ -667,8 +753,10 @@ impl TokenService {
     }
 
     /// Checks a presented token: parse (no I/O), one store read by id,
-    /// revoked / expired checks, then one bcrypt verify on the blocking pool.
-    /// bcrypt never runs for a token that fails any earlier step.
+    /// revoked / expired checks, then one verify of the stored hash: bcrypt
+    /// on the blocking pool, or HMAC-SHA256 inline. No hash is computed for
+    /// a token that fails any earlier step. A record whose hash is not of
+    /// the configured kind is rehashed in the background once it validates.
     pub async fn validate_token(&self, presented: &str) -> Result<AuthContext, TokenError> {
         self.validate(presented).await.map(|valid| valid.auth)
     }
@@ -683,15 +771,31 @@ impl TokenService {
         if record.is_expired_at(self.clock.now()) {
             return Err(TokenError::Expired);
         }
-        let permit = self.bcrypt_gate.acquire().await?;
-        self.bcrypt_verifications.fetch_add(1, Ordering::Relaxed);
-        let presented = presented.to_owned();
-        let hash = record.hash;
-        // bcrypt::verify compares the hashes in constant time.
-        let matches = blocking(move || bcrypt::verify(presented, &hash)).await?;
-        drop(permit);
+        let stored = StoredHash::parse(&record.hash);
+        let kind = stored.kind();
+        let matches = match stored {
+            StoredHash::Bcrypt(_) => {
+                let permit = self.bcrypt_gate.acquire().await?;
+                self.bcrypt_verifications.fetch_add(1, Ordering::Relaxed);
+                let presented = presented.to_owned();
+                let hash = record.hash.clone();
+                // bcrypt::verify compares the hashes in constant time.
+                let matches = blocking(move || bcrypt::verify(presented, &hash)).await?;
+                drop(permit);
+                matches
+            }
+            // Microseconds: inline, no gate (verify_slice compares in
+            // constant time).
+            StoredHash::Hmac { key_id, mac } => {
+                self.hmac_verifications.fetch_add(1, Ordering::Relaxed);
+                verify_hmac(self.hash_key.as_deref(), key_id, mac.as_ref(), presented)?
+            }
+        };
         if !matches {
             return Err(TokenError::WrongSecret);
+        }
+        if kind != self.hash_kind {
+            self.rehash(id, presented, record.hash);
         }
         let auth = AuthContext {
             account_id: record.account_id,
@@ -702,6 +806,51 @@ impl TokenService {
             expires_at: record.expires_at,
             has_quota: record.quota.is_some(),
         })
+    }
+
+    /// Rewrites the stored hash of a token that just validated with the
+    /// configured kind, in the background (off the request's path): the
+    /// store replaces it only if it is still `old` and the token is not
+    /// revoked. Failing is harmless: the next successful use tries again.
+    fn rehash(&self, id: TokenId, presented: &str, old: String) {
+        let store = self.store.clone();
+        let to = self.hash_kind;
+        let new = match (to, &self.hash_key) {
+            (HashKind::HmacSha256, Some(key)) => Ok(key.hash(presented)),
+            (HashKind::HmacSha256, None) => return,
+            (HashKind::Bcrypt, _) => Err(presented.to_owned()),
+        };
+        let (gate, cost) = (self.bcrypt_gate.clone(), self.bcrypt_cost);
+        tokio::spawn(async move {
+            let new = match new {
+                Ok(hash) => hash,
+                // Back to bcrypt: a hash's worth of CPU, through the same
+                // gate as verifications, so a restart does not queue one
+                // per token at once; skipped when the gate is full.
+                Err(plaintext) => {
+                    let Ok(permit) = gate.acquire().await else {
+                        return;
+                    };
+                    let hashed = blocking(move || bcrypt::hash(plaintext, cost)).await;
+                    drop(permit);
+                    match hashed {
+                        Ok(hash) => hash,
+                        Err(e) => {
+                            tracing::warn!(token_id = %id, error = %e, "cannot rehash token");
+                            return;
+                        }
+                    }
+                }
+            };
+            match store.replace_hash(id, &old, &new).await {
+                Ok(true) => tracing::debug!(token_id = %id, hash = %to, "token rehashed"),
+                // Revoked, deleted or rehashed by another replica meanwhile.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(token_id = %id, error = %e, "cannot rehash token; next use tries again");
+                }
+            }
+        });
     }
 
     /// Records that a token was used at `at` (unix seconds). Never moves the

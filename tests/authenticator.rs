@@ -1140,6 +1140,65 @@ async fn refusals_take_as_long_whether_or_not_the_id_is_live() {
     }
 }
 
+#[tokio::test]
+async fn with_hmac_refusals_are_held_for_an_hmac_lookup_not_a_bcrypt_one() {
+    const COST: u32 = 7;
+    let mut config = test_config();
+    // bcrypt is still configured (for records made before the switch), but
+    // no token uses it: the hold must follow the HMAC lookups, not start
+    // from a bcrypt calibration.
+    config.security.bcrypt_cost = COST;
+    // 15 refusals of one id: the per-id limit is tested on its own.
+    config.auth.rate_limit.failed_auth_per_token = 0;
+    config.security.hash = tokengate::hashing::HashKind::HmacSha256;
+    config.security.hash_key = Some(tokengate::hashing::HashKey::new(
+        b"authenticator test key, 32 bytes+".to_vec(),
+    ));
+    let gate = Gate::new(config).await;
+    let live = new_token(&gate.service, "acme").await;
+    // What a bcrypt calibration would hold refusals for; then wait until one
+    // would have finished.
+    let started = Instant::now();
+    bcrypt::hash("tokengate calibration", COST).unwrap();
+    let bcrypt_time = started.elapsed();
+    tokio::time::sleep(bcrypt_time * 3).await;
+
+    let mut times: [Vec<Duration>; 2] = Default::default();
+    for i in 0..15 {
+        let secret = format!("{i:0>24}");
+        let unknown = tokengate::Token::generate().unwrap();
+        // The unknown id first: the very first refusal is held too.
+        let tokens = [
+            unknown.expose_secret().to_owned(),
+            wrong_secret(&live, &secret),
+        ];
+        for (kind, token) in tokens.iter().enumerate() {
+            let started = Instant::now();
+            let reply = gate.get(token).await;
+            times[kind].push(started.elapsed());
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let first_unknown = times[0][0];
+    let [unknown, wrong] = times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    });
+    // A Redis read each: well under a bcrypt verify, from the first.
+    for (what, time) in [
+        ("first unknown id", first_unknown),
+        ("unknown id (median)", unknown),
+        ("wrong secret (median)", wrong),
+    ] {
+        assert!(
+            time < bcrypt_time / 2,
+            "{what}: {time:?}, a bcrypt-{COST} hash {bcrypt_time:?}"
+        );
+    }
+    assert_eq!(gate.auth.stats().bcrypt_verifications, 0);
+    assert_eq!(gate.service.hmac_verifications(), 15);
+}
+
 /// The Authenticator takes its own sections only, and checks them.
 #[tokio::test]
 async fn the_authenticator_checks_its_own_sections() {

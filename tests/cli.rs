@@ -928,3 +928,87 @@ async fn a_redis_that_wants_a_password_the_url_lacks_stops_start_up() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A `TOKENGATE_HASH_KEY` for the HMAC tests.
+const HASH_KEY: &str = "cli-test-hash-key-of-more-than-32-bytes";
+
+#[tokio::test]
+async fn hmac_needs_its_key_and_then_the_cli_creates_hmac_tokens() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let url = url.as_str();
+    let hmac = ("TOKENGATE_SECURITY_HASH", "hmac-sha256");
+    let create = [
+        "token",
+        "create",
+        "--account",
+        "acme",
+        "--name",
+        "ci",
+        "--json",
+    ];
+
+    // hash = "hmac-sha256" without the key: serve and the token commands
+    // stop at once, in one line naming the variable.
+    for args in [&["serve"][..], &create[..]] {
+        let out = tokengate(args, &[("TOKENGATE_REDIS_URL", url), hmac]);
+        assert_fails(&out, 1, "needs TOKENGATE_HASH_KEY");
+    }
+    let out = tokengate(
+        &create,
+        &[
+            ("TOKENGATE_REDIS_URL", url),
+            hmac,
+            ("TOKENGATE_HASH_KEY", "too-short"),
+        ],
+    );
+    assert_fails(&out, 1, "TOKENGATE_HASH_KEY must be at least 32 bytes");
+    let out = tokengate(
+        &create,
+        &[
+            ("TOKENGATE_REDIS_URL", url),
+            ("TOKENGATE_SECURITY_HASH", "md5"),
+        ],
+    );
+    assert_fails(&out, 1, "TOKENGATE_SECURITY_HASH: unknown variant `md5`");
+    let out = tokengate(
+        &create,
+        &[
+            ("TOKENGATE_REDIS_URL", url),
+            ("TOKENGATE_HASH_KEYY", HASH_KEY),
+        ],
+    );
+    assert_fails(&out, 1, "did you mean TOKENGATE_HASH_KEY?");
+    assert!(server.dump().await.is_empty(), "a refused command wrote");
+
+    // With it, the CLI hashes with HMAC under the key.
+    let out = tokengate(
+        &create,
+        &[
+            ("TOKENGATE_REDIS_URL", url),
+            hmac,
+            ("TOKENGATE_HASH_KEY", HASH_KEY),
+        ],
+    );
+    let created = json(&out);
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let mut conn = server.connection().await;
+    let hash: String =
+        redis::AsyncCommands::hget(&mut conn, format!("tokengate:token:{id}"), "hash")
+            .await
+            .unwrap();
+    let key = tokengate::hashing::HashKey::new(HASH_KEY.as_bytes());
+    assert_eq!(hash, key.hash(token));
+    for (name, value) in server.dump().await {
+        assert!(!value.contains(&token[25..49]), "{name}: {value}");
+    }
+    let service = service(&server).await;
+    let err = service.validate_token(token).await.unwrap_err();
+    assert!(matches!(err, TokenError::HashKey(_)), "{err:?}");
+    service
+        .with_hash_key(key)
+        .validate_token(token)
+        .await
+        .unwrap();
+}

@@ -1,7 +1,7 @@
 //! The crate's layers point one way (lib.rs, "Layout"):
 //!
 //! ```text
-//! {settings, http_util} ← {token, tls} ← store ← service ← auth ← access
+//! {settings, http_util} ← {token, tls, hashing} ← store ← service ← auth ← access
 //!   ← {layer, proxy, forward_auth, admin, metrics, log} ← server ← config ← cli
 //! ```
 //!
@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http_util", 0),
     ("token", 1),
     ("tls", 1),
+    ("hashing", 1),
     ("store", 2),
     ("service", 3),
     ("auth", 4),

@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::{DAY, Harness};
+use tokengate::hashing::HashKey;
 use tokengate::{
     CreateTokenParams, CreatedToken, QuotaParams, Refill, RefillInterval, Token, TokenError,
     TokenService, TokenStatus,
@@ -46,6 +47,9 @@ on_both_stores!(
     input_rules_name_the_field,
     last_accessed_never_moves_backwards,
     quota_credits_are_handed_out_once_and_refill_on_schedule,
+    hmac_tokens_validate_without_bcrypt_and_store_no_usable_value,
+    bcrypt_tokens_are_rehashed_to_hmac_on_their_first_successful_use,
+    hmac_records_under_another_key_or_none_fail_closed,
 );
 
 async fn create(
@@ -476,4 +480,179 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("quota.refill.amount"), "{e}");
+}
+
+/// A server key (`TOKENGATE_HASH_KEY`) for the HMAC tests.
+fn hash_key() -> HashKey {
+    HashKey::new(b"0123456789abcdef0123456789abcdef-test".to_vec())
+}
+
+/// The token's stored hash: from the Redis hash field itself on Redis
+/// (what a dump shows), from the store otherwise.
+async fn stored_hash(h: &Harness, id: tokengate::TokenId) -> String {
+    if let Some(server) = &h.redis {
+        let mut conn = server.connection().await;
+        let hash: String =
+            redis::AsyncCommands::hget(&mut conn, format!("tokengate:token:{id}"), "hash")
+                .await
+                .unwrap();
+        return hash;
+    }
+    h.service.store().get(id).await.unwrap().unwrap().hash
+}
+
+async fn hmac_tokens_validate_without_bcrypt_and_store_no_usable_value(h: Harness) {
+    let service = h.service.clone().with_hmac(hash_key());
+    let created = create(&service, "acme", "ci", None).await;
+    let token = created.token.expose_secret();
+    let auth = service.validate_token(token).await.unwrap();
+    assert_eq!(auth.token_id, created.info.id);
+    assert_eq!(
+        (service.bcrypt_verifications(), service.hmac_verifications()),
+        (0, 1)
+    );
+
+    let hash = stored_hash(&h, created.info.id).await;
+    assert!(
+        hash.starts_with(&format!("hmac-sha256${}$", hash_key().id())),
+        "{hash}"
+    );
+    // Neither the token nor its secret is anywhere in the store, and the
+    // one value derived from it is keyed: without the key it tells nothing.
+    let secret = &token[25..49];
+    if let Some(server) = &h.redis {
+        for (key, value) in server.dump().await {
+            assert!(
+                !value.contains(secret) && !key.contains(secret),
+                "{key}: {value}"
+            );
+        }
+    }
+    assert!(!hash.contains(secret));
+
+    // A wrong secret for the id is a wrong secret, with no bcrypt either.
+    let forged = Token::from_parts(created.info.id, "AAAAAAAAAAAAAAAAAAAAAAAA");
+    let err = service
+        .validate_token(forged.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::WrongSecret), "{err:?}");
+    assert_eq!(service.bcrypt_verifications(), 0);
+}
+
+/// Waits (the rehash runs in the background) until `id`'s stored hash
+/// starts with `prefix`.
+async fn wait_for_hash(h: &Harness, id: tokengate::TokenId, prefix: &str) -> String {
+    for _ in 0..200 {
+        let hash = stored_hash(h, id).await;
+        if hash.starts_with(prefix) {
+            return hash;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the hash of {id} never became {prefix}…: {}",
+        stored_hash(h, id).await
+    );
+}
+
+async fn bcrypt_tokens_are_rehashed_to_hmac_on_their_first_successful_use(h: Harness) {
+    // Made before the switch: bcrypt.
+    let used = create(&h.service, "acme", "used", None).await;
+    let revoked = create(&h.service, "acme", "revoked", None).await;
+    let forged_only = create(&h.service, "acme", "forged", None).await;
+    h.service
+        .revoke_token(revoked.info.id, "acme")
+        .await
+        .unwrap();
+    for created in [&used, &revoked, &forged_only] {
+        assert!(stored_hash(&h, created.info.id).await.starts_with("$2"));
+    }
+
+    // The switch: same store, new tokens HMAC, both kinds read.
+    let hmac = h.service.clone().with_hmac(hash_key());
+    let token = used.token.expose_secret();
+    hmac.validate_token(token).await.unwrap();
+    assert_eq!(hmac.bcrypt_verifications(), 1);
+    let hash = wait_for_hash(&h, used.info.id, "hmac-sha256$").await;
+    assert_eq!(hash, hash_key().hash(token));
+    // From now on the token costs an HMAC, not a bcrypt.
+    hmac.validate_token(token).await.unwrap();
+    assert_eq!(
+        (hmac.bcrypt_verifications(), hmac.hmac_verifications()),
+        (1, 1)
+    );
+
+    // Never for a revoked token, nor for a wrong secret.
+    let err = hmac
+        .validate_token(revoked.token.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Revoked), "{err:?}");
+    let forged = Token::from_parts(forged_only.info.id, "AAAAAAAAAAAAAAAAAAAAAAAA");
+    let err = hmac
+        .validate_token(forged.expose_secret())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::WrongSecret), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for created in [&revoked, &forged_only] {
+        assert!(stored_hash(&h, created.info.id).await.starts_with("$2"));
+    }
+    // The revoked record keeps its hash even if asked to change it.
+    let old = stored_hash(&h, revoked.info.id).await;
+    let store = h.service.store();
+    assert!(
+        !store
+            .replace_hash(revoked.info.id, &old, "x")
+            .await
+            .unwrap()
+    );
+    // And a compare-and-set: only from the hash the caller verified.
+    let current = stored_hash(&h, forged_only.info.id).await;
+    assert!(
+        !store
+            .replace_hash(forged_only.info.id, "$2b$stale", "x")
+            .await
+            .unwrap()
+    );
+    assert_eq!(stored_hash(&h, forged_only.info.id).await, current);
+
+    // And back: with hash = "bcrypt" and the key still set, the HMAC
+    // record validates and is rehashed to bcrypt.
+    let back = h.service.clone().with_hash_key(hash_key());
+    back.validate_token(token).await.unwrap();
+    assert_eq!(back.hmac_verifications(), 2);
+    wait_for_hash(&h, used.info.id, "$2").await;
+    back.validate_token(token).await.unwrap();
+}
+
+async fn hmac_records_under_another_key_or_none_fail_closed(h: Harness) {
+    let service = h.service.clone().with_hmac(hash_key());
+    let created = create(&service, "acme", "ci", None).await;
+    let token = created.token.expose_secret();
+
+    let other_key = HashKey::new(b"another key, also 32 bytes or more".to_vec());
+    let elsewhere = h.service.clone().with_hmac(other_key.clone());
+    let err = elsewhere.validate_token(token).await.unwrap_err();
+    assert!(matches!(err, TokenError::HashKey(_)), "{err:?}");
+    assert!(!err.is_invalid_token(), "a server fault, not the client's");
+    let message = err.to_string();
+    assert!(
+        message.contains(hash_key().id()) && message.contains(other_key.id()),
+        "{message}"
+    );
+
+    let keyless = h.service.clone();
+    let err = keyless.validate_token(token).await.unwrap_err();
+    assert!(matches!(err, TokenError::HashKey(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("TOKENGATE_HASH_KEY is not set"),
+        "{err}"
+    );
+    // Nothing was rewritten by the failed attempts.
+    assert_eq!(
+        stored_hash(&h, created.info.id).await,
+        hash_key().hash(token)
+    );
 }

@@ -270,7 +270,7 @@ impl Authenticator {
         service.add_revocation_sink(Arc::downgrade(&sink));
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
-        let verify_time = VerifyTime::calibrated(service.bcrypt_cost());
+        let verify_time = VerifyTime::calibrated(service.hash_kind(), service.bcrypt_cost());
         let store = service.store().clone();
         let limits = Arc::new(Limits::new(&config.rate_limit, store.shares_limits()));
         let mut tasks = vec![flusher];

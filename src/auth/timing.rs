@@ -1,9 +1,11 @@
-//! Refusals that take as long as a bcrypt verification, so that response
+//! Refusals that take as long as a verification, so that response
 //! times do not tell whether a token id is live (docs/http-contract.md,
 //! "Timing").
 //!
-//! A wrong secret for a live id costs a store read and a bcrypt verify; an
-//! unknown, revoked or expired id only the store read. Anyone holding a
+//! A wrong secret for a live id costs a store read and a hash verify
+//! (bcrypt: tens of milliseconds; HMAC-SHA256: microseconds, so the hold
+//! is about a store read); an unknown, revoked or expired id only the
+//! store read. Anyone holding a
 //! leaked id could tell the two apart. Making the cheap refusals hash too
 //! would hand a flood of made-up ids the CPU it must not get, so they wait
 //! instead, on a timer: no thread, no CPU, until the typical verification
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::hashing::HashKind;
 
 /// The longest a refusal is held, whatever the average says (a queue of
 /// verifications under load can stretch it).
@@ -27,9 +31,14 @@ pub(crate) struct VerifyTime {
 
 impl VerifyTime {
     /// Starts from one bcrypt hash at `cost` timed on the blocking pool (it
-    /// costs what a verify does), so the first refusals are held too.
-    pub(crate) fn calibrated(cost: u32) -> Arc<Self> {
+    /// costs what a verify does), so the first refusals are held too. With
+    /// HMAC-SHA256 it starts from zero: a verify is microseconds, and the
+    /// first real lookup sets the average.
+    pub(crate) fn calibrated(kind: HashKind, cost: u32) -> Arc<Self> {
         let time = Arc::new(Self::default());
+        if kind == HashKind::HmacSha256 {
+            return time;
+        }
         let calibrating = time.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();

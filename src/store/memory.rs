@@ -158,6 +158,17 @@ impl TokenStore for MemoryStore {
         Ok(true)
     }
 
+    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.tokens.get_mut(&id) {
+            Some(record) if record.hash == old && record.revoked_at.is_none() => {
+                new.clone_into(&mut record.hash);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for &(id, at) in batch {

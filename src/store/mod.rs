@@ -202,7 +202,8 @@ pub struct TokenRecord {
     pub account_id: String,
     /// A human label ("ci", "billing export").
     pub name: String,
-    /// `bcrypt(token)`.
+    /// The token's hash: `bcrypt(token)` (`$2b$…`) or
+    /// `hmac-sha256$<key id>$<hex>` (docs/token-format.md).
     pub hash: String,
     /// When the token was created.
     pub created_at: i64,
@@ -367,6 +368,12 @@ pub trait TokenStore: Send + Sync + 'static {
         quota: Option<Quota>,
         at: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Replaces the token's hash with `new` if it is still `old` and the
+    /// token is not revoked (a compare-and-set, for rehash on successful
+    /// use). Returns whether it was replaced. Nothing else changes, not
+    /// even `updated_at`: the token is the same.
+    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError>;
 
     /// Records last-accessed times, in one round trip for the whole batch.
     /// A time never moves backwards, and a deleted token is not recreated.

@@ -132,6 +132,17 @@ redis.call('HSET', KEYS[1], 'last_accessed', ARGV[1])
 return 1
 ";
 
+/// Rehash on successful use: replaces the hash only if it is still the one
+/// the caller verified and the token is not revoked (a compare-and-set; a
+/// deleted record has no hash and is not recreated). KEYS: token. ARGV: old
+/// hash, new hash. Returns 1 if replaced.
+const REPLACE_HASH_LUA: &str = r"
+if redis.call('HGET', KEYS[1], 'hash') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'hash', ARGV[2])
+return 1
+";
+
 /// Deletes a token from every key if its end of life is at or before the
 /// cutoff (checked again here: the id was read in an earlier round trip).
 /// KEYS: token, account, expiry. ARGV: id, cutoff. Returns 1 if deleted.
@@ -285,6 +296,7 @@ pub struct RedisStore {
     insert: Script,
     revoke: Script,
     touch: Script,
+    replace_hash: Script,
     remove: Script,
     limit: Script,
     lease: Script,
@@ -454,6 +466,7 @@ impl RedisStore {
             insert: Script::new(INSERT_LUA),
             revoke: Script::new(REVOKE_LUA),
             touch: Script::new(TOUCH_LUA),
+            replace_hash: Script::new(REPLACE_HASH_LUA),
             remove: Script::new(REMOVE_LUA),
             limit: Script::new(LIMIT_LUA),
             lease: Script::new(&format!("{REFILL_LUA}{LEASE_LUA}")),
@@ -1006,6 +1019,15 @@ impl TokenStore for RedisStore {
             let _: String = event.query_async(&mut self.conn.clone()).await?;
         }
         Ok(found == 1)
+    }
+
+    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut invocation = self.replace_hash.prepare_invoke();
+        invocation.key(self.keys.token(id)).arg(old).arg(new);
+        // Retried like a read: a second run finds the new hash and does
+        // nothing.
+        let replaced: i64 = self.invoke_retried(&invocation).await?;
+        Ok(replaced == 1)
     }
 
     async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
