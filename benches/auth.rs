@@ -2,7 +2,9 @@
 //!
 //! - `layer/cached`: a request with a cached valid token through
 //!   [`TokenGateLayer`] around a no-op service, beside `layer/no-auth
-//!   baseline`, the same service without the layer.
+//!   baseline`, the same service without the layer, and `layer/cached,
+//!   scopes + 50 routes`, a token with scopes on a path of a 50-route
+//!   `[[routes]]` table (issue 13).
 //! - `miss/memory bcrypt4`: a cache miss, i.e. `TokenService::validate_token`
 //!   on the in-memory store at bcrypt cost 4 (one store read by id and one
 //!   bcrypt verify); `miss/layer bcrypt4 (fresh token)` is a miss through the
@@ -64,11 +66,16 @@ fn bench_config() -> AuthConfig {
 }
 
 async fn create(service: &TokenService, name: &str) -> String {
+    create_scoped(service, name, &[]).await
+}
+
+async fn create_scoped(service: &TokenService, name: &str, scopes: &[&str]) -> String {
     service
         .create_token(CreateTokenParams {
             account_id: "bench".into(),
             name: name.into(),
             expires_in_days: None,
+            scopes: tokengate::Scopes::new(scopes.iter().copied()).expect("scopes"),
             quota: None,
         })
         .await
@@ -130,6 +137,60 @@ fn layer(c: &mut Criterion) {
             rt.block_on(async {
                 let svc = baseline.ready().await.expect("ready");
                 black_box(svc.call(request(&bearer)).await.expect("infallible"))
+            })
+        })
+    });
+
+    // Issue 13: the same with 50 `[[routes]]` and a token holding four
+    // scopes, on a path that a route in the middle of the table matches
+    // (its scope granted by a prefix scope), so the request carries
+    // X-Token-Scopes upstream.
+    let mut config = bench_config();
+    config.routes = (0..50)
+        .map(|i| tokengate::auth::ScopedRoute {
+            path_prefix: format!("/svc{i}/items"),
+            methods: if i % 2 == 0 {
+                vec![]
+            } else {
+                vec!["POST".into()]
+            },
+            scopes: vec![format!("svc{i}:read")],
+        })
+        .collect();
+    let service = memory_service();
+    let scoped = rt.block_on(create_scoped(
+        &service,
+        "scoped",
+        &["svc1:read", "svc24:*", "svc3:read", "reports:read"],
+    ));
+    let scoped_auth = rt.block_on(async { Authenticator::new(service, &config) });
+    let mut scoped_gated =
+        TokenGateLayer::new(scoped_auth.expect("valid config")).layer(tower::service_fn(noop));
+    let scoped_bearer = self::bearer(&scoped);
+    let scoped_request = || {
+        let mut request = request(&scoped_bearer);
+        *request.uri_mut() = http::Uri::from_static("/svc24/items/7?page=2");
+        request
+    };
+    let status = rt.block_on(async {
+        let svc = scoped_gated.ready().await.expect("ready");
+        svc.call(scoped_request())
+            .await
+            .expect("infallible")
+            .status()
+    });
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "scoped warm-up request was not admitted"
+    );
+    group.bench_function("cached, scopes + 50 routes", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let svc = scoped_gated.ready().await.expect("ready");
+                let response = svc.call(scoped_request()).await.expect("infallible");
+                debug_assert_eq!(response.status(), StatusCode::OK);
+                black_box(response)
             })
         })
     });

@@ -8,6 +8,7 @@
 //! TOKENGATE_REDIS_URL=redis://127.0.0.1:6379 cargo run --no-default-features --example axum
 //! EXAMPLE_LISTEN=127.0.0.1:3001 cargo run --no-default-features --example axum
 //! curl -H "Authorization: Bearer mk_…" http://127.0.0.1:3000/whoami
+//! curl -H "Authorization: Bearer mk_…" http://127.0.0.1:3000/orders   # needs the scope orders:read
 //! ```
 
 #![allow(clippy::print_stdout)] // an example talks to its user on stdout
@@ -18,12 +19,16 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::{Extension, Router};
 use tokengate::{
-    AuthConfig, AuthContext, Authenticator, CreateTokenParams, RedisConfig, SecurityConfig,
-    TokenGateLayer, TokenService,
+    AuthConfig, AuthContext, Authenticator, CreateTokenParams, RedisConfig, RequireScopes, Scopes,
+    SecurityConfig, TokenGateLayer, TokenService,
 };
 
 async fn whoami(Extension(auth): Extension<AuthContext>) -> String {
     format!("account {} (token {})\n", auth.account_id, auth.token_id)
+}
+
+async fn orders(Extension(auth): Extension<AuthContext>) -> String {
+    format!("orders of account {}\n", auth.account_id)
 }
 
 #[tokio::main]
@@ -56,6 +61,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 account_id: "demo".into(),
                 name: "example".into(),
                 expires_in_days: Some(1),
+                scopes: Scopes::new(["orders:read"])?,
                 quota: None,
             })
             .await?;
@@ -63,11 +69,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let auth = Authenticator::new(service, &AuthConfig::default())?;
-    let app = Router::new().route("/whoami", get(whoami)).layer(
-        TokenGateLayer::new(auth)
-            // Lets the per-IP failure limit see the client's address.
-            .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
-    );
+    let app = Router::new()
+        .route("/whoami", get(whoami))
+        // Only tokens holding orders:read (or orders:*): 403 for the others.
+        .route(
+            "/orders",
+            get(orders).route_layer(RequireScopes::new(["orders:read"])?),
+        )
+        .layer(
+            TokenGateLayer::new(auth)
+                // Lets the per-IP failure limit see the client's address.
+                .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
+        );
 
     // 3000 is where the quick start's API usually is: pick another with
     // EXAMPLE_LISTEN.

@@ -31,6 +31,7 @@ pub(crate) const DOOR_OUTCOMES: [&str; OUTCOMES.len() + 3] = [
     OUTCOMES[5],
     OUTCOMES[6],
     OUTCOMES[7],
+    OUTCOMES[8],
     "health",
     "admin",
     "metrics",

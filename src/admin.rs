@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
-    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService,
+    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService, scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys};
@@ -144,6 +144,8 @@ struct CreateBody {
     expires_in_days: Option<u32>,
     #[serde(default)]
     quota: Option<QuotaParams>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 impl Admin {
@@ -296,6 +298,10 @@ impl Admin {
             Ok(body) => body,
             Err(refused) => return refused,
         };
+        let scopes = match scopes_input(body.scopes) {
+            Ok(scopes) => scopes,
+            Err(e) => return token_error(e),
+        };
         let created = self
             .service
             .create_token(CreateTokenParams {
@@ -303,6 +309,7 @@ impl Admin {
                 name: body.name,
                 expires_in_days: body.expires_in_days,
                 quota: body.quota,
+                scopes,
             })
             .await;
         match created {
@@ -1011,6 +1018,7 @@ mod proptests {
                     "refill",
                     "amount",
                     "interval",
+                    "scopes",
                 ])
                 .prop_map(str::to_owned),
                 "[a-z_]{0,8}",
@@ -1035,6 +1043,7 @@ mod proptests {
                     let mut v = serde_json::json!({ "name": name });
                     if let Some(d) = days {
                         v["expires_in_days"] = d.into();
+                        v["scopes"] = serde_json::json!([name, "orders:*"]);
                     }
                     if let Some((remaining, amount, interval)) = quota {
                         v["quota"] = serde_json::json!({

@@ -17,10 +17,11 @@ use crate::admin::CreatedTokenBody;
 use crate::config::Config;
 use crate::service::{
     CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, TokenError, TokenInfo, TokenService,
+    scopes_input,
 };
 use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, TokenStore, redact_url};
-use crate::token::TokenId;
+use crate::token::{TokenId, is_valid_scope};
 
 mod generate;
 mod healthcheck;
@@ -111,6 +112,10 @@ pub(crate) enum TokenCommand {
         /// Refill the quota: AMOUNT/INTERVAL, e.g. 10000/1d or 50000/month.
         #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse_refill, requires = "quota")]
         refill: Option<Refill>,
+        /// A scope the token holds, e.g. orders:read or orders:* (repeat for
+        /// several, at most 32).
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope)]
+        scopes: Vec<String>,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -416,6 +421,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             expires_in_days,
             quota,
             refill,
+            scopes,
             output,
         } => {
             let created = service
@@ -424,6 +430,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     name,
                     expires_in_days,
                     quota: quota.map(|remaining| QuotaParams { remaining, refill }),
+                    scopes: scopes_input(scopes).map_err(fail)?,
                 })
                 .await
                 .map_err(fail)?;
@@ -604,6 +611,14 @@ fn details(info: &TokenInfo) -> String {
         ("last used", optional_timestamp(info.last_accessed, "never")),
         ("revoked", optional_timestamp(info.revoked_at, "no")),
         ("quota", quota_text(info)),
+        (
+            "scopes",
+            if info.scopes.is_empty() {
+                "none".to_owned()
+            } else {
+                info.scopes.to_spaced()
+            },
+        ),
     ];
     for (name, value) in fields {
         let _ = writeln!(out, "{:<10} {value}", format!("{name}:"));
@@ -625,6 +640,15 @@ fn quota_text(info: &TokenInfo) -> String {
             optional_timestamp(quota.next_refill_at, "?")
         ),
         None => format!("{} left, no refill", quota.remaining),
+    }
+}
+
+/// One `--scope`, in the scope syntax (docs/token-format.md, "Scopes").
+fn parse_scope(text: &str) -> Result<String, String> {
+    if is_valid_scope(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a scope is 1–64 characters from a-z 0-9 : . _ - with a * only at the end".to_owned())
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::{ADMIN_KEY_ENV, AdminConfig, AdminKey};
 use crate::auth::{
     AuthConfig, CacheConfig, ClientIpConfig, HeadersConfig, LastAccessedConfig, PublicRoute,
-    RateLimitConfig, SourcesConfig,
+    RateLimitConfig, ScopedRoute, SourcesConfig,
 };
 use crate::forward_auth::ForwardAuthConfig;
 use crate::hashing::{HASH_KEY_ENV, HashKey};
@@ -60,6 +60,8 @@ pub struct Config {
     pub client_ip: ClientIpConfig,
     /// `[[public_routes]]`: requests that skip authentication.
     pub public_routes: Vec<PublicRoute>,
+    /// `[[routes]]`: the scopes requests need.
+    pub routes: Vec<ScopedRoute>,
     /// `[proxy]`: the sidecar reverse proxy (`tokengate serve`).
     pub proxy: ProxyConfig,
     /// `[forward_auth]`: the forward-auth endpoint (`tokengate serve`).
@@ -257,6 +259,8 @@ impl Config {
         self.public_routes
             .iter()
             .try_for_each(PublicRoute::validate)?;
+        self.routes.iter().try_for_each(ScopedRoute::validate)?;
+        ScopedRoute::check_overlaps(&self.routes)?;
         Ok(())
     }
 
@@ -270,6 +274,7 @@ impl Config {
             sources: self.sources.clone(),
             client_ip: self.client_ip.clone(),
             public_routes: self.public_routes.clone(),
+            routes: self.routes.clone(),
         }
     }
 
@@ -291,7 +296,8 @@ impl Config {
 
 /// The keys of each section that `TOKENGATE_<SECTION>_<KEY>` can set, as
 /// serde reads them (so a new key is settable without a list to update).
-/// `[[public_routes]]`, a list of tables, is set in the file only.
+/// `[[public_routes]]` and `[[routes]]`, lists of tables, are set in the
+/// file only.
 fn section_keys(section: &str) -> &'static [&'static str] {
     match section {
         "redis" => fields_of::<RedisConfig>(),
@@ -342,6 +348,9 @@ fn unknown_variable(var: &str) -> String {
         Some((_, name)) => format!("did you mean {name}? "),
         None if var.starts_with("TOKENGATE_PUBLIC_ROUTES") => {
             "[[public_routes]] is set in the config file only; ".to_owned()
+        }
+        None if var.starts_with("TOKENGATE_ROUTES") => {
+            "[[routes]] is set in the config file only; ".to_owned()
         }
         None => String::new(),
     };
@@ -581,7 +590,8 @@ mod tests {
         // variables refused.
         for &section in fields_of::<Config>() {
             let keys = section_keys(section);
-            assert_eq!(keys.is_empty(), section == "public_routes", "[{section}]");
+            let lists = ["public_routes", "routes"];
+            assert_eq!(keys.is_empty(), lists.contains(&section), "[{section}]");
         }
         let vars: Vec<String> = env_settings().map(|(_, _, var)| var).collect();
         for var in [

@@ -55,6 +55,7 @@
 //!         account_id: "acme".into(),
 //!         name: "deploy bot".into(),
 //!         expires_in_days: None,
+//!         scopes: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -120,7 +121,7 @@ pub use auth::{
 };
 #[cfg(feature = "server")]
 pub use config::{Config, ConfigError};
-pub use layer::{PeerAddr, TokenGateLayer, TokenGateService};
+pub use layer::{PeerAddr, RequireScopes, TokenGateLayer, TokenGateService};
 #[cfg(feature = "server")]
 pub use server::{ServeConfig, ServeError, serve, serve_until};
 pub use service::{
@@ -132,4 +133,4 @@ pub use store::{
     MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
     TokenRecord, TokenStore,
 };
-pub use token::{FormatError, Token, TokenId};
+pub use token::{FormatError, ScopeError, Scopes, Token, TokenId};

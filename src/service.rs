@@ -16,6 +16,7 @@
 //!         account_id: "acme".into(),
 //!         name: "ci".into(),
 //!         expires_in_days: Some(90),
+//!         scopes: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -38,7 +39,9 @@ use crate::settings::{InvalidConfig, in_range, invalid};
 use crate::store::{
     MAX_QUOTA, Quota, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
 };
-use crate::token::{self, FormatError, RandomError, Token, TokenId};
+use crate::token::{
+    self, FormatError, MAX_SCOPES, RandomError, ScopeError, Scopes, Token, TokenId,
+};
 
 /// bcrypt cost used unless configured otherwise.
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
@@ -221,6 +224,8 @@ pub struct AuthContext {
     pub account_id: String,
     /// The token's id (never the token itself).
     pub token_id: TokenId,
+    /// The token's scopes.
+    pub scopes: Scopes,
 }
 
 /// A valid token, with what caches need to know about it.
@@ -233,8 +238,28 @@ pub(crate) struct Validated {
     pub(crate) has_quota: bool,
 }
 
+/// Scopes a client gave (admin API, CLI), checked: a bad one is
+/// [`TokenError::InvalidInput`] naming `scopes` (422 on the admin API).
+pub fn scopes_input<I, S>(scopes: I) -> Result<Scopes, TokenError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Scopes::new(scopes).map_err(|e| match e {
+        ScopeError::TooMany(n) => {
+            TokenError::input("scopes", format!("must be at most {MAX_SCOPES} (got {n})"))
+        }
+        ScopeError::Syntax(scope) => TokenError::input(
+            "scopes",
+            format!(
+                "must each be 1–64 characters from a-z 0-9 : . _ - with a * only at the end (got {scope:?})"
+            ),
+        ),
+    })
+}
+
 /// What [`TokenService::create_token`] needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CreateTokenParams {
     /// 1–128 characters, no control characters.
     pub account_id: String,
@@ -244,6 +269,8 @@ pub struct CreateTokenParams {
     pub expires_in_days: Option<u32>,
     /// A usage quota, or `None` for unlimited use (docs/quotas.md).
     pub quota: Option<QuotaParams>,
+    /// The token's scopes (docs/token-format.md, "Scopes"); none by default.
+    pub scopes: Scopes,
 }
 
 /// A usage quota to give a token: `remaining` requests, optionally set back
@@ -353,6 +380,8 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
     /// The usage quota, `null` for unlimited.
     pub quota: Option<QuotaInfo>,
+    /// The token's scopes, sorted (`[]` for none).
+    pub scopes: Scopes,
 }
 
 impl TokenInfo {
@@ -375,6 +404,7 @@ impl TokenInfo {
             last_accessed: record.last_accessed,
             revoked_at: record.revoked_at,
             quota: record.quota.as_ref().map(|q| QuotaInfo::at(q, now)),
+            scopes: record.scopes,
         }
     }
 }
@@ -648,6 +678,7 @@ impl TokenService {
             last_accessed: None,
             revoked_at: None,
             quota: params.quota.map(|q| Quota::new(q.remaining, q.refill, now)),
+            scopes: params.scopes,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -800,6 +831,7 @@ impl TokenService {
         let auth = AuthContext {
             account_id: record.account_id,
             token_id: id,
+            scopes: record.scopes,
         };
         Ok(Validated {
             auth,
@@ -1001,6 +1033,7 @@ mod tests {
             last_accessed: None,
             revoked_at: Some(20),
             quota: None,
+            scopes: Scopes::default(),
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

@@ -24,6 +24,9 @@ use rand::TryRng;
 use rand::rngs::SysRng;
 use uuid::Uuid;
 
+mod scope;
+pub use self::scope::{MAX_SCOPE_LEN, MAX_SCOPES, ScopeError, Scopes, is_valid_scope};
+
 /// Every token starts with this prefix (it lets secret scanners find leaks).
 pub const PREFIX: &str = "mk_";
 /// Length of the base62 id part.

@@ -682,6 +682,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
                 account_id: "acme".into(),
                 name: "after".into(),
                 expires_in_days: None,
+                scopes: Default::default(),
                 quota: None,
             })
             .await
@@ -1220,6 +1221,7 @@ async fn metered(service: &TokenService, remaining: u64) -> (String, tokengate::
             account_id: "acme".into(),
             name: "metered".into(),
             expires_in_days: None,
+            scopes: Default::default(),
             quota: Some(tokengate::QuotaParams {
                 remaining,
                 refill: None,

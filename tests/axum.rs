@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::{RedisServer, new_token, redis_service, test_config};
-use tokengate::{AuthContext, Authenticator, TokenGateLayer};
+use support::{RedisServer, new_scoped_token, new_token, redis_service, test_config};
+use tokengate::{AuthContext, Authenticator, RequireScopes, TokenGateLayer};
 
 async fn whoami(Extension(auth): Extension<AuthContext>, headers: HeaderMap) -> String {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
@@ -108,6 +108,90 @@ async fn an_axum_router_behind_the_layer() {
 
     let (status, _, _) = call("/health", None).await;
     assert_eq!(status, StatusCode::OK, "public route");
+}
+
+/// Scopes in a router: `[[routes]]` through the Authenticator for one
+/// route, `RequireScopes` on another; the granted scopes reach the handler
+/// in `AuthContext` and `X-Token-Scopes`.
+#[tokio::test]
+async fn scopes_in_an_axum_router() {
+    let server = RedisServer::start();
+    let mut config = test_config();
+    config.auth.routes = vec![tokengate::auth::ScopedRoute {
+        path_prefix: "/orders".into(),
+        methods: vec!["POST".into()],
+        scopes: vec!["orders:write".into()],
+    }];
+    let service = redis_service(&server, &config).await;
+    let reader = new_scoped_token(&service, "acme", &["orders:read"]).await;
+    let writer = new_scoped_token(&service, "acme", &["orders:*", "reports:read"]).await;
+    let auth = Authenticator::new(service, &config.auth).unwrap();
+    let scopes = |Extension(auth): Extension<AuthContext>, headers: HeaderMap| async move {
+        json!({
+            "scopes": auth.scopes,
+            "header": headers.get("x-token-scopes").map(|v| v.to_str().unwrap().to_owned()),
+        })
+        .to_string()
+    };
+    let app = Router::new()
+        .route("/orders", get(scopes).post(scopes))
+        .route(
+            "/reports",
+            get(scopes).route_layer(RequireScopes::new(["reports:read"]).unwrap()),
+        )
+        .layer(TokenGateLayer::new(auth));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let call = |method: &str, path: &str, token: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-token-scopes", "*")
+            .body(Full::default())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let status = response.status();
+            let www = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, www, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+
+    let (status, _, body) = call("GET", "/orders", &reader).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"scopes": ["orders:read"], "header": "orders:read"})
+    );
+    let (status, www, body) = call("POST", "/orders", &reader).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        www.as_deref(),
+        Some(r#"Bearer realm="tokengate", error="insufficient_scope", scope="orders:write""#)
+    );
+    assert_eq!(body["error"], "insufficient_scope");
+    let (status, _, _) = call("POST", "/orders", &writer).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, www, body) = call("GET", "/reports", &reader).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        www.as_deref(),
+        Some(r#"Bearer realm="tokengate", error="insufficient_scope", scope="reports:read""#)
+    );
+    assert_eq!(body["error"], "insufficient_scope");
+    let (status, _, body) = call("GET", "/reports", &writer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["header"], "orders:* reports:read");
 }
 
 /// examples/axum.rs, as built by `cargo test` (beside this test's binary),

@@ -27,6 +27,7 @@ async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -
             account_id: "acme".into(),
             name: "cluster".into(),
             expires_in_days: days,
+            scopes: Default::default(),
             quota: quota.map(|remaining| QuotaParams {
                 remaining,
                 refill: None,

@@ -422,6 +422,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> (Authenticator, String) {
                 account_id: "acme".into(),
                 name: "fuzz".into(),
                 expires_in_days: None,
+                scopes: Default::default(),
                 quota: None,
             })
             .await

@@ -20,6 +20,7 @@ async fn create(service: &TokenService, account: &str, days: Option<u32>) -> Cre
             account_id: account.into(),
             name: format!("token of {account}"),
             expires_in_days: days,
+            scopes: Default::default(),
             quota: None,
         })
         .await
@@ -246,6 +247,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 last_accessed: None,
                 revoked_at: None,
                 quota: None,
+                scopes: tokengate::Scopes::default(),
             })
             .await
             .unwrap();
@@ -528,4 +530,49 @@ async fn rediss_with_a_ca_file_works_and_a_wrong_ca_is_refused() {
         err,
         "config key redis.tls_ca_file: only with a rediss:// url"
     );
+}
+
+/// Records written before scopes existed have no `scopes` field: they load
+/// with none and keep validating. A damaged field fails closed.
+#[tokio::test]
+async fn records_without_scopes_load_and_a_damaged_scopes_field_fails_closed() {
+    let h = Harness::redis().await;
+    let redis = h.redis.as_ref().unwrap();
+    let created = h
+        .service
+        .create_token(CreateTokenParams {
+            account_id: "acme".into(),
+            name: "scoped".into(),
+            scopes: tokengate::Scopes::new(["b:write", "a:read"]).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let key = format!("tokengate:token:{}", created.info.id);
+    let mut conn = redis.connection().await;
+    let stored: String = conn.hget(&key, "scopes").await.unwrap();
+    assert_eq!(stored, "a:read b:write");
+    let plain = create(&h.service, "acme", None).await;
+    let plain_key = format!("tokengate:token:{}", plain.info.id);
+    let fields: HashMap<String, String> = conn.hgetall(&plain_key).await.unwrap();
+    assert!(!fields.contains_key("scopes"), "no field for no scopes");
+
+    // As an older version wrote it.
+    let _: () = conn.hdel(&key, "scopes").await.unwrap();
+    let info = h.service.get_token(created.info.id, "acme").await.unwrap();
+    assert!(info.scopes.is_empty());
+    let valid = h
+        .service
+        .validate_token(created.token.expose_secret())
+        .await
+        .unwrap();
+    assert!(valid.scopes.is_empty());
+
+    let _: () = conn.hset(&key, "scopes", "NOT A SCOPE").await.unwrap();
+    assert!(matches!(
+        h.service
+            .validate_token(created.token.expose_secret())
+            .await,
+        Err(TokenError::Store(StoreError::Corrupt { .. }))
+    ));
 }

@@ -20,6 +20,7 @@ async fn create(service: &TokenService) -> CreatedToken {
             account_id: "acme".into(),
             name: "sentinel".into(),
             expires_in_days: None,
+            scopes: Default::default(),
             quota: None,
         })
         .await

@@ -63,6 +63,7 @@ async fn create(
             account_id: account.into(),
             name: name.into(),
             expires_in_days: days,
+            scopes: Default::default(),
             quota: None,
         })
         .await
@@ -314,6 +315,7 @@ async fn input_rules_name_the_field(h: Harness) {
         account_id: account.into(),
         name: name.into(),
         expires_in_days: days,
+        scopes: Default::default(),
         quota: None,
     };
     let cases = [
@@ -385,6 +387,7 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
             account_id: "acme".into(),
             name: "metered".into(),
             expires_in_days: None,
+            scopes: Default::default(),
             quota: Some(QuotaParams {
                 remaining: 10,
                 refill: Some(daily),

@@ -346,6 +346,7 @@ mod tests {
             auth: AuthContext {
                 account_id: "acme".into(),
                 token_id: id,
+                scopes: Default::default(),
             },
             lifetime: Duration::MAX,
             verified_at: Instant::now(),

@@ -15,6 +15,9 @@ pub struct HeadersConfig {
     pub account_id: String,
     /// Carries the authenticated token id to the service.
     pub token_id: String,
+    /// Carries the token's scopes, space-separated (absent when it has
+    /// none).
+    pub scopes: String,
 }
 
 impl Default for HeadersConfig {
@@ -22,25 +25,28 @@ impl Default for HeadersConfig {
         Self {
             account_id: "X-Account-Id".to_owned(),
             token_id: "X-Token-Id".to_owned(),
+            scopes: "X-Token-Scopes".to_owned(),
         }
     }
 }
 
 impl HeadersConfig {
     /// Each name is a valid header that means nothing else to HTTP or a
-    /// proxy, and the two differ however they are folded.
+    /// proxy, and they differ however they are folded.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        for (key, name) in [
+        let named = [
             ("headers.account_id", &self.account_id),
             ("headers.token_id", &self.token_id),
-        ] {
+            ("headers.scopes", &self.scopes),
+        ];
+        for (i, (key, name)) in named.iter().enumerate() {
             check_identity_header(name).map_err(|message| invalid(key, message))?;
-        }
-        if fold_header_name(&self.account_id) == fold_header_name(&self.token_id) {
-            return Err(invalid(
-                "headers.token_id",
-                "must differ from headers.account_id",
-            ));
+            if let Some((other, _)) = named[..i]
+                .iter()
+                .find(|(_, earlier)| fold_header_name(earlier) == fold_header_name(name))
+            {
+                return Err(invalid(key, format!("must differ from {other}")));
+            }
         }
         Ok(())
     }
@@ -102,17 +108,20 @@ pub(crate) fn folds_to(name: &[u8], folded: &[u8]) -> bool {
     name.len() == folded.len() && name.iter().zip(folded).all(|(&a, &b)| fold_byte(a) == b)
 }
 
-/// The names of the identity headers (default `X-Account-Id`, `X-Token-Id`).
+/// The names of the identity headers (default `X-Account-Id`, `X-Token-Id`,
+/// `X-Token-Scopes`).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     account_id: HeaderName,
     token_id: HeaderName,
-    folded: [String; 2],
+    scopes: HeaderName,
+    folded: [String; 3],
 }
 
 impl Default for IdentityHeaders {
     fn default() -> Self {
-        Self::new("X-Account-Id", "X-Token-Id").expect("valid default header names")
+        Self::new("X-Account-Id", "X-Token-Id", "X-Token-Scopes")
+            .expect("valid default header names")
     }
 }
 
@@ -120,16 +129,25 @@ impl IdentityHeaders {
     /// The headers `[headers]` names (checked by [`HeadersConfig::validate`]).
     pub fn from_config(config: &HeadersConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
-        Self::new(&config.account_id, &config.token_id)
+        Self::new(&config.account_id, &config.token_id, &config.scopes)
             .map_err(|e| invalid("headers", e.to_string()))
     }
 
     /// Identity headers with these names.
-    pub fn new(account_id: &str, token_id: &str) -> Result<Self, http::header::InvalidHeaderName> {
+    pub fn new(
+        account_id: &str,
+        token_id: &str,
+        scopes: &str,
+    ) -> Result<Self, http::header::InvalidHeaderName> {
         Ok(Self {
             account_id: HeaderName::from_bytes(account_id.as_bytes())?,
             token_id: HeaderName::from_bytes(token_id.as_bytes())?,
-            folded: [fold_header_name(account_id), fold_header_name(token_id)],
+            scopes: HeaderName::from_bytes(scopes.as_bytes())?,
+            folded: [
+                fold_header_name(account_id),
+                fold_header_name(token_id),
+                fold_header_name(scopes),
+            ],
         })
     }
 
@@ -141,6 +159,11 @@ impl IdentityHeaders {
     /// The token-id header's name.
     pub fn token_id_name(&self) -> &HeaderName {
         &self.token_id
+    }
+
+    /// The scopes header's name.
+    pub fn scopes_name(&self) -> &HeaderName {
+        &self.scopes
     }
 
     /// Whether `name` is, or folds into, an identity header.
@@ -194,13 +217,19 @@ impl IdentityHeaders {
         if let Ok(value) = HeaderValue::from_str(&id) {
             headers.insert(self.token_id.clone(), value);
         }
+        // Scopes are checked to `[a-z0-9:._*-]`: valid header bytes.
+        if !auth.scopes.is_empty()
+            && let Ok(value) = HeaderValue::from_maybe_shared(auth.scopes.spaced_bytes())
+        {
+            headers.insert(self.scopes.clone(), value);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenId;
+    use crate::token::{Scopes, TokenId};
 
     #[test]
     fn strips_every_spelling_then_inserts_the_real_values() {
@@ -212,6 +241,8 @@ mod tests {
             "x.account.id",
             "X-TOKEN-ID",
             "x_token.id",
+            "X-Token-Scopes",
+            "x_token_scopes",
         ] {
             headers.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -223,6 +254,7 @@ mod tests {
         let auth = AuthContext {
             account_id: "acme".into(),
             token_id: TokenId::from_uuid(uuid::Uuid::nil()),
+            scopes: Scopes::new(["orders:read", "admin:*"]).unwrap(),
         };
         ids.apply(&mut headers, Some(&auth));
         let values: Vec<_> = headers
@@ -238,7 +270,18 @@ mod tests {
             headers["x-token-id"],
             "00000000-0000-0000-0000-000000000000"
         );
+        assert_eq!(headers["x-token-scopes"], "admin:* orders:read");
         assert_eq!(headers["x-account"], "kept");
-        assert_eq!(headers.len(), 3);
+        assert_eq!(headers.len(), 4);
+
+        // No scopes: no header (and the forged ones are gone).
+        let mut headers = HeaderMap::new();
+        headers.insert("x-token-scopes", HeaderValue::from_static("*"));
+        let auth = AuthContext {
+            scopes: Scopes::default(),
+            ..auth
+        };
+        ids.apply(&mut headers, Some(&auth));
+        assert!(!headers.contains_key("x-token-scopes"));
     }
 }

@@ -63,7 +63,7 @@ use self::quota::Quotas;
 use self::rate_limit::Limits;
 pub use self::rate_limit::RateLimitConfig;
 pub use self::rejection::{InvalidReason, Rejection};
-pub use self::routes::{PublicRoute, PublicRoutes};
+pub use self::routes::{PublicRoute, PublicRoutes, ScopedRoute, ScopedRoutes};
 use self::timing::VerifyTime;
 
 /// When to retry after the store failed to answer.
@@ -90,6 +90,8 @@ pub struct AuthConfig {
     pub client_ip: ClientIpConfig,
     /// `[[public_routes]]`: requests that skip authentication.
     pub public_routes: Vec<PublicRoute>,
+    /// `[[routes]]`: the scopes requests need.
+    pub routes: Vec<ScopedRoute>,
 }
 
 impl AuthConfig {
@@ -102,7 +104,9 @@ impl AuthConfig {
         self.sources.validate()?;
         self.public_routes
             .iter()
-            .try_for_each(PublicRoute::validate)
+            .try_for_each(PublicRoute::validate)?;
+        self.routes.iter().try_for_each(ScopedRoute::validate)?;
+        ScopedRoute::check_overlaps(&self.routes)
     }
 }
 
@@ -165,7 +169,7 @@ pub struct AuthStats {
 
 /// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
 /// admitted as public, then each [`Rejection::code`].
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "authenticated",
     "public",
     "missing_token",
@@ -174,6 +178,7 @@ pub const OUTCOMES: [&str; 8] = [
     "rate_limited",
     "usage_exceeded",
     "unavailable",
+    "insufficient_scope",
 ];
 
 fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
@@ -229,6 +234,7 @@ struct Inner {
     quotas: Arc<Quotas>,
     headers: IdentityHeaders,
     routes: PublicRoutes,
+    scoped_routes: ScopedRoutes,
     last_accessed: LastAccessed,
     verify_time: Arc<VerifyTime>,
     /// The cache and the quotas, told of token changes: held here, for
@@ -294,6 +300,7 @@ impl Authenticator {
                 _sink: sink,
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
+                scoped_routes: ScopedRoutes::new(&config.routes),
                 last_accessed,
                 verify_time,
                 outcomes: Default::default(),
@@ -440,6 +447,17 @@ impl Authenticator {
             Cached::Valid {
                 auth, has_quota, ..
             } => {
+                // Before the limits: a request the token may not make spends
+                // nothing.
+                let needed = inner
+                    .scoped_routes
+                    .needed(request.method, request.uri.path());
+                if let Some(missing) = auth.scopes.first_missing(needed) {
+                    tracing::debug!(token_id = %auth.token_id, missing, "insufficient scope");
+                    return Err(Rejection::InsufficientScope {
+                        scope: needed.join(" "),
+                    });
+                }
                 inner.limits.check(auth.token_id, &auth.account_id)?;
                 if has_quota {
                     inner.quotas.spend(auth.token_id).await?;

@@ -251,6 +251,7 @@ mod tests {
                 account_id: "acme".into(),
                 name: "metered".into(),
                 expires_in_days: None,
+                scopes: Default::default(),
                 quota: Some(QuotaParams {
                     remaining: 100,
                     refill: None,

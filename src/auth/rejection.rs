@@ -65,6 +65,12 @@ pub enum Rejection {
     MissingToken,
     /// A token was sent and is not valid: 401 `invalid_token`.
     InvalidToken(InvalidReason),
+    /// The token is valid but lacks a scope the route needs: 403
+    /// `insufficient_scope` (RFC 6750 §3.1).
+    InsufficientScope {
+        /// The scopes the route needs, space-separated.
+        scope: String,
+    },
     /// The request is malformed, e.g. it carries two tokens: 400
     /// `invalid_request`.
     InvalidRequest(&'static str),
@@ -98,6 +104,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } | Self::UsageExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +116,7 @@ impl Rejection {
         match self {
             Self::MissingToken => "missing_token",
             Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope { .. } => "insufficient_scope",
             Self::InvalidRequest(_) => "invalid_request",
             Self::RateLimited { .. } => "rate_limited",
             Self::UsageExceeded { .. } => "usage_exceeded",
@@ -123,6 +131,9 @@ impl Rejection {
                 "This API needs a token: send `Authorization: Bearer <token>`.".into()
             }
             Self::InvalidToken(_) => "The token is not valid.".into(),
+            Self::InsufficientScope { scope } => {
+                format!("The token lacks a scope this request needs: {scope}.")
+            }
             Self::InvalidRequest(why) => (*why).to_owned(),
             Self::RateLimited { retry_after, .. } => {
                 format!(
@@ -154,6 +165,9 @@ impl Rejection {
         let www = match self {
             Self::MissingToken => Some(REALM.to_owned()),
             Self::InvalidToken(_) => Some(format!(r#"{REALM}, error="invalid_token""#)),
+            Self::InsufficientScope { scope } => Some(format!(
+                r#"{REALM}, error="insufficient_scope", scope="{scope}""#
+            )),
             Self::InvalidRequest(_) => Some(format!(r#"{REALM}, error="invalid_request""#)),
             _ => None,
         };

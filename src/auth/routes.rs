@@ -1,18 +1,22 @@
-//! Public routes: method + path-prefix rules that skip authentication,
-//! matched on the normalized, percent-decoded path.
+//! Route rules, matched on the normalized, percent-decoded path by method
+//! and path prefix: public routes, which skip authentication, and scoped
+//! routes, which name the scopes a token needs (docs/http-contract.md,
+//! "Public routes" and "Scopes").
 //!
 //! A path that is not already in normal form (a `.` or `..` segment, an
 //! empty segment such as `//`, an encoded `/`, `\` or `%`, a bad escape)
-//! never matches: it is authenticated like any other request. That is
-//! fail-closed: `/public/../private`, `/public/%2e%2e/private`,
-//! `/public/%252e%252e/private` and `//private` are not public, whatever
-//! the service behind would make of them.
+//! never matches a public route: it is authenticated like any other
+//! request. That is fail-closed: `/public/../private`,
+//! `/public/%2e%2e/private`, `/public/%252e%252e/private` and `//private`
+//! are not public, whatever the service behind would make of them. For the
+//! same reason such a path needs every scope that any scoped route names.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::http_util::normalize_path;
 use crate::settings::{InvalidConfig, invalid};
+use crate::token::{MAX_SCOPES, is_valid_scope};
 
 /// `[[public_routes]]`: a request matching one skips authentication (its
 /// forged identity headers are still removed).
@@ -31,27 +35,170 @@ impl PublicRoute {
     /// The prefix must be a normalized absolute path, the methods HTTP
     /// methods.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        if !self.path_prefix.starts_with('/')
-            || self.path_prefix.contains('%')
-            || normalize_path(&self.path_prefix).is_none()
-        {
+        check_prefix_and_methods(
+            ("public_routes.path_prefix", "public_routes.methods"),
+            &self.path_prefix,
+            &self.methods,
+        )
+    }
+}
+
+fn check_prefix_and_methods(
+    (prefix_key, methods_key): (&'static str, &'static str),
+    prefix: &str,
+    methods: &[String],
+) -> Result<(), InvalidConfig> {
+    if !prefix.starts_with('/') || prefix.contains('%') || normalize_path(prefix).is_none() {
+        return Err(invalid(
+            prefix_key,
+            format!(
+                "{prefix:?} must be an absolute, normalized path (no //, . or .. segments, no %-escapes)"
+            ),
+        ));
+    }
+    for method in methods {
+        Method::from_bytes(method.as_bytes())
+            .map_err(|_| invalid(methods_key, format!("{method:?} is not an HTTP method")))?;
+    }
+    Ok(())
+}
+
+/// Whether the normalized `path` is `prefix` (trailing `/` trimmed) or
+/// below it, on a segment boundary.
+fn under(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn methods_of(names: &[String]) -> Vec<Method> {
+    names
+        .iter()
+        .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+        .collect()
+}
+
+/// `[[routes]]`: the scopes a request needs (docs/http-contract.md,
+/// "Scopes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedRoute {
+    /// Matches this path and everything below it, on the normalized path;
+    /// the most specific (longest) matching prefix wins.
+    pub path_prefix: String,
+    /// Methods that match; empty: any method. For one prefix, a route that
+    /// names the method wins over one that does not.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Scopes the token needs, every one of them; empty: none (an exception
+    /// below a scoped prefix).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl ScopedRoute {
+    /// Prefix and methods as for public routes; scopes in the scope syntax,
+    /// at most 32.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        check_prefix_and_methods(
+            ("routes.path_prefix", "routes.methods"),
+            &self.path_prefix,
+            &self.methods,
+        )?;
+        if let Some(bad) = self.scopes.iter().find(|s| !is_valid_scope(s)) {
             return Err(invalid(
-                "public_routes.path_prefix",
+                "routes.scopes",
                 format!(
-                    "{:?} must be an absolute, normalized path (no //, . or .. segments, no %-escapes)",
-                    self.path_prefix
+                    "{bad:?} is not a scope: 1–64 characters from a-z 0-9 : . _ - and a * only at the end"
                 ),
             ));
         }
-        for method in &self.methods {
-            Method::from_bytes(method.as_bytes()).map_err(|_| {
-                invalid(
-                    "public_routes.methods",
-                    format!("{method:?} is not an HTTP method"),
-                )
-            })?;
+        if self.scopes.len() > MAX_SCOPES {
+            return Err(invalid("routes.scopes", "at most 32 scopes per route"));
         }
         Ok(())
+    }
+
+    /// Two routes for one prefix and one method (or both for any method)
+    /// would leave the choice to their order: refused.
+    pub fn check_overlaps(routes: &[ScopedRoute]) -> Result<(), InvalidConfig> {
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[..i] {
+                let same_prefix =
+                    a.path_prefix.trim_end_matches('/') == b.path_prefix.trim_end_matches('/');
+                let (ma, mb) = (methods_of(&a.methods), methods_of(&b.methods));
+                let same_methods =
+                    (ma.is_empty() && mb.is_empty()) || ma.iter().any(|m| mb.contains(m));
+                if same_prefix && same_methods {
+                    return Err(invalid(
+                        "routes",
+                        format!(
+                            "two routes for path_prefix {:?} and the same methods",
+                            a.path_prefix
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The configured scoped routes, most specific first.
+#[derive(Debug, Clone, Default)]
+pub struct ScopedRoutes {
+    rules: Vec<ScopeRule>,
+    /// Every scope any route names: what a path not in normal form needs.
+    all: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ScopeRule {
+    prefix: String,
+    methods: Vec<Method>,
+    scopes: Vec<String>,
+}
+
+impl ScopedRoutes {
+    /// From `[[routes]]` (checked by [`ScopedRoute::validate`]).
+    pub fn new(routes: &[ScopedRoute]) -> Self {
+        let mut rules: Vec<ScopeRule> = routes
+            .iter()
+            .map(|r| ScopeRule {
+                prefix: r.path_prefix.trim_end_matches('/').to_owned(),
+                methods: methods_of(&r.methods),
+                scopes: r.scopes.clone(),
+            })
+            .collect();
+        // Longest prefix first; for one prefix, named methods first.
+        rules.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.methods.is_empty()));
+        let mut all: Vec<String> = rules.iter().flat_map(|r| r.scopes.clone()).collect();
+        all.sort_unstable();
+        all.dedup();
+        Self { rules, all }
+    }
+
+    /// Whether no route is configured.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The scopes a request with this method and raw path needs.
+    pub fn needed(&self, method: &Method, raw_path: &str) -> &[String] {
+        if self.rules.is_empty() {
+            return &[];
+        }
+        let Some(path) = normalize_path(raw_path) else {
+            return &self.all;
+        };
+        self.rules
+            .iter()
+            .find(|r| {
+                under(&r.prefix, &path) && (r.methods.is_empty() || r.methods.contains(method))
+            })
+            .map_or(&[], |r| &r.scopes)
     }
 }
 
@@ -68,12 +215,7 @@ impl PublicRoutes {
             .iter()
             .map(|r| {
                 let prefix = r.path_prefix.trim_end_matches('/').to_owned();
-                let methods = r
-                    .methods
-                    .iter()
-                    .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-                    .collect();
-                (prefix, methods)
+                (prefix, methods_of(&r.methods))
             })
             .collect();
         Self { rules }
@@ -88,12 +230,7 @@ impl PublicRoutes {
             return false;
         };
         self.rules.iter().any(|(prefix, methods)| {
-            let path_matches = prefix.is_empty()
-                || path == *prefix
-                || path
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'));
-            path_matches && (methods.is_empty() || methods.contains(method))
+            under(prefix, &path) && (methods.is_empty() || methods.contains(method))
         })
     }
 }
@@ -155,5 +292,89 @@ mod tests {
         ] {
             assert!(!r.is_public(&Method::GET, path), "{path}");
         }
+    }
+
+    fn scoped(prefix: &str, methods: &[&str], scopes: &[&str]) -> ScopedRoute {
+        ScopedRoute {
+            path_prefix: prefix.into(),
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_scoped_route_wins() {
+        let routes = [
+            scoped("/orders", &[], &["orders:read"]),
+            scoped("/orders/", &["post", "DELETE"], &["orders:write"]),
+            scoped("/orders/catalog", &[], &[]),
+            scoped("/", &["DELETE"], &["admin"]),
+        ];
+        let r = ScopedRoutes::new(&routes);
+        let needed = |m: Method, p: &str| r.needed(&m, p).join(" ");
+        assert_eq!(needed(Method::GET, "/orders"), "orders:read");
+        assert_eq!(needed(Method::GET, "/orders/1"), "orders:read");
+        assert_eq!(needed(Method::POST, "/orders/1"), "orders:write");
+        assert_eq!(needed(Method::DELETE, "/orders"), "orders:write");
+        assert_eq!(needed(Method::DELETE, "/orders/catalog/x"), "");
+        assert_eq!(needed(Method::DELETE, "/other"), "admin");
+        assert_eq!(needed(Method::GET, "/other"), "");
+        assert_eq!(needed(Method::GET, "/ordersx"), "");
+        assert_eq!(needed(Method::GET, "/%6frders"), "orders:read");
+        // Not in normal form: every scope any route names.
+        for path in [
+            "/x/../orders",
+            "//orders",
+            "/orders/catalog/%2e%2e",
+            "/a;b",
+            "orders",
+        ] {
+            assert_eq!(
+                needed(Method::GET, path),
+                "admin orders:read orders:write",
+                "{path}"
+            );
+        }
+        assert!(
+            ScopedRoutes::new(&[])
+                .needed(&Method::GET, "/x/../y")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn scoped_routes_are_checked() {
+        let err = |route: ScopedRoute| route.validate().unwrap_err().to_string();
+        assert!(err(scoped("/a", &[], &["Orders"])).contains("routes.scopes"));
+        assert!(err(scoped("/a/../b", &[], &["x"])).contains("routes.path_prefix"));
+        assert!(err(scoped("/a", &["G T"], &["x"])).contains("routes.methods"));
+        let many: Vec<String> = (0..33).map(|i| format!("s{i}")).collect();
+        let route = ScopedRoute {
+            scopes: many,
+            ..scoped("/a", &[], &[])
+        };
+        assert!(
+            route
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 32")
+        );
+        assert!(scoped("/a", &[], &["a:*"]).validate().is_ok());
+
+        let overlapping = [
+            scoped("/a", &["GET", "POST"], &["x"]),
+            scoped("/a/", &["post"], &["y"]),
+        ];
+        let e = ScopedRoute::check_overlaps(&overlapping).unwrap_err();
+        assert!(e.to_string().contains("two routes for path_prefix"), "{e}");
+        let both_any = [scoped("/a", &[], &["x"]), scoped("/a", &[], &["y"])];
+        assert!(ScopedRoute::check_overlaps(&both_any).is_err());
+        let fine = [
+            scoped("/a", &["GET"], &["x"]),
+            scoped("/a", &[], &["y"]),
+            scoped("/a/b", &["GET"], &["z"]),
+        ];
+        assert!(ScopedRoute::check_overlaps(&fine).is_ok());
     }
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, invalid};
-use crate::token::TokenId;
+use crate::token::{Scopes, TokenId};
 
 mod cluster;
 mod connection;
@@ -217,6 +217,9 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
     /// The usage quota, if the token has one (docs/quotas.md).
     pub quota: Option<Quota>,
+    /// What the token may do (docs/token-format.md, "Scopes"); none:
+    /// only routes that need no scope.
+    pub scopes: Scopes,
 }
 
 impl TokenRecord {
@@ -249,6 +252,7 @@ impl fmt::Debug for TokenRecord {
             .field("last_accessed", &self.last_accessed)
             .field("revoked_at", &self.revoked_at)
             .field("quota", &self.quota)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }

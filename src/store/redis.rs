@@ -26,7 +26,7 @@ use super::{
     RevocationSink,
 };
 use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
-use crate::token::TokenId;
+use crate::token::{Scopes, TokenId};
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
 /// waiting on the store is a request waiting on us.
@@ -1482,6 +1482,9 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
             .into_iter()
             .filter_map(|(name, value)| Some((name, value?.to_string()))),
     );
+    if !record.scopes.is_empty() {
+        fields.push(("scopes", record.scopes.to_spaced()));
+    }
     if let Some(quota) = &record.quota {
         fields.push(("quota_remaining", quota.remaining.to_string()));
         fields.push(("quota_refilled_at", quota.refilled_at.to_string()));
@@ -1528,6 +1531,12 @@ fn decode(
         last_accessed: number("last_accessed")?,
         revoked_at: number("revoked_at")?,
         quota: decode_quota(fields, &corrupt)?,
+        // Absent (records older than scopes, or none given): no scopes.
+        scopes: fields
+            .get("scopes")
+            .map(|s| Scopes::parse_spaced(s).map_err(|_| corrupt("scopes")))
+            .transpose()?
+            .unwrap_or_default(),
     }))
 }
 

@@ -756,12 +756,18 @@ pub async fn redis_service(server: &RedisServer, config: &TestConfig) -> TokenSe
 
 /// Creates a token that never expires and returns its plaintext.
 pub async fn new_token(service: &TokenService, account: &str) -> String {
+    new_scoped_token(service, account, &[]).await
+}
+
+/// Creates a token with these scopes that never expires and returns its
+/// plaintext.
+pub async fn new_scoped_token(service: &TokenService, account: &str, scopes: &[&str]) -> String {
     service
         .create_token(tokengate::CreateTokenParams {
             account_id: account.into(),
             name: "test".into(),
-            expires_in_days: None,
-            quota: None,
+            scopes: tokengate::Scopes::new(scopes.iter().copied()).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
