@@ -91,6 +91,15 @@ fn request(bearer: &HeaderValue) -> Request<Full<Bytes>> {
     request
 }
 
+/// A path of an API's, as the route benchmarks use (issue 13).
+const API_PATH: &str = "/svc24/items/7?page=2";
+
+fn request_to(bearer: &HeaderValue, uri: &http::Uri) -> Request<Full<Bytes>> {
+    let mut request = request(bearer);
+    *request.uri_mut() = uri.clone();
+    request
+}
+
 fn bearer(token: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {token}")).expect("header value")
 }
@@ -132,6 +141,22 @@ fn layer(c: &mut Criterion) {
             })
         })
     });
+    // The same token on an API path (the route benchmark's, without
+    // routes): the figure `cached, scopes + 50 routes` is compared with.
+    let api_path = http::Uri::from_static(API_PATH);
+    group.bench_function("cached, API path", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let svc = gated.ready().await.expect("ready");
+                let response = svc
+                    .call(request_to(&bearer, &api_path))
+                    .await
+                    .expect("infallible");
+                debug_assert_eq!(response.status(), StatusCode::OK);
+                black_box(response)
+            })
+        })
+    });
     group.bench_function("no-auth baseline", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -167,11 +192,7 @@ fn layer(c: &mut Criterion) {
     let mut scoped_gated =
         TokenGateLayer::new(scoped_auth.expect("valid config")).layer(tower::service_fn(noop));
     let scoped_bearer = self::bearer(&scoped);
-    let scoped_request = || {
-        let mut request = request(&scoped_bearer);
-        *request.uri_mut() = http::Uri::from_static("/svc24/items/7?page=2");
-        request
-    };
+    let scoped_request = || request_to(&scoped_bearer, &api_path);
     let status = rt.block_on(async {
         let svc = scoped_gated.ready().await.expect("ready");
         svc.call(scoped_request())

@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
-    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService, scopes_input,
+    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService, TokenUpdate,
+    scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys};
@@ -148,6 +149,30 @@ struct CreateBody {
     scopes: Vec<String>,
 }
 
+/// `PATCH …/tokens/{id}`: the fields to change; absent ones stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// Absent: unchanged; `null`: never expires.
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<i64>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// A field that may be `null`: present (even as `null`) is `Some`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 impl Admin {
     pub(crate) fn new(
         service: TokenService,
@@ -233,6 +258,7 @@ impl Admin {
             Route::ListTokens => self.list(account).await,
             Route::GetToken => self.get(account, id).await,
             Route::RevokeToken => self.revoke(account, id).await,
+            Route::UpdateToken => self.update(account, id, body).await,
             Route::SetQuota => self.set_quota(account, id, Some(body)).await,
             Route::RemoveQuota => self.set_quota(account, id, None::<B>).await,
         }
@@ -349,6 +375,34 @@ impl Admin {
     }
 
     /// Sets (`Some` body) or removes the token's quota.
+    async fn update<B>(&self, account: &str, id: &str, body: B) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        let Some(id) = parse_id(id) else {
+            return not_found();
+        };
+        let body: UpdateBody = match read_json(body, "update request").await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        };
+        let scopes = match body.scopes.map(scopes_input).transpose() {
+            Ok(scopes) => scopes,
+            Err(e) => return token_error(e),
+        };
+        let update = TokenUpdate {
+            name: body.name,
+            scopes,
+            expires_at: body.expires_at,
+            enabled: body.enabled,
+        };
+        match self.service.update_token(id, account, update).await {
+            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+            Err(e) => token_error(e),
+        }
+    }
+
     async fn set_quota<B>(&self, account: &str, id: &str, body: Option<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
@@ -390,12 +444,30 @@ where
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
+        // A well-formed body with a field no route takes: 422 naming it,
+        // like any other input that breaks a rule.
+        if let Some(field) = unknown_field(&e) {
+            return http_util::boxed(http_util::error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                &format!("{field:?} is not a field of a {what}: {e}"),
+                Some(&field),
+            ));
+        }
         http_util::error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("The body is not a valid {what}: {e}"),
         )
     })
+}
+
+/// The field serde's `deny_unknown_fields` refused (its message is
+/// "unknown field `name`, expected …"), at most 64 characters of it.
+fn unknown_field(e: &serde_json::Error) -> Option<String> {
+    let message = e.to_string();
+    let (field, _) = message.strip_prefix("unknown field `")?.split_once('`')?;
+    Some(field.chars().take(64).collect())
 }
 
 /// Every admin route. A request is parsed into one ([`Route::parse`]), then
@@ -411,6 +483,7 @@ enum Route {
     CreateToken,
     GetToken,
     RevokeToken,
+    UpdateToken,
     SetQuota,
     RemoveQuota,
 }
@@ -438,7 +511,7 @@ enum Parsed {
 
 impl Route {
     /// The route table, in the order methods are listed in `Allow`.
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 11] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -447,6 +520,7 @@ impl Route {
         Route::CreateToken,
         Route::GetToken,
         Route::RevokeToken,
+        Route::UpdateToken,
         Route::SetQuota,
         Route::RemoveQuota,
     ];
@@ -462,6 +536,7 @@ impl Route {
             Route::CreateToken => (Method::POST, "/v1/accounts/{account}/tokens"),
             Route::GetToken => (Method::GET, "/v1/accounts/{account}/tokens/{id}"),
             Route::RevokeToken => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}"),
+            Route::UpdateToken => (Method::PATCH, "/v1/accounts/{account}/tokens/{id}"),
             Route::SetQuota => (Method::PUT, "/v1/accounts/{account}/tokens/{id}/quota"),
             Route::RemoveQuota => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}/quota"),
         }
@@ -475,6 +550,7 @@ impl Route {
                 | Route::CreateToken
                 | Route::GetToken
                 | Route::RevokeToken
+                | Route::UpdateToken
                 | Route::SetQuota
                 | Route::RemoveQuota
         )
@@ -655,6 +731,11 @@ fn not_found() -> Response<Body> {
 fn token_error(e: TokenError) -> Response<Body> {
     match e {
         TokenError::NotFound => not_found(),
+        TokenError::Revoked => http_util::error(
+            StatusCode::CONFLICT,
+            "revoked",
+            "The token is revoked: it cannot be changed.",
+        ),
         TokenError::InvalidInput { field, reason } => http_util::boxed(http_util::error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_input",
@@ -757,7 +838,7 @@ mod tests {
         );
         assert_eq!(
             parse(Method::PUT, "/v1/accounts/a/tokens/x"),
-            "405 GET, DELETE"
+            "405 GET, DELETE, PATCH"
         );
         assert_eq!(parse(Method::GET, "/v1/accounts/a/tokens/x/y"), "404");
         assert_eq!(parse(Method::GET, "/healthz/"), "404");

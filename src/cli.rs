@@ -16,12 +16,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::CreatedTokenBody;
 use crate::config::Config;
 use crate::service::{
-    CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, TokenError, TokenInfo, TokenService,
-    scopes_input,
+    Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, SystemClock, TokenError, TokenInfo,
+    TokenService, TokenUpdate, scopes_input,
 };
 use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, TokenStore, redact_url};
-use crate::token::{TokenId, is_valid_scope};
+use crate::token::{Scopes, TokenId, is_valid_scope};
 
 mod generate;
 mod healthcheck;
@@ -171,6 +171,42 @@ pub(crate) enum TokenCommand {
         /// The token id.
         #[arg(long, value_name = "TOKEN_ID")]
         id: TokenId,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Change a token: its name, scopes or expiry, or disable / enable it
+    /// (every replica sees the change within about a second).
+    Update {
+        /// The account that owns the token.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The token id.
+        #[arg(long, value_name = "TOKEN_ID")]
+        id: TokenId,
+        /// A new label (1–256 characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the scopes with these (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope,
+              conflicts_with = "no_scopes")]
+        scopes: Vec<String>,
+        /// Remove every scope.
+        #[arg(long)]
+        no_scopes: bool,
+        /// Expire N days from now.
+        #[arg(long, value_name = "N", conflicts_with = "never_expires",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_EXPIRES_IN_DAYS)))]
+        expires_in_days: Option<u32>,
+        /// Never expire.
+        #[arg(long)]
+        never_expires: bool,
+        /// Refuse the token until it is enabled again.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Accept a disabled token again.
+        #[arg(long)]
+        enable: bool,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -500,6 +536,62 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 )
             })
         }
+        TokenCommand::Update {
+            account,
+            id,
+            name,
+            scopes,
+            no_scopes,
+            expires_in_days,
+            never_expires,
+            disable,
+            enable,
+            output,
+        } => {
+            let scopes = if no_scopes {
+                Some(Scopes::default())
+            } else if scopes.is_empty() {
+                None
+            } else {
+                Some(scopes_input(scopes).map_err(fail)?)
+            };
+            let now = SystemClock.now();
+            let expires_at = match (expires_in_days, never_expires) {
+                (Some(days), _) => Some(Some(now + i64::from(days) * 86_400)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let enabled = match (disable, enable) {
+                (true, _) => Some(false),
+                (_, true) => Some(true),
+                _ => None,
+            };
+            let update = TokenUpdate {
+                name,
+                scopes,
+                expires_at,
+                enabled,
+            };
+            if update == TokenUpdate::default() {
+                return Err("nothing to change: give --name, --scope, --no-scopes, \
+                     --expires-in-days, --never-expires, --disable or --enable"
+                    .to_owned());
+            }
+            let info = service
+                .update_token(id, &account, update)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Revoked => {
+                        format!("token {id} is revoked: it cannot be changed")
+                    }
+                    e => not_found(e, id, &account),
+                })?;
+            Ok(if output.json {
+                json_line(&info)
+            } else {
+                details(&info)
+            })
+        }
         TokenCommand::Quota {
             account,
             id,
@@ -610,6 +702,10 @@ fn details(info: &TokenInfo) -> String {
         ("expires", optional_timestamp(info.expires_at, "never")),
         ("last used", optional_timestamp(info.last_accessed, "never")),
         ("revoked", optional_timestamp(info.revoked_at, "no")),
+        (
+            "enabled",
+            if info.enabled { "yes" } else { "no" }.to_owned(),
+        ),
         ("quota", quota_text(info)),
         (
             "scopes",

@@ -266,22 +266,29 @@ impl<T: AsyncWrite + Unpin, H: Unpin> AsyncWrite for ReadHook<T, H> {
     }
 }
 
-/// The percent-decoded path if it is in normal form, else `None`.
-pub(crate) fn normalize_path(raw: &str) -> Option<String> {
+/// The percent-decoded path if it is in normal form, else `None`. Borrowed
+/// when there is nothing to decode: the route checks run on every request.
+pub(crate) fn normalize_path(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !raw.starts_with('/') {
         return None;
     }
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return None;
-    }
-    let decoded = percent_decode(raw)?;
-    // A `%` left after decoding was sent as `%25`: a service that decodes
-    // once more would read `/public/%252e%252e/x` as `/public/../x`. The
-    // normal form has none, so normalizing it again changes nothing.
-    if decoded.contains('%') {
-        return None;
-    }
+    let decoded = if raw.contains('%') {
+        let lower = raw.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+            return None;
+        }
+        let decoded = percent_decode(raw)?;
+        // A `%` left after decoding was sent as `%25`: a service that
+        // decodes once more would read `/public/%252e%252e/x` as
+        // `/public/../x`. The normal form has none, so normalizing it again
+        // changes nothing.
+        if decoded.contains('%') {
+            return None;
+        }
+        std::borrow::Cow::Owned(decoded)
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    };
     // `;` starts path parameters that some servers (Tomcat, Spring, Jetty)
     // drop before routing: `/public/..;/private` is `/private` to them.
     if decoded.contains('\\') || decoded.contains('\0') || decoded.contains(';') {

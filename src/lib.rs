@@ -126,7 +126,7 @@ pub use layer::{PeerAddr, RequireScopes, TokenGateLayer, TokenGateService};
 pub use server::{ServeConfig, ServeError, serve, serve_until};
 pub use service::{
     AuthContext, Clock, CreateTokenParams, CreatedToken, QuotaInfo, QuotaParams, SecurityConfig,
-    SystemClock, TokenError, TokenInfo, TokenService, TokenStatus,
+    SystemClock, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate,
 };
 pub use settings::InvalidConfig;
 pub use store::{

@@ -38,8 +38,8 @@ use crate::auth::{Authenticator, OUTCOMES};
 use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
 use crate::store::{
-    Lease, LimitReport, LimitState, Quota, RevocationSink, RevokeOutcome, StoreError, TokenRecord,
-    TokenStore,
+    Lease, LimitReport, LimitState, Quota, RecordUpdate, RevocationSink, RevokeOutcome, StoreError,
+    TokenRecord, TokenStore, UpdateOutcome,
 };
 use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::TokenId;
@@ -145,6 +145,19 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
         at: i64,
     ) -> Result<RevokeOutcome, StoreError> {
         timed!(self, "revoke", self.inner.revoke(id, account_id, at))
+    }
+    async fn update(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        update: &RecordUpdate,
+        at: i64,
+    ) -> Result<UpdateOutcome, StoreError> {
+        timed!(
+            self,
+            "update",
+            self.inner.update(id, account_id, update, at)
+        )
     }
     async fn lease_credits(
         &self,

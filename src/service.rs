@@ -37,7 +37,8 @@ use crate::hashing::{
 };
 use crate::settings::{InvalidConfig, in_range, invalid};
 use crate::store::{
-    MAX_QUOTA, Quota, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+    MAX_QUOTA, Quota, RecordUpdate, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord,
+    TokenStore, UpdateOutcome,
 };
 use crate::token::{
     self, FormatError, MAX_SCOPES, RandomError, ScopeError, Scopes, Token, TokenId,
@@ -157,6 +158,9 @@ pub enum TokenError {
     /// Client: the token was revoked.
     #[error("token revoked")]
     Revoked,
+    /// Client: the token is disabled (it can be enabled again).
+    #[error("token disabled")]
+    Disabled,
     /// Client: the token has expired.
     #[error("token expired")]
     Expired,
@@ -198,6 +202,7 @@ impl TokenError {
             Self::InvalidFormat(_)
                 | Self::NotFound
                 | Self::Revoked
+                | Self::Disabled
                 | Self::Expired
                 | Self::WrongSecret
         )
@@ -256,6 +261,21 @@ where
             ),
         ),
     })
+}
+
+/// What [`TokenService::update_token`] changes; `None` leaves a field as it
+/// is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenUpdate {
+    /// A new label (1–256 characters, no control characters).
+    pub name: Option<String>,
+    /// New scopes, replacing the old ones (empty: none).
+    pub scopes: Option<Scopes>,
+    /// A new expiry (unix seconds, in the future, at most 3650 days away);
+    /// `Some(None)`: never.
+    pub expires_at: Option<Option<i64>>,
+    /// Disable (`false`) or enable (`true`) the token.
+    pub enabled: Option<bool>,
 }
 
 /// What [`TokenService::create_token`] needs.
@@ -343,15 +363,18 @@ pub enum TokenStatus {
     Expired,
     /// Revoked (whether or not it has also expired).
     Revoked,
+    /// Disabled: refused until enabled again (and not expired).
+    Disabled,
 }
 
 impl TokenStatus {
-    /// `"active"`, `"expired"` or `"revoked"`, as in JSON.
+    /// `"active"`, `"expired"`, `"revoked"` or `"disabled"`, as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Expired => "expired",
             Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -382,6 +405,10 @@ pub struct TokenInfo {
     pub quota: Option<QuotaInfo>,
     /// The token's scopes, sorted (`[]` for none).
     pub scopes: Scopes,
+    /// Whether the token is enabled (`false`: refused until enabled again).
+    pub enabled: bool,
+    /// When it was disabled, `null` while enabled.
+    pub disabled_at: Option<i64>,
 }
 
 impl TokenInfo {
@@ -390,6 +417,8 @@ impl TokenInfo {
             TokenStatus::Revoked
         } else if record.is_expired_at(now) {
             TokenStatus::Expired
+        } else if record.disabled_at.is_some() {
+            TokenStatus::Disabled
         } else {
             TokenStatus::Active
         };
@@ -405,6 +434,8 @@ impl TokenInfo {
             revoked_at: record.revoked_at,
             quota: record.quota.as_ref().map(|q| QuotaInfo::at(q, now)),
             scopes: record.scopes,
+            enabled: record.disabled_at.is_none(),
+            disabled_at: record.disabled_at,
         }
     }
 }
@@ -679,6 +710,7 @@ impl TokenService {
             revoked_at: None,
             quota: params.quota.map(|q| Quota::new(q.remaining, q.refill, now)),
             scopes: params.scopes,
+            disabled_at: None,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -767,6 +799,52 @@ impl TokenService {
         self.get_token(token_id, account_id).await
     }
 
+    /// Changes a token of the account (docs/http-contract.md, "Changing a
+    /// token"): the fields given, checked as at creation; never a revoked
+    /// token ([`TokenError::Revoked`]). Every replica's cache looks the
+    /// token up again (this one at once, others through the events stream).
+    pub async fn update_token(
+        &self,
+        token_id: TokenId,
+        account_id: &str,
+        update: TokenUpdate,
+    ) -> Result<TokenInfo, TokenError> {
+        check_account_id(account_id)?;
+        if let Some(name) = &update.name {
+            check_text("name", name, MAX_NAME_CHARS)?;
+        }
+        let now = self.clock.now();
+        if let Some(Some(at)) = update.expires_at {
+            let latest = now + i64::from(MAX_EXPIRES_IN_DAYS) * SECONDS_PER_DAY;
+            if at <= now || at > latest {
+                return Err(TokenError::input(
+                    "expires_at",
+                    format!(
+                        "must be in the future and at most {MAX_EXPIRES_IN_DAYS} days away, or null for never (got {at})"
+                    ),
+                ));
+            }
+        }
+        let change = RecordUpdate {
+            name: update.name,
+            scopes: update.scopes,
+            expires_at: update.expires_at,
+            disabled_at: update.enabled.map(|enabled| (!enabled).then_some(now)),
+        };
+        let record = match self
+            .store
+            .update(token_id, account_id, &change, now)
+            .await?
+        {
+            UpdateOutcome::Updated(record) => record,
+            UpdateOutcome::Revoked => return Err(TokenError::Revoked),
+            UpdateOutcome::NotFound => return Err(TokenError::NotFound),
+        };
+        tracing::info!(token_id = %token_id, account_id, enabled = record.disabled_at.is_none(), "token updated");
+        self.tell_sinks(token_id, |sink, id| sink.changed(id));
+        Ok(TokenInfo::from_record(*record, now))
+    }
+
     /// Tells this process's caches that a token was revoked or changed;
     /// other processes hear of it through the store (the Redis events
     /// stream).
@@ -801,6 +879,9 @@ impl TokenService {
         }
         if record.is_expired_at(self.clock.now()) {
             return Err(TokenError::Expired);
+        }
+        if record.disabled_at.is_some() {
+            return Err(TokenError::Disabled);
         }
         let stored = StoredHash::parse(&record.hash);
         let kind = stored.kind();
@@ -1034,6 +1115,7 @@ mod tests {
             revoked_at: Some(20),
             quota: None,
             scopes: Scopes::default(),
+            disabled_at: None,
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

@@ -5,9 +5,10 @@
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::procs::{Nginx, Tokengate};
+use support::procs::{Nginx, Replica, Tokengate};
 use support::upstream::Upstream;
 use support::{HttpReply, RedisServer, free_port, http};
 
@@ -353,4 +354,262 @@ fn the_cli_creates_scoped_tokens_and_refuses_bad_scopes_in_one_line() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--scope"), "{stderr}");
     assert!(stderr.contains("a scope is 1–64 characters"), "{stderr}");
+}
+
+async fn patch(replica: &Replica, id: &str, body: &str) -> HttpReply {
+    http(
+        "PATCH",
+        &format!(
+            "http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}",
+            replica.admin
+        ),
+        &[
+            ("authorization", &format!("Bearer {ADMIN_KEY}")),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// How long until `replica` answers `token`'s GET /orders with `status`
+/// (polled every 20 ms; fails past 1 s).
+async fn seen_within_a_second(replica: &Replica, token: &str, status: StatusCode) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reply = replica.get(token).await;
+        if reply.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {} after 1 s, not {status}: {:?}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Disable, enable and a change of scopes made through one replica reach
+/// another, which has the token cached, within a second; a revoked token
+/// cannot be changed.
+#[tokio::test]
+async fn changes_reach_a_second_replica_within_a_second() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let routes = "[[routes]]\npath_prefix = \"/orders\"\nscopes = [\"orders:read\"]\n";
+    let a = Replica::start(&redis.url(), &upstream.url(), routes);
+    let b = Replica::start(&redis.url(), &upstream.url(), routes);
+    let created = a
+        .create(r#"{"name": "fleet", "scopes": ["orders:read"]}"#)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let created = created.json();
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(b.get(token).await.status, StatusCode::OK, "cached on b");
+
+    let reply = patch(&a, id, r#"{"enabled": false}"#).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()["enabled"], false);
+    assert_eq!(reply.json()["status"], "disabled");
+    let took = seen_within_a_second(&b, token, StatusCode::UNAUTHORIZED).await;
+    eprintln!("disabled: refused by the other replica after {took:?}");
+    let refused = b.get(token).await;
+    assert_eq!(refused.json()["error"], "invalid_token");
+
+    assert_eq!(
+        patch(&a, id, r#"{"enabled": true}"#).await.status,
+        StatusCode::OK
+    );
+    let took = seen_within_a_second(&b, token, StatusCode::OK).await;
+    eprintln!("enabled: admitted by the other replica after {took:?}");
+
+    let reply = patch(&a, id, r#"{"scopes": ["reports:read"], "name": "renamed"}"#).await;
+    assert_eq!(reply.json()["scopes"], serde_json::json!(["reports:read"]));
+    assert_eq!(reply.json()["name"], "renamed");
+    let took = seen_within_a_second(&b, token, StatusCode::FORBIDDEN).await;
+    eprintln!("scopes changed: 403 from the other replica after {took:?}");
+    assert_eq!(
+        patch(&a, id, r#"{"scopes": ["orders:*"]}"#).await.status,
+        StatusCode::OK
+    );
+    seen_within_a_second(&b, token, StatusCode::OK).await;
+
+    // Revoked: never changed again.
+    let revoke = http(
+        "DELETE",
+        &format!("http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}", a.admin),
+        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+        "",
+    )
+    .await;
+    assert_eq!(revoke.status, StatusCode::OK);
+    let reply = patch(&a, id, r#"{"enabled": true}"#).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.json()["error"], "revoked");
+    seen_within_a_second(&b, token, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn updates_are_checked_like_creations() {
+    let stack = Stack::start().await;
+    let body = r#"{"name": "u"}"#;
+    let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (body, field) in [
+        (r#"{"scopes": ["BAD"]}"#.to_owned(), "scopes"),
+        (r#"{"name": ""}"#.to_owned(), "name"),
+        (format!(r#"{{"expires_at": {}}}"#, now - 1), "expires_at"),
+        (
+            format!(r#"{{"expires_at": {}}}"#, now + 3651 * 86_400),
+            "expires_at",
+        ),
+    ] {
+        let reply = stack.admin("PATCH", &path, &body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(reply.json()["field"], field, "{body}");
+    }
+    for method in ["PATCH", "POST"] {
+        let path = if method == "POST" {
+            "/v1/accounts/acme/tokens"
+        } else {
+            path.as_str()
+        };
+        let reply = stack
+            .admin(method, path, r#"{"name": "x", "colour": "red"}"#)
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{method}");
+        assert_eq!(reply.json()["error"], "invalid_input");
+        assert_eq!(reply.json()["field"], "colour");
+    }
+    let reply = stack.admin("PATCH", &path, r#"{"name": "#).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"], "invalid_json");
+    let reply = stack
+        .admin("PATCH", "/v1/accounts/acme/tokens/not-an-id", "{}")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = stack
+        .admin("PATCH", &format!("/v1/accounts/other/tokens/{id}"), "{}")
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NOT_FOUND,
+        "another account's token"
+    );
+
+    // An expiry, then none: the expiry index follows.
+    let at = now + 86_400;
+    let reply = stack
+        .admin("PATCH", &path, &format!(r#"{{"expires_at": {at}}}"#))
+        .await;
+    assert_eq!(reply.json()["expires_at"], at);
+    let mut conn = stack.redis.connection().await;
+    let score: Option<i64> = redis::cmd("ZSCORE")
+        .arg("tokengate:expiry")
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, Some(at));
+    let reply = stack.admin("PATCH", &path, r#"{"expires_at": null}"#).await;
+    assert_eq!(reply.json()["expires_at"], serde_json::Value::Null);
+    let score: Option<i64> = redis::cmd("ZSCORE")
+        .arg("tokengate:expiry")
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, None);
+}
+
+#[test]
+fn the_cli_updates_disables_and_enables_tokens() {
+    let redis = RedisServer::start();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["--redis-url", &redis.url()])
+            .args(args)
+            .env_clear()
+            .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
+            .output()
+            .unwrap()
+    };
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let created = json(&run(&[
+        "token",
+        "create",
+        "--account",
+        "acme",
+        "--name",
+        "cli",
+        "--json",
+    ]));
+    let id = created["id"].as_str().unwrap();
+    let update = |extra: &[&str]| {
+        let mut args = vec!["token", "update", "--account", "acme", "--id", id];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let info = json(&update(&["--disable", "--name", "paused", "--json"]));
+    assert_eq!(
+        (&info["status"], &info["enabled"], &info["name"]),
+        (&"disabled".into(), &false.into(), &"paused".into())
+    );
+    let info = json(&update(&[
+        "--enable",
+        "--scope",
+        "orders:read",
+        "--expires-in-days",
+        "7",
+        "--json",
+    ]));
+    assert_eq!(info["status"], "active");
+    assert_eq!(info["scopes"], serde_json::json!(["orders:read"]));
+    assert!(info["expires_at"].as_i64().is_some());
+    let info = json(&update(&["--no-scopes", "--never-expires", "--json"]));
+    assert_eq!(info["scopes"], serde_json::json!([]));
+    assert_eq!(info["expires_at"], serde_json::Value::Null);
+    let text = String::from_utf8(update(&["--disable"]).stdout).unwrap();
+    assert!(text.contains("status:    disabled\n"), "{text}");
+    assert!(text.contains("enabled:   no\n"), "{text}");
+
+    // Nothing to change, clashing flags, a revoked token: one line, non-zero.
+    for (args, code, says) in [
+        (vec![], 1, "nothing to change"),
+        (vec!["--enable", "--disable"], 2, "cannot be used with"),
+        (
+            vec!["--scope", "x", "--no-scopes"],
+            2,
+            "cannot be used with",
+        ),
+    ] {
+        let out = update(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    assert!(
+        run(&["token", "revoke", "--account", "acme", "--id", id])
+            .status
+            .success()
+    );
+    let out = update(&["--enable"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("is revoked: it cannot be changed"),
+        "{stderr}"
+    );
 }

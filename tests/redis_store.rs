@@ -248,6 +248,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 revoked_at: None,
                 quota: None,
                 scopes: tokengate::Scopes::default(),
+                disabled_at: None,
             })
             .await
             .unwrap();

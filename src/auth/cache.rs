@@ -97,11 +97,27 @@ pub(crate) enum Cached {
         /// The token has a usage quota: each request spends a credit.
         has_quota: bool,
     },
-    /// Not valid (remembered for the negative ttl).
-    Invalid(InvalidReason),
+    /// Not valid (remembered for the negative ttl): a well-formed token of
+    /// `id` that the store refused when asked at `checked_at`. A change to
+    /// the token since (enabled again, a new expiry) makes it ask again.
+    Invalid {
+        reason: InvalidReason,
+        id: TokenId,
+        checked_at: Instant,
+    },
 }
 
 type Key = [u8; 32];
+
+impl Cached {
+    /// The token the entry is about.
+    fn id(&self) -> TokenId {
+        match self {
+            Cached::Valid { auth, .. } => auth.token_id,
+            Cached::Invalid { id, .. } => *id,
+        }
+    }
+}
 
 struct Lifetimes {
     ttl: Duration,
@@ -117,7 +133,7 @@ impl Expiry<Key, Cached> for Lifetimes {
     ) -> Option<Duration> {
         Some(match value {
             Cached::Valid { lifetime, .. } => (*lifetime).min(self.ttl),
-            Cached::Invalid(_) => self.negative_ttl,
+            Cached::Invalid { .. } => self.negative_ttl,
         })
     }
 }
@@ -212,20 +228,21 @@ impl AuthCache {
                 entry
             }
         };
-        if change == Some(Change::Revoked) {
-            let revoked = Cached::Invalid(InvalidReason::Revoked);
+        if change == Some(Change::Revoked) && matches!(entry, Cached::Valid { .. }) {
+            let revoked = Cached::Invalid {
+                reason: InvalidReason::Revoked,
+                id: entry.id(),
+                checked_at: Instant::now(),
+            };
             self.entries.insert(key, revoked.clone()).await;
             return Ok(revoked);
         }
         Ok(entry)
     }
 
-    /// What was heard recently about a valid entry's token.
+    /// What was heard recently about an entry's token.
     fn change_of(&self, entry: &Cached) -> Option<Change> {
-        match entry {
-            Cached::Valid { auth, .. } => self.changes.get(&auth.token_id),
-            Cached::Invalid(_) => None,
-        }
+        self.changes.get(&entry.id())
     }
 
     /// A valid entry older than the degraded ttl while the revocation
@@ -243,7 +260,7 @@ impl AuthCache {
                     || (!self.subscribed.load(Ordering::Relaxed)
                         && verified_at.elapsed() >= self.degraded_ttl)
             }
-            Cached::Invalid(_) => false,
+            Cached::Invalid { .. } => false,
         }
     }
 
@@ -272,10 +289,12 @@ impl AuthCache {
     }
 }
 
-/// A valid entry verified before its token last changed.
+/// An entry the store vouched for (or refused) before its token last
+/// changed.
 fn changed_since(entry: &Cached, change: Option<Change>) -> bool {
     match (entry, change) {
         (Cached::Valid { verified_at, .. }, Some(Change::Changed(at))) => *verified_at <= at,
+        (Cached::Invalid { checked_at, .. }, Some(Change::Changed(at))) => *checked_at <= at,
         _ => false,
     }
 }
@@ -417,11 +436,32 @@ mod tests {
         // Revoked, then changed: still revoked.
         cache.revoked(id);
         cache.changed(id);
-        let Ok(Cached::Invalid(InvalidReason::Revoked)) = cache
+        let Ok(Cached::Invalid {
+            reason: InvalidReason::Revoked,
+            ..
+        }) = cache
             .get_or_lookup(key, || async { Ok::<_, ()>(valid(id, 0)) })
             .await
         else {
             panic!("a change must not undo a revocation");
         };
+    }
+
+    #[tokio::test]
+    async fn a_change_lifts_a_refusal_cached_before_it() {
+        let cache = AuthCache::new(&CacheConfig::default());
+        let id = TokenId::from_uuid(uuid::Uuid::from_u128(4));
+        let key = AuthCache::key("disabled token");
+        let disabled = || Cached::Invalid {
+            reason: InvalidReason::Disabled,
+            id,
+            checked_at: Instant::now(),
+        };
+        assert_eq!(get(&cache, key, disabled()).await, 1);
+        assert_eq!(get(&cache, key, disabled()).await, 0, "remembered");
+        // Enabled again: the refusal predates it, so the store is asked.
+        cache.changed(id);
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 1);
+        assert_eq!(get(&cache, key, valid(id, cache.epoch())).await, 0);
     }
 }

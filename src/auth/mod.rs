@@ -196,6 +196,7 @@ fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
 struct Changes {
     cache: Arc<AuthCache>,
     quotas: Arc<Quotas>,
+    limits: Arc<Limits>,
 }
 
 impl RevocationSink for Changes {
@@ -206,6 +207,7 @@ impl RevocationSink for Changes {
     fn changed(&self, id: token::TokenId) {
         self.cache.changed(id);
         self.quotas.forget(id);
+        self.limits.forget_refusals(id);
     }
     fn unsubscribed(&self) {
         self.cache.unsubscribed();
@@ -269,16 +271,17 @@ impl Authenticator {
         let headers = IdentityHeaders::from_config(&config.headers)?;
         let cache = Arc::new(AuthCache::new(&config.cache));
         let quotas = Arc::new(Quotas::new(service.clone(), config.rate_limit.max_keys));
+        let store = service.store().clone();
+        let limits = Arc::new(Limits::new(&config.rate_limit, store.shares_limits()));
         let sink: Arc<dyn RevocationSink> = Arc::new(Changes {
             cache: cache.clone(),
             quotas: quotas.clone(),
+            limits: limits.clone(),
         });
         service.add_revocation_sink(Arc::downgrade(&sink));
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
         let verify_time = VerifyTime::calibrated(service.hash_kind(), service.bcrypt_cost());
-        let store = service.store().clone();
-        let limits = Arc::new(Limits::new(&config.rate_limit, store.shares_limits()));
         let mut tasks = vec![flusher];
         tasks.extend(store.watch_revocations(Arc::downgrade(&sink)));
         if store.shares_limits() {
@@ -402,7 +405,12 @@ impl Authenticator {
                 match &validated {
                     Ok(_) | Err(TokenError::WrongSecret) => verify_time.record(started.elapsed()),
                     // Refused without bcrypt: as slow as with it.
-                    Err(TokenError::NotFound | TokenError::Revoked | TokenError::Expired) => {
+                    Err(
+                        TokenError::NotFound
+                        | TokenError::Revoked
+                        | TokenError::Expired
+                        | TokenError::Disabled,
+                    ) => {
                         verify_time.hold(started).await;
                     }
                     Err(_) => {}
@@ -422,7 +430,11 @@ impl Authenticator {
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e)
-                        .map(Cached::Invalid)
+                        .map(|reason| Cached::Invalid {
+                            reason,
+                            id: token_id,
+                            checked_at: verified_at,
+                        })
                         .ok_or(Miss::Failed(e)),
                 }
             }
@@ -443,7 +455,7 @@ impl Authenticator {
                 }
             })?;
         match entry {
-            Cached::Invalid(reason) => Err(self.failed(ip, Some(token_id), reason)),
+            Cached::Invalid { reason, .. } => Err(self.failed(ip, Some(token_id), reason)),
             Cached::Valid {
                 auth, has_quota, ..
             } => {

@@ -676,6 +676,15 @@ impl Limits {
             tracing::info!(token_id = %id, "token id over the wrong-secret limit: misses get 429 without bcrypt");
         })
     }
+
+    /// Forgets the refusals of token id `id`: it was changed by its owner
+    /// (enabled again, a new expiry), so what it was refused for before
+    /// may no longer hold.
+    pub(crate) fn forget_refusals(&self, id: TokenId) {
+        if let Some(limits) = &self.token_failures {
+            limits.states.invalidate(&id);
+        }
+    }
 }
 
 /// Reconciles `limits` with the store every `interval` for as long as they

@@ -25,6 +25,8 @@ pub enum InvalidReason {
     NotFound,
     /// Revoked.
     Revoked,
+    /// Disabled (it may be enabled again).
+    Disabled,
     /// Expired.
     Expired,
     /// The secret does not match.
@@ -38,6 +40,7 @@ impl InvalidReason {
             Self::Format => "format",
             Self::NotFound => "not_found",
             Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
             Self::Expired => "expired",
             Self::WrongSecret => "wrong_secret",
         }
@@ -48,6 +51,7 @@ impl InvalidReason {
             TokenError::InvalidFormat(_) => Self::Format,
             TokenError::NotFound => Self::NotFound,
             TokenError::Revoked => Self::Revoked,
+            TokenError::Disabled => Self::Disabled,
             TokenError::Expired => Self::Expired,
             TokenError::WrongSecret => Self::WrongSecret,
             _ => return None,

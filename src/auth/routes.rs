@@ -11,6 +11,8 @@
 //! are not public, whatever the service behind would make of them. For the
 //! same reason such a path needs every scope that any scoped route names.
 
+use std::collections::HashMap;
+
 use http::Method;
 use serde::{Deserialize, Serialize};
 
@@ -146,10 +148,16 @@ impl ScopedRoute {
     }
 }
 
-/// The configured scoped routes, most specific first.
+/// The configured scoped routes, most specific first, indexed by the first
+/// segment of their prefix: a request looks at the rules under its own
+/// first segment and those for `/`, not at the whole table.
 #[derive(Debug, Clone, Default)]
 pub struct ScopedRoutes {
     rules: Vec<ScopeRule>,
+    /// First segment → indexes into `rules`, in order.
+    by_segment: HashMap<String, Vec<usize>>,
+    /// Rules for `/` (every path), in order.
+    root: Vec<usize>,
     /// Every scope any route names: what a path not in normal form needs.
     all: Vec<String>,
 }
@@ -174,10 +182,23 @@ impl ScopedRoutes {
             .collect();
         // Longest prefix first; for one prefix, named methods first.
         rules.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.methods.is_empty()));
+        let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut root = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match first_segment(&rule.prefix) {
+                "" => root.push(i),
+                segment => by_segment.entry(segment.to_owned()).or_default().push(i),
+            }
+        }
         let mut all: Vec<String> = rules.iter().flat_map(|r| r.scopes.clone()).collect();
         all.sort_unstable();
         all.dedup();
-        Self { rules, all }
+        Self {
+            rules,
+            by_segment,
+            root,
+            all,
+        }
     }
 
     /// Whether no route is configured.
@@ -193,13 +214,22 @@ impl ScopedRoutes {
         let Some(path) = normalize_path(raw_path) else {
             return &self.all;
         };
-        self.rules
-            .iter()
+        let own = self.by_segment.get(first_segment(&path));
+        own.into_iter()
+            .flatten()
+            .chain(&self.root)
+            .map(|&i| &self.rules[i])
             .find(|r| {
                 under(&r.prefix, &path) && (r.methods.is_empty() || r.methods.contains(method))
             })
             .map_or(&[], |r| &r.scopes)
     }
+}
+
+/// `orders` of `/orders/7`; empty for `/` and `` (a trimmed `/`).
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
 }
 
 /// The configured public routes.

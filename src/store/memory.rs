@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    Lease, LimitReport, LimitState, Quota, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+    Lease, LimitReport, LimitState, Quota, RecordUpdate, RevokeOutcome, StoreError, TokenRecord,
+    TokenStore, UpdateOutcome,
 };
 use crate::token::TokenId;
 
@@ -93,6 +94,26 @@ impl TokenStore for MemoryStore {
                 Ok(RevokeOutcome::Revoked)
             }
             _ => Ok(RevokeOutcome::NotFound),
+        }
+    }
+
+    async fn update(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        update: &RecordUpdate,
+        at: i64,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut inner = self.lock();
+        match inner.tokens.get_mut(&id) {
+            Some(record) if record.account_id == account_id => {
+                if record.revoked_at.is_some() {
+                    return Ok(UpdateOutcome::Revoked);
+                }
+                update.apply(record, at);
+                Ok(UpdateOutcome::Updated(Box::new(record.clone())))
+            }
+            _ => Ok(UpdateOutcome::NotFound),
         }
     }
 

@@ -220,6 +220,9 @@ pub struct TokenRecord {
     /// What the token may do (docs/token-format.md, "Scopes"); none:
     /// only routes that need no scope.
     pub scopes: Scopes,
+    /// When the token was disabled (reversibly, unlike a revocation);
+    /// `None`: enabled.
+    pub disabled_at: Option<i64>,
 }
 
 impl TokenRecord {
@@ -253,6 +256,7 @@ impl fmt::Debug for TokenRecord {
             .field("revoked_at", &self.revoked_at)
             .field("quota", &self.quota)
             .field("scopes", &self.scopes)
+            .field("disabled_at", &self.disabled_at)
             .finish()
     }
 }
@@ -264,6 +268,51 @@ pub enum RevokeOutcome {
     Revoked,
     /// The token had been revoked before; its `revoked_at` is unchanged.
     AlreadyRevoked,
+    /// No such token for this account.
+    NotFound,
+}
+
+/// Changes to a token's record ([`TokenStore::update`]); `None` leaves a
+/// field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordUpdate {
+    /// A new label.
+    pub name: Option<String>,
+    /// New scopes (empty: none).
+    pub scopes: Option<Scopes>,
+    /// A new expiry; `Some(None)`: never.
+    pub expires_at: Option<Option<i64>>,
+    /// Disabled since (`Some(Some(at))`), or enabled again (`Some(None)`).
+    pub disabled_at: Option<Option<i64>>,
+}
+
+impl RecordUpdate {
+    /// Applies the changes to `record` (the in-memory store, and what the
+    /// Redis script does to the HASH).
+    pub fn apply(&self, record: &mut TokenRecord, at: i64) {
+        if let Some(name) = &self.name {
+            record.name.clone_from(name);
+        }
+        if let Some(scopes) = &self.scopes {
+            record.scopes = scopes.clone();
+        }
+        if let Some(expires_at) = self.expires_at {
+            record.expires_at = expires_at;
+        }
+        if let Some(disabled_at) = self.disabled_at {
+            record.disabled_at = disabled_at;
+        }
+        record.updated_at = at;
+    }
+}
+
+/// What [`TokenStore::update`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Changed; the record as it is now.
+    Updated(Box<TokenRecord>),
+    /// Revoked: a revoked token is never changed.
+    Revoked,
     /// No such token for this account.
     NotFound,
 }
@@ -372,6 +421,17 @@ pub trait TokenStore: Send + Sync + 'static {
         quota: Option<Quota>,
         at: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Changes the record of a token of the account unless it is revoked,
+    /// keeps the expiry index in step, and announces the change to other
+    /// replicas like a revocation (their caches look the token up again).
+    async fn update(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        update: &RecordUpdate,
+        at: i64,
+    ) -> Result<UpdateOutcome, StoreError>;
 
     /// Replaces the token's hash with `new` if it is still `old` and the
     /// token is not revoked (a compare-and-set, for rehash on successful

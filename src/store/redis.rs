@@ -25,7 +25,7 @@ use super::{
     Lease, LimitKey, LimitReport, LimitState, Quota, RedisConfig, Refill, RefillInterval,
     RevocationSink,
 };
-use super::{RevokeOutcome, StoreError, TokenRecord, TokenStore};
+use super::{RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome};
 use crate::token::{Scopes, TokenId};
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
@@ -283,6 +283,37 @@ end
 return 1
 ";
 
+/// Changes a token's record if it belongs to the account and is not
+/// revoked, keeps the expiry index in step and appends the change to the
+/// events stream. KEYS: token, and (one Redis) expiry, events. ARGV:
+/// account_id, id, max events, now, then field / value pairs (an empty
+/// value deletes the field). Returns 1 if changed, 2 if revoked, 0 if not
+/// found.
+const UPDATE_LUA: &str = r"
+local account = redis.call('HGET', KEYS[1], 'account_id')
+if not account or account ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 2 end
+for i = 5, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+-- On a cluster the index and the stream are in other slots: done just after.
+if KEYS[2] then
+  local expires = redis.call('HGET', KEYS[1], 'expires_at')
+  if expires then
+    redis.call('ZADD', KEYS[2], expires, ARGV[2])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[2])
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', 'update', 'id', ARGV[2])
+end
+return 1
+";
+
 /// Token records in Redis, through an auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -302,6 +333,7 @@ pub struct RedisStore {
     lease: Script,
     give_back: Script,
     set_quota: Script,
+    update: Script,
     // Cluster only (docs/redis-layout.md, "Redis Cluster").
     pending: Script,
     commit: Script,
@@ -472,6 +504,7 @@ impl RedisStore {
             lease: Script::new(&format!("{REFILL_LUA}{LEASE_LUA}")),
             give_back: Script::new(RETURN_LUA),
             set_quota: Script::new(SET_QUOTA_LUA),
+            update: Script::new(UPDATE_LUA),
             pending: Script::new(PENDING_LUA),
             commit: Script::new(COMMIT_LUA),
             revoke_index: Script::new(REVOKE_INDEX_LUA),
@@ -1021,6 +1054,71 @@ impl TokenStore for RedisStore {
         Ok(found == 1)
     }
 
+    async fn update(
+        &self,
+        id: TokenId,
+        account_id: &str,
+        update: &RecordUpdate,
+        at: i64,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut invocation = self.update.prepare_invoke();
+        invocation.key(self.keys.token(id));
+        if !self.keys.cluster {
+            invocation.key(self.keys.expiry()).key(self.keys.events());
+        }
+        invocation
+            .arg(account_id)
+            .arg(id.to_string())
+            .arg(EVENTS_MAX_LEN)
+            .arg(at);
+        let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
+        if let Some(name) = &update.name {
+            invocation.arg("name").arg(name);
+        }
+        if let Some(scopes) = &update.scopes {
+            invocation.arg("scopes").arg(scopes.to_spaced());
+        }
+        if let Some(expires_at) = update.expires_at {
+            invocation.arg("expires_at").arg(optional(expires_at));
+        }
+        if let Some(disabled_at) = update.disabled_at {
+            invocation.arg("disabled_at").arg(optional(disabled_at));
+        }
+        // Retried like a revoke: the same change twice is the same record
+        // (one more event, `updated_at` the same).
+        let outcome: i64 = self.invoke_retried(&invocation).await?;
+        match outcome {
+            0 => return Ok(UpdateOutcome::NotFound),
+            2 => return Ok(UpdateOutcome::Revoked),
+            _ => {}
+        }
+        let record = self.get(id).await?.ok_or_else(|| StoreError::Corrupt {
+            id: id.to_string(),
+            field: "id",
+        })?;
+        if self.keys.cluster {
+            let id = id.to_string();
+            let mut pipe = redis::pipe();
+            match record.end_of_life() {
+                Some(end) => pipe.zadd(self.keys.expiry(), &id, end).ignore(),
+                None => pipe.zrem(self.keys.expiry(), &id).ignore(),
+            };
+            pipe.cmd("XADD")
+                .arg(self.keys.events())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(EVENTS_MAX_LEN)
+                .arg("*")
+                .arg("type")
+                .arg("update")
+                .arg("id")
+                .arg(&id)
+                .ignore();
+            let () = pipe.query_async(&mut self.conn.clone()).await?;
+        }
+        Ok(UpdateOutcome::Updated(Box::new(record)))
+    }
+
     async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
         let mut invocation = self.replace_hash.prepare_invoke();
         invocation.key(self.keys.token(id)).arg(old).arg(new);
@@ -1331,14 +1429,21 @@ async fn catch_up(
             .iter()
             .map(|id| {
                 let mut cmd = redis::cmd("HMGET");
-                cmd.arg(keys.token(id)).arg("id").arg("revoked_at");
+                cmd.arg(keys.token(id))
+                    .arg("id")
+                    .arg("revoked_at")
+                    .arg("disabled_at");
                 cmd
             })
             .collect();
-        let states: Vec<(Option<String>, Option<String>)> = each_cmd(conn.clone(), reads).await?;
-        for (id, (exists, revoked_at)) in batch.iter().zip(states) {
+        let states: Vec<(Option<String>, Option<String>, Option<String>)> =
+            each_cmd(conn.clone(), reads).await?;
+        for (id, (exists, revoked_at, disabled_at)) in batch.iter().zip(states) {
             if exists.is_none() || revoked_at.is_some() {
                 strong.revoked(*id);
+            } else if disabled_at.is_some() {
+                // Looked up again (no bcrypt: the store refuses it first).
+                strong.changed(*id);
             }
         }
     }
@@ -1476,6 +1581,7 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
         ("expires_at", record.expires_at),
         ("last_accessed", record.last_accessed),
         ("revoked_at", record.revoked_at),
+        ("disabled_at", record.disabled_at),
     ];
     fields.extend(
         optional
@@ -1531,6 +1637,7 @@ fn decode(
         last_accessed: number("last_accessed")?,
         revoked_at: number("revoked_at")?,
         quota: decode_quota(fields, &corrupt)?,
+        disabled_at: number("disabled_at")?,
         // Absent (records older than scopes, or none given): no scopes.
         scopes: fields
             .get("scopes")
