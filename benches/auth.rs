@@ -76,6 +76,7 @@ async fn create_scoped(service: &TokenService, name: &str, scopes: &[&str]) -> S
             name: name.into(),
             expires_in_days: None,
             scopes: tokengate::Scopes::new(scopes.iter().copied()).expect("scopes"),
+            allowed_ips: Default::default(),
             quota: None,
         })
         .await

@@ -62,6 +62,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 name: "example".into(),
                 expires_in_days: Some(1),
                 scopes: Scopes::new(["orders:read"])?,
+                allowed_ips: Default::default(),
                 quota: None,
             })
             .await?;

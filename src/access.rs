@@ -32,6 +32,7 @@ pub(crate) const DOOR_OUTCOMES: [&str; OUTCOMES.len() + 3] = [
     OUTCOMES[6],
     OUTCOMES[7],
     OUTCOMES[8],
+    OUTCOMES[9],
     "health",
     "admin",
     "metrics",

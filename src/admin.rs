@@ -21,7 +21,7 @@ use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
     CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService, TokenUpdate,
-    scopes_input,
+    allowed_ips_input, scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys};
@@ -147,6 +147,8 @@ struct CreateBody {
     quota: Option<QuotaParams>,
     #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
 }
 
 /// `PATCH …/tokens/{id}`: the fields to change; absent ones stay.
@@ -162,6 +164,8 @@ struct UpdateBody {
     expires_at: Option<Option<i64>>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    allowed_ips: Option<Vec<String>>,
 }
 
 /// A field that may be `null`: present (even as `null`) is `Some`.
@@ -324,9 +328,12 @@ impl Admin {
             Ok(body) => body,
             Err(refused) => return refused,
         };
-        let scopes = match scopes_input(body.scopes) {
-            Ok(scopes) => scopes,
-            Err(e) => return token_error(e),
+        let (scopes, allowed_ips) = match (
+            scopes_input(body.scopes),
+            allowed_ips_input(&body.allowed_ips),
+        ) {
+            (Ok(scopes), Ok(allowed_ips)) => (scopes, allowed_ips),
+            (Err(e), _) | (_, Err(e)) => return token_error(e),
         };
         let created = self
             .service
@@ -336,6 +343,7 @@ impl Admin {
                 expires_in_days: body.expires_in_days,
                 quota: body.quota,
                 scopes,
+                allowed_ips,
             })
             .await;
         match created {
@@ -387,15 +395,22 @@ impl Admin {
             Ok(body) => body,
             Err(refused) => return refused,
         };
-        let scopes = match body.scopes.map(scopes_input).transpose() {
-            Ok(scopes) => scopes,
-            Err(e) => return token_error(e),
+        let scopes = body.scopes.map(scopes_input).transpose();
+        let allowed_ips = body
+            .allowed_ips
+            .as_deref()
+            .map(allowed_ips_input)
+            .transpose();
+        let (scopes, allowed_ips) = match (scopes, allowed_ips) {
+            (Ok(scopes), Ok(allowed_ips)) => (scopes, allowed_ips),
+            (Err(e), _) | (_, Err(e)) => return token_error(e),
         };
         let update = TokenUpdate {
             name: body.name,
             scopes,
             expires_at: body.expires_at,
             enabled: body.enabled,
+            allowed_ips,
         };
         match self.service.update_token(id, account, update).await {
             Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),

@@ -17,11 +17,11 @@ use crate::admin::CreatedTokenBody;
 use crate::config::Config;
 use crate::service::{
     Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, SystemClock, TokenError, TokenInfo,
-    TokenService, TokenUpdate, scopes_input,
+    TokenService, TokenUpdate, allowed_ips_input, scopes_input,
 };
 use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, TokenStore, redact_url};
-use crate::token::{Scopes, TokenId, is_valid_scope};
+use crate::token::{AllowedIps, Scopes, TokenId, is_valid_scope};
 
 mod generate;
 mod healthcheck;
@@ -116,6 +116,10 @@ pub(crate) enum TokenCommand {
         /// several, at most 32).
         #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope)]
         scopes: Vec<String>,
+        /// A network the token may be used from, e.g. 203.0.113.0/24 or
+        /// 198.51.100.7 (repeat for several; omit for any address).
+        #[arg(long = "allow-ip", value_name = "CIDR", value_parser = parse_network)]
+        allowed_ips: Vec<String>,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -194,6 +198,13 @@ pub(crate) enum TokenCommand {
         /// Remove every scope.
         #[arg(long)]
         no_scopes: bool,
+        /// Replace the IP allowlist with these networks (repeat for several).
+        #[arg(long = "allow-ip", value_name = "CIDR", value_parser = parse_network,
+              conflicts_with = "any_ip")]
+        allowed_ips: Vec<String>,
+        /// Remove the IP allowlist: any address.
+        #[arg(long)]
+        any_ip: bool,
         /// Expire N days from now.
         #[arg(long, value_name = "N", conflicts_with = "never_expires",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_EXPIRES_IN_DAYS)))]
@@ -458,6 +469,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             quota,
             refill,
             scopes,
+            allowed_ips,
             output,
         } => {
             let created = service
@@ -467,6 +479,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     expires_in_days,
                     quota: quota.map(|remaining| QuotaParams { remaining, refill }),
                     scopes: scopes_input(scopes).map_err(fail)?,
+                    allowed_ips: allowed_ips_input(&allowed_ips).map_err(fail)?,
                 })
                 .await
                 .map_err(fail)?;
@@ -542,6 +555,8 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             name,
             scopes,
             no_scopes,
+            allowed_ips,
+            any_ip,
             expires_in_days,
             never_expires,
             disable,
@@ -566,15 +581,23 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 (_, true) => Some(true),
                 _ => None,
             };
+            let allowed_ips = if any_ip {
+                Some(AllowedIps::default())
+            } else if allowed_ips.is_empty() {
+                None
+            } else {
+                Some(allowed_ips_input(&allowed_ips).map_err(fail)?)
+            };
             let update = TokenUpdate {
                 name,
                 scopes,
                 expires_at,
                 enabled,
+                allowed_ips,
             };
             if update == TokenUpdate::default() {
                 return Err("nothing to change: give --name, --scope, --no-scopes, \
-                     --expires-in-days, --never-expires, --disable or --enable"
+                     --allow-ip, --any-ip, --expires-in-days, --never-expires, --disable or --enable"
                     .to_owned());
             }
             let info = service
@@ -706,6 +729,14 @@ fn details(info: &TokenInfo) -> String {
             "enabled",
             if info.enabled { "yes" } else { "no" }.to_owned(),
         ),
+        (
+            "from",
+            if info.allowed_ips.is_empty() {
+                "any address".to_owned()
+            } else {
+                info.allowed_ips.to_spaced()
+            },
+        ),
         ("quota", quota_text(info)),
         (
             "scopes",
@@ -746,6 +777,13 @@ fn parse_scope(text: &str) -> Result<String, String> {
     } else {
         Err("a scope is 1–64 characters from a-z 0-9 : . _ - with a * only at the end".to_owned())
     }
+}
+
+/// One `--allow-ip`: a CIDR block or an address.
+fn parse_network(text: &str) -> Result<String, String> {
+    AllowedIps::new([text])
+        .map(|_| text.to_owned())
+        .map_err(|_| "give a CIDR block (203.0.113.0/24, 2001:db8::/32) or an address".to_owned())
 }
 
 /// `AMOUNT/INTERVAL`: `10000/1d`, `50000/month`.

@@ -56,6 +56,7 @@
 //!         name: "deploy bot".into(),
 //!         expires_in_days: None,
 //!         scopes: Default::default(),
+//!         allowed_ips: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -133,4 +134,4 @@ pub use store::{
     MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
     TokenRecord, TokenStore,
 };
-pub use token::{FormatError, ScopeError, Scopes, Token, TokenId};
+pub use token::{AllowedIps, FormatError, ScopeError, Scopes, Token, TokenId};

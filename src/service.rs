@@ -17,6 +17,7 @@
 //!         name: "ci".into(),
 //!         expires_in_days: Some(90),
 //!         scopes: Default::default(),
+//!         allowed_ips: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -41,7 +42,8 @@ use crate::store::{
     TokenStore, UpdateOutcome,
 };
 use crate::token::{
-    self, FormatError, MAX_SCOPES, RandomError, ScopeError, Scopes, Token, TokenId,
+    self, AllowError, AllowedIps, FormatError, MAX_ALLOWED_NETWORKS, MAX_SCOPES, RandomError,
+    ScopeError, Scopes, Token, TokenId,
 };
 
 /// bcrypt cost used unless configured otherwise.
@@ -241,6 +243,8 @@ pub(crate) struct Validated {
     pub(crate) expires_at: Option<i64>,
     /// Each request must spend one of its credits.
     pub(crate) has_quota: bool,
+    /// Where its requests may come from.
+    pub(crate) allowed_ips: AllowedIps,
 }
 
 /// Scopes a client gave (admin API, CLI), checked: a bad one is
@@ -263,6 +267,27 @@ where
     })
 }
 
+/// An IP allowlist a client gave (admin API, CLI), checked: a bad one is
+/// [`TokenError::InvalidInput`] naming `allowed_ips` (422 on the admin API).
+pub fn allowed_ips_input<I, S>(entries: I) -> Result<AllowedIps, TokenError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    AllowedIps::new(entries).map_err(|e| match e {
+        AllowError::TooMany(n) => TokenError::input(
+            "allowed_ips",
+            format!("must be at most {MAX_ALLOWED_NETWORKS} networks (got {n})"),
+        ),
+        AllowError::Syntax(entry) => TokenError::input(
+            "allowed_ips",
+            format!(
+                "must each be a CIDR block (203.0.113.0/24, 2001:db8::/32) or an address (got {entry:?})"
+            ),
+        ),
+    })
+}
+
 /// What [`TokenService::update_token`] changes; `None` leaves a field as it
 /// is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,6 +301,8 @@ pub struct TokenUpdate {
     pub expires_at: Option<Option<i64>>,
     /// Disable (`false`) or enable (`true`) the token.
     pub enabled: Option<bool>,
+    /// A new IP allowlist, replacing the old one (empty: any address).
+    pub allowed_ips: Option<AllowedIps>,
 }
 
 /// What [`TokenService::create_token`] needs.
@@ -291,6 +318,8 @@ pub struct CreateTokenParams {
     pub quota: Option<QuotaParams>,
     /// The token's scopes (docs/token-format.md, "Scopes"); none by default.
     pub scopes: Scopes,
+    /// The networks the token may be used from; empty (the default): any.
+    pub allowed_ips: AllowedIps,
 }
 
 /// A usage quota to give a token: `remaining` requests, optionally set back
@@ -409,6 +438,8 @@ pub struct TokenInfo {
     pub enabled: bool,
     /// When it was disabled, `null` while enabled.
     pub disabled_at: Option<i64>,
+    /// The networks it may be used from (`[]`: any).
+    pub allowed_ips: AllowedIps,
 }
 
 impl TokenInfo {
@@ -436,6 +467,7 @@ impl TokenInfo {
             scopes: record.scopes,
             enabled: record.disabled_at.is_none(),
             disabled_at: record.disabled_at,
+            allowed_ips: record.allowed_ips,
         }
     }
 }
@@ -711,6 +743,7 @@ impl TokenService {
             quota: params.quota.map(|q| Quota::new(q.remaining, q.refill, now)),
             scopes: params.scopes,
             disabled_at: None,
+            allowed_ips: params.allowed_ips,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -830,6 +863,7 @@ impl TokenService {
             scopes: update.scopes,
             expires_at: update.expires_at,
             disabled_at: update.enabled.map(|enabled| (!enabled).then_some(now)),
+            allowed_ips: update.allowed_ips,
         };
         let record = match self
             .store
@@ -918,6 +952,7 @@ impl TokenService {
             auth,
             expires_at: record.expires_at,
             has_quota: record.quota.is_some(),
+            allowed_ips: record.allowed_ips,
         })
     }
 
@@ -1116,6 +1151,7 @@ mod tests {
             quota: None,
             scopes: Scopes::default(),
             disabled_at: None,
+            allowed_ips: AllowedIps::default(),
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

@@ -24,7 +24,9 @@ use rand::TryRng;
 use rand::rngs::SysRng;
 use uuid::Uuid;
 
+mod allow;
 mod scope;
+pub use self::allow::{AllowError, AllowedIps, MAX_ALLOWED_NETWORKS};
 pub use self::scope::{MAX_SCOPE_LEN, MAX_SCOPES, ScopeError, Scopes, is_valid_scope};
 
 /// Every token starts with this prefix (it lets secret scanners find leaks).

@@ -683,6 +683,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
                 name: "after".into(),
                 expires_in_days: None,
                 scopes: Default::default(),
+                allowed_ips: Default::default(),
                 quota: None,
             })
             .await
@@ -1222,6 +1223,7 @@ async fn metered(service: &TokenService, remaining: u64) -> (String, tokengate::
             name: "metered".into(),
             expires_in_days: None,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: Some(tokengate::QuotaParams {
                 remaining,
                 refill: None,

@@ -28,6 +28,7 @@ async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -
             name: "cluster".into(),
             expires_in_days: days,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: quota.map(|remaining| QuotaParams {
                 remaining,
                 refill: None,

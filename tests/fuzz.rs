@@ -423,6 +423,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> (Authenticator, String) {
                 name: "fuzz".into(),
                 expires_in_days: None,
                 scopes: Default::default(),
+                allowed_ips: Default::default(),
                 quota: None,
             })
             .await

@@ -580,6 +580,19 @@ fn the_cli_updates_disables_and_enables_tokens() {
     let info = json(&update(&["--no-scopes", "--never-expires", "--json"]));
     assert_eq!(info["scopes"], serde_json::json!([]));
     assert_eq!(info["expires_at"], serde_json::Value::Null);
+    let info = json(&update(&[
+        "--allow-ip",
+        "203.0.113.0/24",
+        "--allow-ip",
+        "::1",
+        "--json",
+    ]));
+    assert_eq!(
+        info["allowed_ips"],
+        serde_json::json!(["203.0.113.0/24", "::1/128"])
+    );
+    let text = String::from_utf8(update(&["--any-ip"]).stdout).unwrap();
+    assert!(text.contains("from:      any address\n"), "{text}");
     let text = String::from_utf8(update(&["--disable"]).stdout).unwrap();
     assert!(text.contains("status:    disabled\n"), "{text}");
     assert!(text.contains("enabled:   no\n"), "{text}");
@@ -612,4 +625,70 @@ fn the_cli_updates_disables_and_enables_tokens() {
         stderr.contains("is revoked: it cannot be changed"),
         "{stderr}"
     );
+}
+
+/// IP allowlists: the client as the failure limit sees it (the peer, or a
+/// trusted proxy's X-Forwarded-For) must be inside; changed like the rest.
+#[tokio::test]
+async fn an_ip_allowlist_admits_only_its_networks() {
+    let stack = Stack::start().await;
+    let body =
+        r#"{"name": "office", "allowed_ips": ["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"]}"#;
+    let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let created = reply.json();
+    assert_eq!(
+        created["allowed_ips"],
+        serde_json::json!(["198.51.100.7/32", "203.0.113.0/24", "2001:db8::/32"])
+    );
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let from = |xff: Option<&'static str>| {
+        let auth = format!("Bearer {token}");
+        let url = format!("http://127.0.0.1:{}/elsewhere", stack.proxy);
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(xff) = xff {
+                headers.push(("x-forwarded-for", xff));
+            }
+            http("GET", &url, &headers, "").await
+        }
+    };
+    // Loopback is a trusted proxy: X-Forwarded-For names the client.
+    for inside in [
+        "203.0.113.9",
+        "2001:db8:5::1",
+        "198.51.100.7",
+        "192.0.2.1, 203.0.113.200",
+    ] {
+        assert_eq!(from(Some(inside)).await.status, StatusCode::OK, "{inside}");
+    }
+    for outside in [Some("198.51.100.8"), Some("203.0.114.1"), None] {
+        let reply = from(outside).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{outside:?}");
+        assert_eq!(reply.json()["error"], "ip_not_allowed");
+        assert_eq!(
+            reply.json()["message"],
+            "The token may not be used from this address."
+        );
+        assert_eq!(reply.header("www-authenticate"), None);
+    }
+    // Bad networks: 422 naming the field, at creation and in a change.
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    for bad in [r#"["10.0.0.0/33"]"#, r#"["example.com"]"#, r#"[""]"#] {
+        let body = format!(r#"{{"name": "x", "allowed_ips": {bad}}}"#);
+        let reply = stack.admin("POST", "/v1/accounts/acme/tokens", &body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(reply.json()["field"], "allowed_ips");
+        let reply = stack
+            .admin("PATCH", &path, &format!(r#"{{"allowed_ips": {bad}}}"#))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(reply.json()["field"], "allowed_ips");
+    }
+    // Emptied: any address again.
+    let reply = stack.admin("PATCH", &path, r#"{"allowed_ips": []}"#).await;
+    assert_eq!(reply.json()["allowed_ips"], serde_json::json!([]));
+    assert_eq!(from(None).await.status, StatusCode::OK);
+    assert_eq!(from(Some("198.51.100.8")).await.status, StatusCode::OK);
 }

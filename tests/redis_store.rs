@@ -21,6 +21,7 @@ async fn create(service: &TokenService, account: &str, days: Option<u32>) -> Cre
             name: format!("token of {account}"),
             expires_in_days: days,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: None,
         })
         .await
@@ -249,6 +250,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 quota: None,
                 scopes: tokengate::Scopes::default(),
                 disabled_at: None,
+                allowed_ips: tokengate::AllowedIps::default(),
             })
             .await
             .unwrap();
@@ -545,6 +547,7 @@ async fn records_without_scopes_load_and_a_damaged_scopes_field_fails_closed() {
             account_id: "acme".into(),
             name: "scoped".into(),
             scopes: tokengate::Scopes::new(["b:write", "a:read"]).unwrap(),
+            allowed_ips: Default::default(),
             ..Default::default()
         })
         .await

@@ -21,6 +21,7 @@ async fn create(service: &TokenService) -> CreatedToken {
             name: "sentinel".into(),
             expires_in_days: None,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: None,
         })
         .await

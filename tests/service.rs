@@ -64,6 +64,7 @@ async fn create(
             name: name.into(),
             expires_in_days: days,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: None,
         })
         .await
@@ -316,6 +317,7 @@ async fn input_rules_name_the_field(h: Harness) {
         name: name.into(),
         expires_in_days: days,
         scopes: Default::default(),
+        allowed_ips: Default::default(),
         quota: None,
     };
     let cases = [
@@ -388,6 +390,7 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
             name: "metered".into(),
             expires_in_days: None,
             scopes: Default::default(),
+            allowed_ips: Default::default(),
             quota: Some(QuotaParams {
                 remaining: 10,
                 refill: Some(daily),

@@ -21,7 +21,7 @@ use super::InvalidReason;
 use crate::service::AuthContext;
 use crate::settings::{InvalidConfig, in_range, within};
 use crate::store::RevocationSink;
-use crate::token::TokenId;
+use crate::token::{AllowedIps, TokenId};
 
 /// `[cache]`: the validation cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,8 @@ pub(crate) enum Cached {
         epoch: u64,
         /// The token has a usage quota: each request spends a credit.
         has_quota: bool,
+        /// Where its requests may come from.
+        allowed_ips: AllowedIps,
     },
     /// Not valid (remembered for the negative ttl): a well-formed token of
     /// `id` that the store refused when asked at `checked_at`. A change to
@@ -371,6 +373,7 @@ mod tests {
             verified_at: Instant::now(),
             epoch,
             has_quota: false,
+            allowed_ips: AllowedIps::default(),
         }
     }
 

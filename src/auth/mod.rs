@@ -169,7 +169,7 @@ pub struct AuthStats {
 
 /// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
 /// admitted as public, then each [`Rejection::code`].
-pub const OUTCOMES: [&str; 9] = [
+pub const OUTCOMES: [&str; 10] = [
     "authenticated",
     "public",
     "missing_token",
@@ -179,6 +179,7 @@ pub const OUTCOMES: [&str; 9] = [
     "usage_exceeded",
     "unavailable",
     "insufficient_scope",
+    "ip_not_allowed",
 ];
 
 fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
@@ -427,6 +428,7 @@ impl Authenticator {
                             verified_at,
                             epoch,
                             has_quota: valid.has_quota,
+                            allowed_ips: valid.allowed_ips,
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e)
@@ -457,7 +459,10 @@ impl Authenticator {
         match entry {
             Cached::Invalid { reason, .. } => Err(self.failed(ip, Some(token_id), reason)),
             Cached::Valid {
-                auth, has_quota, ..
+                auth,
+                has_quota,
+                allowed_ips,
+                ..
             } => {
                 // Before the limits: a request the token may not make spends
                 // nothing.
@@ -469,6 +474,12 @@ impl Authenticator {
                     return Err(Rejection::InsufficientScope {
                         scope: needed.join(" "),
                     });
+                }
+                // The client as the failure limit sees it: the peer, or
+                // what a trusted proxy says of it.
+                if !allowed_ips.allows(ip) {
+                    tracing::debug!(token_id = %auth.token_id, client_ip = ip.map(tracing::field::display), "client outside the token's IP allowlist");
+                    return Err(Rejection::IpNotAllowed);
                 }
                 inner.limits.check(auth.token_id, &auth.account_id)?;
                 if has_quota {

@@ -252,6 +252,7 @@ mod tests {
                 name: "metered".into(),
                 expires_in_days: None,
                 scopes: Default::default(),
+                allowed_ips: Default::default(),
                 quota: Some(QuotaParams {
                     remaining: 100,
                     refill: None,

@@ -75,6 +75,9 @@ pub enum Rejection {
         /// The scopes the route needs, space-separated.
         scope: String,
     },
+    /// The token is valid but may not be used from the client's address
+    /// (its IP allowlist): 403 `ip_not_allowed`.
+    IpNotAllowed,
     /// The request is malformed, e.g. it carries two tokens: 400
     /// `invalid_request`.
     InvalidRequest(&'static str),
@@ -108,7 +111,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::IpNotAllowed => StatusCode::FORBIDDEN,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } | Self::UsageExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -121,6 +124,7 @@ impl Rejection {
             Self::MissingToken => "missing_token",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::IpNotAllowed => "ip_not_allowed",
             Self::InvalidRequest(_) => "invalid_request",
             Self::RateLimited { .. } => "rate_limited",
             Self::UsageExceeded { .. } => "usage_exceeded",
@@ -138,6 +142,7 @@ impl Rejection {
             Self::InsufficientScope { scope } => {
                 format!("The token lacks a scope this request needs: {scope}.")
             }
+            Self::IpNotAllowed => "The token may not be used from this address.".into(),
             Self::InvalidRequest(why) => (*why).to_owned(),
             Self::RateLimited { retry_after, .. } => {
                 format!(

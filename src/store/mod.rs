@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, invalid};
-use crate::token::{Scopes, TokenId};
+use crate::token::{AllowedIps, Scopes, TokenId};
 
 mod cluster;
 mod connection;
@@ -223,6 +223,8 @@ pub struct TokenRecord {
     /// When the token was disabled (reversibly, unlike a revocation);
     /// `None`: enabled.
     pub disabled_at: Option<i64>,
+    /// The networks the token may be used from; empty: any.
+    pub allowed_ips: AllowedIps,
 }
 
 impl TokenRecord {
@@ -257,6 +259,7 @@ impl fmt::Debug for TokenRecord {
             .field("quota", &self.quota)
             .field("scopes", &self.scopes)
             .field("disabled_at", &self.disabled_at)
+            .field("allowed_ips", &self.allowed_ips)
             .finish()
     }
 }
@@ -284,6 +287,8 @@ pub struct RecordUpdate {
     pub expires_at: Option<Option<i64>>,
     /// Disabled since (`Some(Some(at))`), or enabled again (`Some(None)`).
     pub disabled_at: Option<Option<i64>>,
+    /// A new IP allowlist (empty: any address).
+    pub allowed_ips: Option<AllowedIps>,
 }
 
 impl RecordUpdate {
@@ -301,6 +306,9 @@ impl RecordUpdate {
         }
         if let Some(disabled_at) = self.disabled_at {
             record.disabled_at = disabled_at;
+        }
+        if let Some(allowed_ips) = &self.allowed_ips {
+            record.allowed_ips = allowed_ips.clone();
         }
         record.updated_at = at;
     }

@@ -26,7 +26,7 @@ use super::{
     RevocationSink,
 };
 use super::{RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome};
-use crate::token::{Scopes, TokenId};
+use crate::token::{AllowedIps, Scopes, TokenId};
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
 /// waiting on the store is a request waiting on us.
@@ -1084,6 +1084,9 @@ impl TokenStore for RedisStore {
         if let Some(disabled_at) = update.disabled_at {
             invocation.arg("disabled_at").arg(optional(disabled_at));
         }
+        if let Some(allowed_ips) = &update.allowed_ips {
+            invocation.arg("allowed_ips").arg(allowed_ips.to_spaced());
+        }
         // Retried like a revoke: the same change twice is the same record
         // (one more event, `updated_at` the same).
         let outcome: i64 = self.invoke_retried(&invocation).await?;
@@ -1591,6 +1594,9 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
     if !record.scopes.is_empty() {
         fields.push(("scopes", record.scopes.to_spaced()));
     }
+    if !record.allowed_ips.is_empty() {
+        fields.push(("allowed_ips", record.allowed_ips.to_spaced()));
+    }
     if let Some(quota) = &record.quota {
         fields.push(("quota_remaining", quota.remaining.to_string()));
         fields.push(("quota_refilled_at", quota.refilled_at.to_string()));
@@ -1642,6 +1648,11 @@ fn decode(
         scopes: fields
             .get("scopes")
             .map(|s| Scopes::parse_spaced(s).map_err(|_| corrupt("scopes")))
+            .transpose()?
+            .unwrap_or_default(),
+        allowed_ips: fields
+            .get("allowed_ips")
+            .map(|s| AllowedIps::parse_spaced(s).map_err(|_| corrupt("allowed_ips")))
             .transpose()?
             .unwrap_or_default(),
     }))

@@ -767,6 +767,7 @@ pub async fn new_scoped_token(service: &TokenService, account: &str, scopes: &[&
             account_id: account.into(),
             name: "test".into(),
             scopes: tokengate::Scopes::new(scopes.iter().copied()).unwrap(),
+            allowed_ips: Default::default(),
             ..Default::default()
         })
         .await
