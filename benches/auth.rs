@@ -77,6 +77,7 @@ async fn create_scoped(service: &TokenService, name: &str, scopes: &[&str]) -> S
             expires_in_days: None,
             scopes: tokengate::Scopes::new(scopes.iter().copied()).expect("scopes"),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: None,
         })
         .await

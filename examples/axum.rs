@@ -63,6 +63,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 expires_in_days: Some(1),
                 scopes: Scopes::new(["orders:read"])?,
                 allowed_ips: Default::default(),
+                meta: Default::default(),
                 quota: None,
             })
             .await?;

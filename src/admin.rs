@@ -17,15 +17,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::{Authenticator, InvalidReason, Rejection};
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
-    CreateTokenParams, CreatedToken, QuotaParams, TokenError, TokenInfo, TokenService, TokenUpdate,
-    allowed_ips_input, scopes_input,
+    CreateTokenParams, CreatedToken, MAX_PAGE, QuotaParams, TokenError, TokenInfo, TokenService,
+    TokenStatus, TokenUpdate, allowed_ips_input, meta_input, scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys};
-use crate::token::TokenId;
+use crate::token::{Meta, TokenId};
 
 /// The config keys of `[admin]`'s listener certificate.
 pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
@@ -132,6 +133,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// The admin API's state.
 pub(crate) struct Admin {
     service: TokenService,
+    /// For `POST /v1/verify`: the same cache and limits as the doors.
+    auth: Authenticator,
     metrics: Arc<Metrics>,
     /// SHA-256 of the admin key; `None`: no key needed (loopback only).
     key_digest: Option<[u8; 32]>,
@@ -149,6 +152,8 @@ struct CreateBody {
     scopes: Vec<String>,
     #[serde(default)]
     allowed_ips: Vec<String>,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
 }
 
 /// `PATCH …/tokens/{id}`: the fields to change; absent ones stay.
@@ -166,6 +171,40 @@ struct UpdateBody {
     enabled: Option<bool>,
     #[serde(default)]
     allowed_ips: Option<Vec<String>>,
+    /// Absent: unchanged; `null` or `{}`: none.
+    #[serde(default, deserialize_with = "present")]
+    meta: Option<Option<serde_json::Value>>,
+}
+
+/// Tokens in a page of `GET …/tokens` without `limit`.
+const DEFAULT_PAGE: usize = 100;
+
+/// `POST /v1/verify`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    token: String,
+    /// Scopes the caller needs, every one.
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// The end client's address, for the token's IP allowlist.
+    #[serde(default)]
+    ip: Option<String>,
+}
+
+/// The verify API's `code` for a refusal.
+fn verify_code(rejection: &Rejection) -> &'static str {
+    match rejection {
+        Rejection::InvalidToken(InvalidReason::NotFound) => "NOT_FOUND",
+        Rejection::InvalidToken(InvalidReason::Revoked) => "REVOKED",
+        Rejection::InvalidToken(InvalidReason::Expired) => "EXPIRED",
+        Rejection::InvalidToken(InvalidReason::Disabled) => "DISABLED",
+        Rejection::InsufficientScope { .. } => "INSUFFICIENT_SCOPE",
+        Rejection::IpNotAllowed => "IP_NOT_ALLOWED",
+        Rejection::RateLimited { .. } => "RATE_LIMITED",
+        Rejection::UsageExceeded { .. } => "USAGE_EXCEEDED",
+        _ => "INVALID",
+    }
 }
 
 /// A field that may be `null`: present (even as `null`) is `Some`.
@@ -178,13 +217,10 @@ where
 }
 
 impl Admin {
-    pub(crate) fn new(
-        service: TokenService,
-        metrics: Arc<Metrics>,
-        key: Option<&AdminKey>,
-    ) -> Self {
+    pub(crate) fn new(auth: Authenticator, metrics: Arc<Metrics>, key: Option<&AdminKey>) -> Self {
         Self {
-            service,
+            service: auth.service().clone(),
+            auth,
             metrics,
             key_digest: key.map(|k| Sha256::digest(k.0.as_bytes()).into()),
         }
@@ -236,6 +272,7 @@ impl Admin {
         };
         let id = params.id.as_deref().unwrap_or_default();
         match route {
+            Ok(Route::ListTokens) => self.list(&account, request.uri().query()).await,
             Ok(route) => self.apply(route, &account, id, request.into_body()).await,
             Err((allow, _)) => method_not_allowed(&allow),
         }
@@ -259,10 +296,11 @@ impl Admin {
                 response
             }
             Route::CreateToken => self.create(account, body).await,
-            Route::ListTokens => self.list(account).await,
+            Route::ListTokens => self.list(account, None).await,
             Route::GetToken => self.get(account, id).await,
             Route::RevokeToken => self.revoke(account, id).await,
             Route::UpdateToken => self.update(account, id, body).await,
+            Route::Verify => self.verify(body).await,
             Route::SetQuota => self.set_quota(account, id, Some(body)).await,
             Route::RemoveQuota => self.set_quota(account, id, None::<B>).await,
         }
@@ -328,12 +366,14 @@ impl Admin {
             Ok(body) => body,
             Err(refused) => return refused,
         };
-        let (scopes, allowed_ips) = match (
+        let meta = body.meta.map(meta_input).transpose();
+        let (scopes, allowed_ips, meta) = match (
             scopes_input(body.scopes),
             allowed_ips_input(&body.allowed_ips),
+            meta,
         ) {
-            (Ok(scopes), Ok(allowed_ips)) => (scopes, allowed_ips),
-            (Err(e), _) | (_, Err(e)) => return token_error(e),
+            (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
         };
         let created = self
             .service
@@ -344,6 +384,7 @@ impl Admin {
                 quota: body.quota,
                 scopes,
                 allowed_ips,
+                meta: meta.unwrap_or_default(),
             })
             .await;
         match created {
@@ -355,9 +396,51 @@ impl Admin {
         }
     }
 
-    async fn list(&self, account: &str) -> Response<Body> {
-        match self.service.list_tokens(account).await {
-            Ok(tokens) => http_util::json(StatusCode::OK, &serde_json::json!({ "tokens": tokens })),
+    /// `GET …/tokens?limit=&cursor=&status=` (docs/http-contract.md,
+    /// "Listing"): a page in id order and the cursor of the next.
+    async fn list(&self, account: &str, query: Option<&str>) -> Response<Body> {
+        let (mut limit, mut cursor, mut status) = (DEFAULT_PAGE, None, None);
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).unwrap_or_default();
+            let bad = |field: &'static str, reason: &str| {
+                token_error(TokenError::InvalidInput {
+                    field,
+                    reason: reason.to_owned(),
+                })
+            };
+            match name {
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                    _ => return bad("limit", "must be a number between 1 and 1000"),
+                },
+                "cursor" => match value.parse::<TokenId>() {
+                    Ok(id) => cursor = Some(id),
+                    Err(_) => return bad("cursor", "must be the `next` of a previous page"),
+                },
+                "status" => match value.as_str() {
+                    "active" => status = Some(TokenStatus::Active),
+                    "expired" => status = Some(TokenStatus::Expired),
+                    "revoked" => status = Some(TokenStatus::Revoked),
+                    "disabled" => status = Some(TokenStatus::Disabled),
+                    _ => return bad("status", "must be active, expired, revoked or disabled"),
+                },
+                _ => return bad("query", "takes only limit, cursor and status"),
+            }
+        }
+        match self
+            .service
+            .list_tokens_page(account, cursor, limit, status)
+            .await
+        {
+            Ok((tokens, next)) => http_util::json(
+                StatusCode::OK,
+                &serde_json::json!({ "tokens": tokens, "next": next }),
+            ),
             Err(e) => token_error(e),
         }
     }
@@ -401,9 +484,13 @@ impl Admin {
             .as_deref()
             .map(allowed_ips_input)
             .transpose();
-        let (scopes, allowed_ips) = match (scopes, allowed_ips) {
-            (Ok(scopes), Ok(allowed_ips)) => (scopes, allowed_ips),
-            (Err(e), _) | (_, Err(e)) => return token_error(e),
+        let meta = body
+            .meta
+            .map(|meta| meta.map_or(Ok(Meta::default()), meta_input))
+            .transpose();
+        let (scopes, allowed_ips, meta) = match (scopes, allowed_ips, meta) {
+            (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
         };
         let update = TokenUpdate {
             name: body.name,
@@ -411,11 +498,68 @@ impl Admin {
             expires_at: body.expires_at,
             enabled: body.enabled,
             allowed_ips,
+            meta,
         };
         match self.service.update_token(id, account, update).await {
             Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
             Err(e) => token_error(e),
         }
+    }
+
+    /// `POST /v1/verify` (docs/http-contract.md, "Verify API"): 200 with
+    /// the verdict for any token, valid or not; 503 only when the store
+    /// cannot answer.
+    async fn verify<B>(&self, body: B) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<crate::http_util::BoxError>,
+    {
+        let body: VerifyBody = match read_json(body, "verify request").await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        };
+        let needed = match scopes_input(body.scopes) {
+            Ok(scopes) => scopes.as_slice().to_vec(),
+            Err(e) => return token_error(e),
+        };
+        let client = match body.ip.as_deref().map(str::parse::<std::net::IpAddr>) {
+            None => None,
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => {
+                return token_error(TokenError::InvalidInput {
+                    field: "ip",
+                    reason: "must be an IPv4 or IPv6 address".to_owned(),
+                });
+            }
+        };
+        let verdict = match self.auth.verify(&body.token, &needed, client).await {
+            Ok(verified) => serde_json::json!({
+                "valid": true,
+                "code": "VALID",
+                "account_id": verified.auth.account_id,
+                "token_id": verified.auth.token_id,
+                "scopes": verified.auth.scopes,
+                "meta": verified.auth.meta,
+                "expires_at": verified.expires_at,
+            }),
+            Err(Rejection::Unavailable { .. }) => {
+                return http_util::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The token store is unreachable.",
+                );
+            }
+            Err(rejection) => serde_json::json!({
+                "valid": false,
+                "code": verify_code(&rejection),
+                "account_id": null,
+                "token_id": null,
+                "scopes": null,
+                "meta": null,
+                "expires_at": null,
+            }),
+        };
+        http_util::json(StatusCode::OK, &verdict)
     }
 
     async fn set_quota<B>(&self, account: &str, id: &str, body: Option<B>) -> Response<Body>
@@ -501,6 +645,7 @@ enum Route {
     UpdateToken,
     SetQuota,
     RemoveQuota,
+    Verify,
 }
 
 /// The path parameters of a matched route, as sent (percent-encoded).
@@ -526,7 +671,7 @@ enum Parsed {
 
 impl Route {
     /// The route table, in the order methods are listed in `Allow`.
-    const ALL: [Route; 11] = [
+    const ALL: [Route; 12] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -538,6 +683,7 @@ impl Route {
         Route::UpdateToken,
         Route::SetQuota,
         Route::RemoveQuota,
+        Route::Verify,
     ];
 
     /// Method and path template (`{name}` matches one segment).
@@ -554,6 +700,7 @@ impl Route {
             Route::UpdateToken => (Method::PATCH, "/v1/accounts/{account}/tokens/{id}"),
             Route::SetQuota => (Method::PUT, "/v1/accounts/{account}/tokens/{id}/quota"),
             Route::RemoveQuota => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}/quota"),
+            Route::Verify => (Method::POST, "/v1/verify"),
         }
     }
 
@@ -568,6 +715,7 @@ impl Route {
                 | Route::UpdateToken
                 | Route::SetQuota
                 | Route::RemoveQuota
+                | Route::Verify
         )
     }
 
@@ -946,9 +1094,12 @@ mod tests {
         let auth =
             crate::auth::Authenticator::new(service.clone(), &crate::auth::AuthConfig::default())
                 .unwrap();
-        let metrics = Arc::new(Metrics::new(auth, crate::metrics::StoreLatency::default()));
+        let metrics = Arc::new(Metrics::new(
+            auth.clone(),
+            crate::metrics::StoreLatency::default(),
+        ));
         let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
-        let admin = Admin::new(service, metrics, Some(&key));
+        let admin = Admin::new(auth, metrics, Some(&key));
 
         let call = |method: Method, path: String, body: &'static str, with_key: bool| {
             let mut request = Request::builder().method(method).uri(path);
@@ -1162,15 +1313,16 @@ mod proptests {
         let (keyed, keyless) = rt.block_on(async {
             let store = Arc::new(crate::store::MemoryStore::new());
             let service = TokenService::new(store).with_bcrypt_cost(4);
-            let auth = crate::auth::Authenticator::new(
-                service.clone(),
-                &crate::auth::AuthConfig::default(),
-            )
-            .unwrap();
-            let metrics = Arc::new(Metrics::new(auth, crate::metrics::StoreLatency::default()));
+            let auth =
+                crate::auth::Authenticator::new(service, &crate::auth::AuthConfig::default())
+                    .unwrap();
+            let metrics = Arc::new(Metrics::new(
+                auth.clone(),
+                crate::metrics::StoreLatency::default(),
+            ));
             (
-                Admin::new(service.clone(), metrics.clone(), Some(&AdminKey::new(KEY))),
-                Admin::new(service, metrics, None),
+                Admin::new(auth.clone(), metrics.clone(), Some(&AdminKey::new(KEY))),
+                Admin::new(auth, metrics, None),
             )
         });
         let method = prop_oneof![

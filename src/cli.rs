@@ -16,12 +16,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin::CreatedTokenBody;
 use crate::config::Config;
 use crate::service::{
-    Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, QuotaParams, SystemClock, TokenError, TokenInfo,
-    TokenService, TokenUpdate, allowed_ips_input, scopes_input,
+    Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, MAX_PAGE, QuotaParams, SystemClock, TokenError,
+    TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, scopes_input,
 };
 use crate::store::{MAX_QUOTA, Refill};
 use crate::store::{RedisStore, TokenStore, redact_url};
-use crate::token::{AllowedIps, Scopes, TokenId, is_valid_scope};
+use crate::token::{AllowedIps, Meta, Scopes, TokenId, is_valid_scope};
 
 mod generate;
 mod healthcheck;
@@ -120,6 +120,9 @@ pub(crate) enum TokenCommand {
         /// 198.51.100.7 (repeat for several; omit for any address).
         #[arg(long = "allow-ip", value_name = "CIDR", value_parser = parse_network)]
         allowed_ips: Vec<String>,
+        /// Metadata: a JSON object of at most 4 KiB, e.g. '{"plan": "pro"}'.
+        #[arg(long, value_name = "JSON", value_parser = parse_meta)]
+        meta: Option<Meta>,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -151,6 +154,9 @@ pub(crate) enum TokenCommand {
         /// The account.
         #[arg(long, value_name = "ID")]
         account: String,
+        /// Only tokens in this state.
+        #[arg(long, value_parser = ["active", "expired", "revoked", "disabled"])]
+        status: Option<String>,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -205,6 +211,12 @@ pub(crate) enum TokenCommand {
         /// Remove the IP allowlist: any address.
         #[arg(long)]
         any_ip: bool,
+        /// Replace the metadata: a JSON object of at most 4 KiB.
+        #[arg(long, value_name = "JSON", value_parser = parse_meta, conflicts_with = "no_meta")]
+        meta: Option<Meta>,
+        /// Remove the metadata.
+        #[arg(long)]
+        no_meta: bool,
         /// Expire N days from now.
         #[arg(long, value_name = "N", conflicts_with = "never_expires",
               value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_EXPIRES_IN_DAYS)))]
@@ -470,6 +482,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             refill,
             scopes,
             allowed_ips,
+            meta,
             output,
         } => {
             let created = service
@@ -480,6 +493,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     quota: quota.map(|remaining| QuotaParams { remaining, refill }),
                     scopes: scopes_input(scopes).map_err(fail)?,
                     allowed_ips: allowed_ips_input(&allowed_ips).map_err(fail)?,
+                    meta: meta.unwrap_or_default(),
                 })
                 .await
                 .map_err(fail)?;
@@ -503,8 +517,32 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 created.token.expose_secret(),
             ))
         }
-        TokenCommand::List { account, output } => {
-            let tokens = service.list_tokens(&account).await.map_err(fail)?;
+        TokenCommand::List {
+            account,
+            status,
+            output,
+        } => {
+            let status = status.map(|s| match s.as_str() {
+                "active" => TokenStatus::Active,
+                "expired" => TokenStatus::Expired,
+                "revoked" => TokenStatus::Revoked,
+                _ => TokenStatus::Disabled,
+            });
+            // Page by page (1,000 at a time), then oldest first.
+            let mut tokens = Vec::new();
+            let mut cursor = None;
+            loop {
+                let (page, next) = service
+                    .list_tokens_page(&account, cursor, MAX_PAGE, status)
+                    .await
+                    .map_err(fail)?;
+                tokens.extend(page);
+                cursor = next;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            tokens.sort_by_key(|t| (t.created_at, t.id));
             if output.json {
                 return Ok(json_line(&tokens));
             }
@@ -557,6 +595,8 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             no_scopes,
             allowed_ips,
             any_ip,
+            meta,
+            no_meta,
             expires_in_days,
             never_expires,
             disable,
@@ -594,10 +634,11 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 expires_at,
                 enabled,
                 allowed_ips,
+                meta: if no_meta { Some(Meta::default()) } else { meta },
             };
             if update == TokenUpdate::default() {
                 return Err("nothing to change: give --name, --scope, --no-scopes, \
-                     --allow-ip, --any-ip, --expires-in-days, --never-expires, --disable or --enable"
+                     --allow-ip, --any-ip, --meta, --no-meta, --expires-in-days, --never-expires, --disable or --enable"
                     .to_owned());
             }
             let info = service
@@ -738,6 +779,7 @@ fn details(info: &TokenInfo) -> String {
             },
         ),
         ("quota", quota_text(info)),
+        ("meta", info.meta.as_json().to_owned()),
         (
             "scopes",
             if info.scopes.is_empty() {
@@ -777,6 +819,13 @@ fn parse_scope(text: &str) -> Result<String, String> {
     } else {
         Err("a scope is 1–64 characters from a-z 0-9 : . _ - with a * only at the end".to_owned())
     }
+}
+
+/// `--meta`: a JSON object of at most 4 KiB.
+fn parse_meta(text: &str) -> Result<Meta, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    Meta::new(value).map_err(|e| format!("metadata {e}"))
 }
 
 /// One `--allow-ip`: a CIDR block or an address.

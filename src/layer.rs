@@ -228,10 +228,22 @@ where
 /// admitted token (a public route, or the layer placed outside
 /// `TokenGateLayer`) gets 401. With axum:
 ///
-/// ```ignore
-/// Router::new()
-///     .route("/orders", post(create_order).route_layer(RequireScopes::new(["orders:write"])?))
-///     .layer(TokenGateLayer::new(auth))
+/// ```
+/// use axum::{Router, routing::post};
+/// use tokengate::{Authenticator, RequireScopes, ScopeError, TokenGateLayer};
+///
+/// async fn create_order() -> &'static str {
+///     "created"
+/// }
+///
+/// fn app(auth: Authenticator) -> Result<Router, ScopeError> {
+///     Ok(Router::new()
+///         .route(
+///             "/orders",
+///             post(create_order).route_layer(RequireScopes::new(["orders:write"])?),
+///         )
+///         .layer(TokenGateLayer::new(auth)))
+/// }
 /// ```
 #[derive(Debug, Clone)]
 pub struct RequireScopes {

@@ -57,6 +57,7 @@
 //!         expires_in_days: None,
 //!         scopes: Default::default(),
 //!         allowed_ips: Default::default(),
+//!         meta: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -134,4 +135,4 @@ pub use store::{
     MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
     TokenRecord, TokenStore,
 };
-pub use token::{AllowedIps, FormatError, ScopeError, Scopes, Token, TokenId};
+pub use token::{AllowedIps, FormatError, Meta, ScopeError, Scopes, Token, TokenId};

@@ -38,8 +38,8 @@ use crate::auth::{Authenticator, OUTCOMES};
 use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
 use crate::store::{
-    Lease, LimitReport, LimitState, Quota, RecordUpdate, RevocationSink, RevokeOutcome, StoreError,
-    TokenRecord, TokenStore, UpdateOutcome,
+    Lease, LimitReport, LimitState, Page, Quota, RecordUpdate, RevocationSink, RevokeOutcome,
+    StoreError, TokenRecord, TokenStore, UpdateOutcome,
 };
 use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::TokenId;
@@ -137,6 +137,14 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
     }
     async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
         timed!(self, "list", self.inner.list_by_account(account_id))
+    }
+    async fn list_page(
+        &self,
+        account_id: &str,
+        after: Option<TokenId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        timed!(self, "list", self.inner.list_page(account_id, after, limit))
     }
     async fn revoke(
         &self,

@@ -18,6 +18,7 @@
 //!         expires_in_days: Some(90),
 //!         scopes: Default::default(),
 //!         allowed_ips: Default::default(),
+//!         meta: Default::default(),
 //!         quota: None,
 //!     })
 //!     .await?;
@@ -42,7 +43,7 @@ use crate::store::{
     TokenStore, UpdateOutcome,
 };
 use crate::token::{
-    self, AllowError, AllowedIps, FormatError, MAX_ALLOWED_NETWORKS, MAX_SCOPES, RandomError,
+    self, AllowError, AllowedIps, FormatError, MAX_ALLOWED_NETWORKS, MAX_SCOPES, Meta, RandomError,
     ScopeError, Scopes, Token, TokenId,
 };
 
@@ -233,6 +234,8 @@ pub struct AuthContext {
     pub token_id: TokenId,
     /// The token's scopes.
     pub scopes: Scopes,
+    /// The token's metadata (`{}` for none).
+    pub meta: Meta,
 }
 
 /// A valid token, with what caches need to know about it.
@@ -288,6 +291,15 @@ where
     })
 }
 
+/// Metadata a client gave (admin API, CLI), checked: anything but a JSON
+/// object of at most 4 KiB is [`TokenError::InvalidInput`] naming `meta`.
+pub fn meta_input(value: serde_json::Value) -> Result<Meta, TokenError> {
+    Meta::new(value).map_err(|e| TokenError::input("meta", e.to_string()))
+}
+
+/// Most tokens one page of a listing holds.
+pub const MAX_PAGE: usize = 1_000;
+
 /// What [`TokenService::update_token`] changes; `None` leaves a field as it
 /// is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -303,6 +315,8 @@ pub struct TokenUpdate {
     pub enabled: Option<bool>,
     /// A new IP allowlist, replacing the old one (empty: any address).
     pub allowed_ips: Option<AllowedIps>,
+    /// New metadata, replacing the old (empty: none).
+    pub meta: Option<Meta>,
 }
 
 /// What [`TokenService::create_token`] needs.
@@ -320,6 +334,8 @@ pub struct CreateTokenParams {
     pub scopes: Scopes,
     /// The networks the token may be used from; empty (the default): any.
     pub allowed_ips: AllowedIps,
+    /// Metadata: a JSON object of at most 4 KiB; empty (the default): none.
+    pub meta: Meta,
 }
 
 /// A usage quota to give a token: `remaining` requests, optionally set back
@@ -440,6 +456,8 @@ pub struct TokenInfo {
     pub disabled_at: Option<i64>,
     /// The networks it may be used from (`[]`: any).
     pub allowed_ips: AllowedIps,
+    /// Its metadata (`{}`: none).
+    pub meta: Meta,
 }
 
 impl TokenInfo {
@@ -468,6 +486,7 @@ impl TokenInfo {
             enabled: record.disabled_at.is_none(),
             disabled_at: record.disabled_at,
             allowed_ips: record.allowed_ips,
+            meta: record.meta,
         }
     }
 }
@@ -744,6 +763,7 @@ impl TokenService {
             scopes: params.scopes,
             disabled_at: None,
             allowed_ips: params.allowed_ips,
+            meta: params.meta,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -764,6 +784,46 @@ impl TokenService {
             .into_iter()
             .map(|r| TokenInfo::from_record(r, now))
             .collect())
+    }
+
+    /// One page of the account's tokens in id order (docs/http-contract.md,
+    /// "Listing"): up to `limit` (1–1,000) after the cursor `after`, only
+    /// those with `status` if given, and the cursor of the next page
+    /// (`None`: no more). Walking from `None` to the end returns every token
+    /// that exists throughout exactly once.
+    pub async fn list_tokens_page(
+        &self,
+        account_id: &str,
+        after: Option<TokenId>,
+        limit: usize,
+        status: Option<TokenStatus>,
+    ) -> Result<(Vec<TokenInfo>, Option<TokenId>), TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(TokenError::input(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE} (got {limit})"),
+            ));
+        }
+        let now = self.clock.now();
+        let mut tokens = Vec::new();
+        let mut cursor = after;
+        loop {
+            let page = self
+                .store
+                .list_page(account_id, cursor, limit - tokens.len())
+                .await?;
+            tokens.extend(
+                page.records
+                    .into_iter()
+                    .map(|r| TokenInfo::from_record(r, now))
+                    .filter(|info| status.is_none_or(|s| info.status == s)),
+            );
+            cursor = page.next;
+            if cursor.is_none() || tokens.len() == limit {
+                return Ok((tokens, cursor));
+            }
+        }
     }
 
     /// One token of the account. Another account's token is `NotFound`.
@@ -864,6 +924,7 @@ impl TokenService {
             expires_at: update.expires_at,
             disabled_at: update.enabled.map(|enabled| (!enabled).then_some(now)),
             allowed_ips: update.allowed_ips,
+            meta: update.meta,
         };
         let record = match self
             .store
@@ -947,6 +1008,7 @@ impl TokenService {
             account_id: record.account_id,
             token_id: id,
             scopes: record.scopes,
+            meta: record.meta,
         };
         Ok(Validated {
             auth,
@@ -1152,6 +1214,7 @@ mod tests {
             scopes: Scopes::default(),
             disabled_at: None,
             allowed_ips: AllowedIps::default(),
+            meta: Meta::default(),
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

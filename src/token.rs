@@ -25,8 +25,10 @@ use rand::rngs::SysRng;
 use uuid::Uuid;
 
 mod allow;
+mod meta;
 mod scope;
 pub use self::allow::{AllowError, AllowedIps, MAX_ALLOWED_NETWORKS};
+pub use self::meta::{MAX_META_BYTES, Meta, MetaError};
 pub use self::scope::{MAX_SCOPE_LEN, MAX_SCOPES, ScopeError, Scopes, is_valid_scope};
 
 /// Every token starts with this prefix (it lets secret scanners find leaks).

@@ -684,6 +684,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
                 expires_in_days: None,
                 scopes: Default::default(),
                 allowed_ips: Default::default(),
+                meta: Default::default(),
                 quota: None,
             })
             .await
@@ -1224,6 +1225,7 @@ async fn metered(service: &TokenService, remaining: u64) -> (String, tokengate::
             expires_in_days: None,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: Some(tokengate::QuotaParams {
                 remaining,
                 refill: None,

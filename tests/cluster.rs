@@ -29,6 +29,7 @@ async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -
             expires_in_days: days,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: quota.map(|remaining| QuotaParams {
                 remaining,
                 refill: None,

@@ -424,6 +424,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> (Authenticator, String) {
                 expires_in_days: None,
                 scopes: Default::default(),
                 allowed_ips: Default::default(),
+                meta: Default::default(),
                 quota: None,
             })
             .await

@@ -47,6 +47,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `extra` after the routes (more config).
+    async fn start_with(extra: &str) -> Self {
         let redis = RedisServer::start();
         let upstream = Upstream::start().await;
         let (proxy, forward_auth, admin) = (free_port(), free_port(), free_port());
@@ -54,7 +59,7 @@ impl Stack {
             "[redis]\nurl = \"{redis}\"\n[security]\nbcrypt_cost = 4\n\
              [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n\
              [forward_auth]\nlisten = \"127.0.0.1:{forward_auth}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{ROUTES}",
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{ROUTES}\n{extra}",
             redis = redis.url(),
             upstream = upstream.url(),
         );
@@ -553,8 +558,11 @@ fn the_cli_updates_disables_and_enables_tokens() {
         "acme",
         "--name",
         "cli",
+        "--meta",
+        r#"{"plan": "pro"}"#,
         "--json",
     ]));
+    assert_eq!(created["meta"], serde_json::json!({"plan": "pro"}));
     let id = created["id"].as_str().unwrap();
     let update = |extra: &[&str]| {
         let mut args = vec!["token", "update", "--account", "acme", "--id", id];
@@ -593,6 +601,11 @@ fn the_cli_updates_disables_and_enables_tokens() {
     );
     let text = String::from_utf8(update(&["--any-ip"]).stdout).unwrap();
     assert!(text.contains("from:      any address\n"), "{text}");
+    assert!(text.contains("meta:      {\"plan\":\"pro\"}\n"), "{text}");
+    let info = json(&update(&["--meta", r#"{"plan": "free"}"#, "--json"]));
+    assert_eq!(info["meta"], serde_json::json!({"plan": "free"}));
+    let info = json(&update(&["--no-meta", "--json"]));
+    assert_eq!(info["meta"], serde_json::json!({}));
     let text = String::from_utf8(update(&["--disable"]).stdout).unwrap();
     assert!(text.contains("status:    disabled\n"), "{text}");
     assert!(text.contains("enabled:   no\n"), "{text}");
@@ -606,6 +619,19 @@ fn the_cli_updates_disables_and_enables_tokens() {
             2,
             "cannot be used with",
         ),
+        (
+            vec!["--allow-ip", "10.0.0.0/8", "--any-ip"],
+            2,
+            "cannot be used with",
+        ),
+        (vec!["--allow-ip", "10.0.0.0/33"], 2, "give a CIDR block"),
+        (
+            vec!["--meta", "[1]"],
+            2,
+            "metadata must be a JSON object, not an array",
+        ),
+        (vec!["--meta", "{"], 2, "not JSON"),
+        (vec!["--meta", "{}", "--no-meta"], 2, "cannot be used with"),
     ] {
         let out = update(&args);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
@@ -691,4 +717,345 @@ async fn an_ip_allowlist_admits_only_its_networks() {
     assert_eq!(reply.json()["allowed_ips"], serde_json::json!([]));
     assert_eq!(from(None).await.status, StatusCode::OK);
     assert_eq!(from(Some("198.51.100.8")).await.status, StatusCode::OK);
+}
+
+/// Metadata: stored, returned, changed, checked, and forwarded upstream
+/// (base64url of its JSON) when `[headers] meta` names a header.
+#[tokio::test]
+async fn metadata_is_returned_and_forwarded() {
+    let stack = Stack::start_with("[headers]\nmeta = \"X-Token-Meta\"\n").await;
+    let body = r#"{"name": "m", "meta": {"plan": "pro", "seats": 5}}"#;
+    let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let created = reply.json();
+    assert_eq!(
+        created["meta"],
+        serde_json::json!({"plan": "pro", "seats": 5})
+    );
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    let listed = stack
+        .admin("GET", "/v1/accounts/acme/tokens", "")
+        .await
+        .json();
+    assert_eq!(listed["tokens"][0]["meta"]["plan"], "pro");
+
+    // Upstream: base64url of the compact JSON; a forged copy is dropped.
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-token-meta", "eyJwbGFuIjoiZW50ZXJwcmlzZSJ9"),
+        ("X_Token_Meta", "forged"),
+    ];
+    let url = format!("http://127.0.0.1:{}/elsewhere", stack.proxy);
+    let reply = http("GET", &url, &headers, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // {"plan":"pro","seats":5}
+    assert_eq!(
+        reply.seen("x-token-meta"),
+        ["eyJwbGFuIjoicHJvIiwic2VhdHMiOjV9"]
+    );
+    assert!(!reply.seen_names().iter().any(|n| n == "x_token_meta"));
+
+    // Replaced, then removed (null): no header at all.
+    let reply = stack
+        .admin("PATCH", &path, r#"{"meta": {"plan": "free"}}"#)
+        .await;
+    assert_eq!(reply.json()["meta"], serde_json::json!({"plan": "free"}));
+    let reply = stack.admin("PATCH", &path, r#"{"meta": null}"#).await;
+    assert_eq!(reply.json()["meta"], serde_json::json!({}));
+    let reply = http("GET", &url, &headers, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.seen("x-token-meta").is_empty(), "{:?}", reply.body);
+
+    // Not an object, or over 4 KiB: 422 naming meta.
+    let big = serde_json::json!({"k": "x".repeat(4089)}).to_string();
+    for (meta, says) in [
+        ("[1, 2]".to_owned(), "must be a JSON object, not an array"),
+        ("\"pro\"".to_owned(), "must be a JSON object, not a string"),
+        (big, "must be at most 4096 bytes as compact JSON (got 4097)"),
+    ] {
+        for (method, path) in [
+            ("POST", "/v1/accounts/acme/tokens"),
+            ("PATCH", path.as_str()),
+        ] {
+            let body = format!(r#"{{"name": "m", "meta": {meta}}}"#);
+            let reply = stack.admin(method, path, &body).await;
+            assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{method}");
+            assert_eq!(reply.json()["field"], "meta");
+            let message = reply.json()["message"].as_str().unwrap().to_owned();
+            assert!(message.contains(says), "{message}");
+        }
+    }
+}
+
+/// `POST /v1/verify` answers every code, through the same cache, limits
+/// and quota as the doors.
+#[tokio::test]
+async fn the_verify_api_answers_every_code() {
+    let stack = Stack::start_with(
+        "[rate_limit]\nper_token_requests = 3\nper_token_period = \"1m\"\nper_token_burst = 3\n",
+    )
+    .await;
+    async fn mint(stack: &Stack, body: &str) -> (String, String) {
+        let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let json = reply.json();
+        (
+            json["token"].as_str().unwrap().to_owned(),
+            json["id"].as_str().unwrap().to_owned(),
+        )
+    }
+    async fn verify(stack: &Stack, body: serde_json::Value) -> serde_json::Value {
+        let reply = stack.admin("POST", "/v1/verify", &body.to_string()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.json()
+    }
+    async fn code(stack: &Stack, token: &str, ip: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "token": token });
+        if let Some(ip) = ip {
+            body["ip"] = ip.into();
+        }
+        verify(stack, body).await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    let (token, id) = mint(
+        &stack,
+        r#"{"name": "v", "scopes": ["orders:*"], "meta": {"plan": "pro"}, "expires_in_days": 1}"#,
+    )
+    .await;
+    let valid = verify(
+        &stack,
+        serde_json::json!({"token": token, "scopes": ["orders:read"]}),
+    )
+    .await;
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["code"], "VALID");
+    assert_eq!(valid["account_id"], "acme");
+    assert_eq!(valid["token_id"], id.as_str());
+    assert_eq!(valid["scopes"], serde_json::json!(["orders:*"]));
+    assert_eq!(valid["meta"], serde_json::json!({"plan": "pro"}));
+    assert!(valid["expires_at"].as_i64().is_some());
+    let refused = verify(
+        &stack,
+        serde_json::json!({"token": token, "scopes": ["billing:read"]}),
+    )
+    .await;
+    assert_eq!(refused["valid"], false);
+    assert_eq!(refused["code"], "INSUFFICIENT_SCOPE");
+    assert_eq!(refused["token_id"], serde_json::Value::Null);
+
+    // Not a token, another secret, an id never issued.
+    assert_eq!(code(&stack, "mk_nope", None).await, "INVALID");
+    let id_of = tokengate::token::parse(&token).unwrap();
+    let forged = tokengate::Token::from_parts(id_of, "abcdefghijklmnopqrstuvwx");
+    assert_eq!(code(&stack, forged.expose_secret(), None).await, "INVALID");
+    let unknown = tokengate::Token::generate().unwrap();
+    assert_eq!(
+        code(&stack, unknown.expose_secret(), None).await,
+        "NOT_FOUND"
+    );
+
+    // Disabled, revoked, expired (each a fresh token: nothing cached).
+    let (disabled, id) = mint(&stack, r#"{"name": "d"}"#).await;
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    stack.admin("PATCH", &path, r#"{"enabled": false}"#).await;
+    assert_eq!(code(&stack, &disabled, None).await, "DISABLED");
+    let (revoked, id) = mint(&stack, r#"{"name": "r"}"#).await;
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    assert_eq!(
+        stack.admin("DELETE", &path, "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(code(&stack, &revoked, None).await, "REVOKED");
+    let (expired, id) = mint(&stack, r#"{"name": "e", "expires_in_days": 1}"#).await;
+    let mut conn = stack.redis.connection().await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg("expires_at")
+        .arg("1000")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(code(&stack, &expired, None).await, "EXPIRED");
+
+    // The allowlist needs the end client's address.
+    let (office, _) = mint(
+        &stack,
+        r#"{"name": "o", "allowed_ips": ["203.0.113.0/24"]}"#,
+    )
+    .await;
+    assert_eq!(code(&stack, &office, None).await, "IP_NOT_ALLOWED");
+    assert_eq!(
+        code(&stack, &office, Some("198.51.100.1")).await,
+        "IP_NOT_ALLOWED"
+    );
+    assert_eq!(code(&stack, &office, Some("203.0.113.5")).await, "VALID");
+
+    // Limits and quotas count verifications like requests.
+    let (busy, _) = mint(&stack, r#"{"name": "b"}"#).await;
+    for _ in 0..3 {
+        assert_eq!(code(&stack, &busy, None).await, "VALID");
+    }
+    assert_eq!(code(&stack, &busy, None).await, "RATE_LIMITED");
+    let (metered, _) = mint(&stack, r#"{"name": "q", "quota": {"remaining": 1}}"#).await;
+    assert_eq!(code(&stack, &metered, None).await, "VALID");
+    assert_eq!(code(&stack, &metered, None).await, "USAGE_EXCEEDED");
+
+    // Bad input: 422 naming the field; the admin key is needed.
+    for (body, field) in [
+        (r#"{"token": "mk_x", "scopes": ["BAD"]}"#, "scopes"),
+        (r#"{"token": "mk_x", "ip": "not an ip"}"#, "ip"),
+        (r#"{"token": "mk_x", "colour": "red"}"#, "colour"),
+    ] {
+        let reply = stack.admin("POST", "/v1/verify", body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(reply.json()["field"], field);
+    }
+    let reply = http(
+        "POST",
+        &format!("http://127.0.0.1:{}/v1/verify", stack.admin),
+        &[("content-type", "application/json")],
+        r#"{"token": "mk_x"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The admin API's listing pages with `limit` and `cursor`, filters by
+/// `status`, and names a bad parameter; the CLI follows the pages.
+#[tokio::test]
+async fn listing_pages_with_a_cursor() {
+    let stack = Stack::start().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let body = format!(r#"{{"name": "p{i}"}}"#);
+        let reply = stack.admin("POST", "/v1/accounts/acme/tokens", &body).await;
+        ids.push(reply.json()["id"].as_str().unwrap().to_owned());
+    }
+    let revoked = ids[3].clone();
+    let path = format!("/v1/accounts/acme/tokens/{revoked}");
+    assert_eq!(
+        stack.admin("DELETE", &path, "").await.status,
+        StatusCode::OK
+    );
+
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=10&cursor={c}"),
+            None => "?limit=10".to_owned(),
+        };
+        let page = stack
+            .admin("GET", &format!("/v1/accounts/acme/tokens{query}"), "")
+            .await
+            .json();
+        let tokens = page["tokens"].as_array().unwrap();
+        assert!(tokens.len() <= 10);
+        seen.extend(tokens.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "each once, in id order");
+    let page = stack
+        .admin("GET", "/v1/accounts/acme/tokens?status=revoked", "")
+        .await
+        .json();
+    assert_eq!(page["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(page["tokens"][0]["id"], revoked.as_str());
+    assert_eq!(page["next"], serde_json::Value::Null);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=nope", "cursor"),
+        ("status=sleeping", "status"),
+        ("colour=red", "query"),
+    ] {
+        let reply = stack
+            .admin("GET", &format!("/v1/accounts/acme/tokens?{query}"), "")
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(reply.json()["field"], field, "{query}");
+    }
+}
+
+#[test]
+fn the_cli_lists_every_page_and_filters_by_status() {
+    let redis = RedisServer::start();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["--redis-url", &redis.url()])
+            .args(args)
+            .env_clear()
+            .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
+            .output()
+            .unwrap()
+    };
+    let mut first = String::new();
+    for i in 0..3 {
+        let out = run(&[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            &format!("c{i}"),
+            "--json",
+        ]);
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if i == 0 {
+            first = created["id"].as_str().unwrap().to_owned();
+        }
+    }
+    assert!(
+        run(&[
+            "token",
+            "update",
+            "--account",
+            "acme",
+            "--id",
+            &first,
+            "--disable"
+        ])
+        .status
+        .success()
+    );
+    let out = run(&["token", "list", "--account", "acme", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<(i64, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["created_at"].as_i64().unwrap(),
+                t["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {listed:?}"
+    );
+    let out = run(&[
+        "token",
+        "list",
+        "--account",
+        "acme",
+        "--status",
+        "disabled",
+        "--json",
+    ]);
+    let disabled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(disabled.as_array().unwrap().len(), 1);
+    assert_eq!(disabled[0]["id"], first.as_str());
 }

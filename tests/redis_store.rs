@@ -22,6 +22,7 @@ async fn create(service: &TokenService, account: &str, days: Option<u32>) -> Cre
             expires_in_days: days,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: None,
         })
         .await
@@ -251,6 +252,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 scopes: tokengate::Scopes::default(),
                 disabled_at: None,
                 allowed_ips: tokengate::AllowedIps::default(),
+                meta: tokengate::Meta::default(),
             })
             .await
             .unwrap();
@@ -548,6 +550,7 @@ async fn records_without_scopes_load_and_a_damaged_scopes_field_fails_closed() {
             name: "scoped".into(),
             scopes: tokengate::Scopes::new(["b:write", "a:read"]).unwrap(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             ..Default::default()
         })
         .await
@@ -579,4 +582,77 @@ async fn records_without_scopes_load_and_a_damaged_scopes_field_fails_closed() {
             .await,
         Err(TokenError::Store(StoreError::Corrupt { .. }))
     ));
+}
+
+/// Paging through 2,500 tokens of one account (1,000 at a time, then with
+/// a status filter) returns each exactly once, on Redis and in memory.
+#[tokio::test]
+async fn paging_through_2500_tokens_returns_each_exactly_once() {
+    for h in [Harness::redis().await, Harness::memory().await] {
+        let store = h.service.store();
+        let now = h.clock_now();
+        let mut expected = std::collections::BTreeSet::new();
+        for i in 0..2_500 {
+            let id = tokengate::Token::generate().unwrap().id();
+            expected.insert(id);
+            store
+                .insert(&tokengate::TokenRecord {
+                    id,
+                    account_id: "big".into(),
+                    name: format!("t{i}"),
+                    hash: "$2b$04$notarealhashnotarealhashnotarealhashnotarealhashnotar".into(),
+                    created_at: now,
+                    updated_at: now,
+                    expires_at: None,
+                    last_accessed: None,
+                    // Every tenth is revoked, for the status filter.
+                    revoked_at: (i % 10 == 0).then_some(now),
+                    quota: None,
+                    scopes: tokengate::Scopes::default(),
+                    disabled_at: None,
+                    allowed_ips: tokengate::AllowedIps::default(),
+                    meta: tokengate::Meta::default(),
+                })
+                .await
+                .unwrap();
+        }
+        // Another account's token never shows up.
+        create(&h.service, "other", None).await;
+
+        let walk = |limit: usize, status: Option<tokengate::TokenStatus>| {
+            let service = h.service.clone();
+            async move {
+                let (mut seen, mut pages, mut cursor) = (Vec::new(), 0, None);
+                loop {
+                    let (page, next) = service
+                        .list_tokens_page("big", cursor, limit, status)
+                        .await
+                        .unwrap();
+                    assert!(page.len() <= limit);
+                    pages += 1;
+                    seen.extend(page.into_iter().map(|t| t.id));
+                    cursor = next;
+                    if cursor.is_none() {
+                        return (seen, pages);
+                    }
+                }
+            }
+        };
+        let (seen, pages) = walk(1_000, None).await;
+        assert_eq!(pages, 3);
+        assert_eq!(seen.len(), 2_500, "no token twice");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in id order");
+        assert_eq!(
+            seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            expected
+        );
+        let (revoked, _) = walk(100, Some(tokengate::TokenStatus::Revoked)).await;
+        assert_eq!(revoked.len(), 250);
+        let (active, _) = walk(1_000, Some(tokengate::TokenStatus::Active)).await;
+        assert_eq!(active.len(), 2_250);
+        assert!(matches!(
+            h.service.list_tokens_page("big", None, 1_001, None).await,
+            Err(TokenError::InvalidInput { field: "limit", .. })
+        ));
+    }
 }

@@ -22,6 +22,7 @@ async fn create(service: &TokenService) -> CreatedToken {
             expires_in_days: None,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: None,
         })
         .await

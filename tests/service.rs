@@ -65,6 +65,7 @@ async fn create(
             expires_in_days: days,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: None,
         })
         .await
@@ -318,6 +319,7 @@ async fn input_rules_name_the_field(h: Harness) {
         expires_in_days: days,
         scopes: Default::default(),
         allowed_ips: Default::default(),
+        meta: Default::default(),
         quota: None,
     };
     let cases = [
@@ -391,6 +393,7 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
             expires_in_days: None,
             scopes: Default::default(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             quota: Some(QuotaParams {
                 remaining: 10,
                 refill: Some(daily),

@@ -98,6 +98,8 @@ pub(crate) enum Cached {
         has_quota: bool,
         /// Where its requests may come from.
         allowed_ips: AllowedIps,
+        /// Its expiry, as stored (unix seconds).
+        expires_at: Option<i64>,
     },
     /// Not valid (remembered for the negative ttl): a well-formed token of
     /// `id` that the store refused when asked at `checked_at`. A change to
@@ -213,7 +215,7 @@ impl AuthCache {
         if let Some(entry) = &hit
             && (self.distrusted(&key, entry) || changed_since(entry, change))
         {
-            self.entries.invalidate(&key).await;
+            Box::pin(self.entries.invalidate(&key)).await;
             hit = None;
         }
         let entry = match hit {
@@ -236,7 +238,7 @@ impl AuthCache {
                 id: entry.id(),
                 checked_at: Instant::now(),
             };
-            self.entries.insert(key, revoked.clone()).await;
+            Box::pin(self.entries.insert(key, revoked.clone())).await;
             return Ok(revoked);
         }
         Ok(entry)
@@ -368,12 +370,14 @@ mod tests {
                 account_id: "acme".into(),
                 token_id: id,
                 scopes: Default::default(),
+                meta: Default::default(),
             },
             lifetime: Duration::MAX,
             verified_at: Instant::now(),
             epoch,
             has_quota: false,
             allowed_ips: AllowedIps::default(),
+            expires_at: None,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct HeadersConfig {
     /// Carries the token's scopes, space-separated (absent when it has
     /// none).
     pub scopes: String,
+    /// Carries the token's metadata, base64url of its JSON (absent when
+    /// it has none); empty (the default): not sent.
+    pub meta: String,
 }
 
 impl Default for HeadersConfig {
@@ -26,6 +29,7 @@ impl Default for HeadersConfig {
             account_id: "X-Account-Id".to_owned(),
             token_id: "X-Token-Id".to_owned(),
             scopes: "X-Token-Scopes".to_owned(),
+            meta: String::new(),
         }
     }
 }
@@ -34,11 +38,14 @@ impl HeadersConfig {
     /// Each name is a valid header that means nothing else to HTTP or a
     /// proxy, and they differ however they are folded.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        let named = [
+        let mut named = vec![
             ("headers.account_id", &self.account_id),
             ("headers.token_id", &self.token_id),
             ("headers.scopes", &self.scopes),
         ];
+        if !self.meta.is_empty() {
+            named.push(("headers.meta", &self.meta));
+        }
         for (i, (key, name)) in named.iter().enumerate() {
             check_identity_header(name).map_err(|message| invalid(key, message))?;
             if let Some((other, _)) = named[..i]
@@ -109,13 +116,14 @@ pub(crate) fn folds_to(name: &[u8], folded: &[u8]) -> bool {
 }
 
 /// The names of the identity headers (default `X-Account-Id`, `X-Token-Id`,
-/// `X-Token-Scopes`).
+/// `X-Token-Scopes`, and the metadata header when configured).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     account_id: HeaderName,
     token_id: HeaderName,
     scopes: HeaderName,
-    folded: [String; 3],
+    meta: Option<HeaderName>,
+    folded: Vec<String>,
 }
 
 impl Default for IdentityHeaders {
@@ -129,8 +137,21 @@ impl IdentityHeaders {
     /// The headers `[headers]` names (checked by [`HeadersConfig::validate`]).
     pub fn from_config(config: &HeadersConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
-        Self::new(&config.account_id, &config.token_id, &config.scopes)
-            .map_err(|e| invalid("headers", e.to_string()))
+        let headers = Self::new(&config.account_id, &config.token_id, &config.scopes)
+            .map_err(|e| invalid("headers", e.to_string()))?;
+        if config.meta.is_empty() {
+            return Ok(headers);
+        }
+        headers
+            .with_meta(&config.meta)
+            .map_err(|e| invalid("headers.meta", e.to_string()))
+    }
+
+    /// Also sends the token's metadata in `name` (base64url of its JSON).
+    pub fn with_meta(mut self, name: &str) -> Result<Self, http::header::InvalidHeaderName> {
+        self.meta = Some(HeaderName::from_bytes(name.as_bytes())?);
+        self.folded.push(fold_header_name(name));
+        Ok(self)
     }
 
     /// Identity headers with these names.
@@ -143,7 +164,8 @@ impl IdentityHeaders {
             account_id: HeaderName::from_bytes(account_id.as_bytes())?,
             token_id: HeaderName::from_bytes(token_id.as_bytes())?,
             scopes: HeaderName::from_bytes(scopes.as_bytes())?,
-            folded: [
+            meta: None,
+            folded: vec![
                 fold_header_name(account_id),
                 fold_header_name(token_id),
                 fold_header_name(scopes),
@@ -223,6 +245,12 @@ impl IdentityHeaders {
         {
             headers.insert(self.scopes.clone(), value);
         }
+        if let Some(name) = &self.meta
+            && !auth.meta.is_empty()
+            && let Ok(value) = HeaderValue::from_maybe_shared(auth.meta.header_bytes())
+        {
+            headers.insert(name.clone(), value);
+        }
     }
 }
 
@@ -255,6 +283,7 @@ mod tests {
             account_id: "acme".into(),
             token_id: TokenId::from_uuid(uuid::Uuid::nil()),
             scopes: Scopes::new(["orders:read", "admin:*"]).unwrap(),
+            meta: Default::default(),
         };
         ids.apply(&mut headers, Some(&auth));
         let values: Vec<_> = headers

@@ -142,6 +142,16 @@ impl Decision {
     }
 }
 
+/// A token [`Authenticator::verify`] admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// Who it is.
+    pub auth: AuthContext,
+    /// When it expires (unix seconds), `None` for never.
+    pub expires_at: Option<i64>,
+}
+
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -381,9 +391,50 @@ impl Authenticator {
             Presented::Garbage => return Err(self.failed(ip, None, InvalidReason::Format)),
             Presented::Token(token) => token,
         };
+        let needed = inner
+            .scoped_routes
+            .needed(request.method, request.uri.path());
+        let admitted = self.admit(&token, ip, needed).await?;
+        Ok(Decision::Authenticated(admitted.auth))
+    }
+
+    /// Checks a token for a service that asks in its own code (the admin
+    /// API's `POST /v1/verify`, docs/http-contract.md "Verify API"):
+    /// through the same cache, refusal limits, rate limits and quota as a
+    /// request, with the scopes `needed` (all of them) and the end client's
+    /// address for its IP allowlist and failure limit (`None`: unknown; a
+    /// token with an allowlist is then refused).
+    pub async fn verify(
+        &self,
+        token: &str,
+        needed: &[String],
+        client: Option<IpAddr>,
+    ) -> Result<Verified, Rejection> {
+        let result = match self.inner.limits.check_ip(client) {
+            Ok(()) => self.admit(token, client, needed).await,
+            Err(limited) => Err(limited),
+        };
+        let outcome = result
+            .as_ref()
+            .map(|v| Decision::Authenticated(v.auth.clone()))
+            .map_err(Clone::clone);
+        self.inner.outcomes[outcome_index(&outcome)].fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// A presented token, from parse to admission: the cache (one lookup
+    /// on a miss), the refusal limits, the scopes `needed`, the IP
+    /// allowlist, the rate limits and the quota.
+    async fn admit(
+        &self,
+        token: &str,
+        ip: Option<IpAddr>,
+        needed: &[String],
+    ) -> Result<Verified, Rejection> {
+        let inner = &self.inner;
         // Parse before anything else: no hashing, cache or store work for a
         // string that cannot be a token (however long it is).
-        let token_id = match token::parse(&token) {
+        let token_id = match token::parse(token) {
             Ok(id) => id,
             Err(_) => return Err(self.failed(ip, None, InvalidReason::Format)),
         };
@@ -392,7 +443,7 @@ impl Authenticator {
             let service = inner.service.clone();
             let verify_time = inner.verify_time.clone();
             let limits = inner.limits.clone();
-            let owned = token.clone().into_owned();
+            let owned = token.to_owned();
             let epoch = inner.cache.epoch();
             async move {
                 // An id flooded with wrong secrets costs no more bcrypt
@@ -419,6 +470,7 @@ impl Authenticator {
                 match validated {
                     Ok(valid) => {
                         let (auth, expires_at) = (valid.auth, valid.expires_at);
+                        let stored_expiry = expires_at;
                         let lifetime = expires_at.map_or(Duration::MAX, |at| {
                             Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
                         });
@@ -429,6 +481,7 @@ impl Authenticator {
                             epoch,
                             has_quota: valid.has_quota,
                             allowed_ips: valid.allowed_ips,
+                            expires_at: stored_expiry,
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e)
@@ -443,7 +496,7 @@ impl Authenticator {
         };
         let entry = inner
             .cache
-            .get_or_lookup(AuthCache::key(&token), lookup)
+            .get_or_lookup(AuthCache::key(token), lookup)
             .await
             .map_err(|miss: Arc<Miss>| match &*miss {
                 Miss::Refused(rejection) => rejection.clone(),
@@ -462,13 +515,11 @@ impl Authenticator {
                 auth,
                 has_quota,
                 allowed_ips,
+                expires_at,
                 ..
             } => {
                 // Before the limits: a request the token may not make spends
                 // nothing.
-                let needed = inner
-                    .scoped_routes
-                    .needed(request.method, request.uri.path());
                 if let Some(missing) = auth.scopes.first_missing(needed) {
                     tracing::debug!(token_id = %auth.token_id, missing, "insufficient scope");
                     return Err(Rejection::InsufficientScope {
@@ -488,7 +539,7 @@ impl Authenticator {
                 inner
                     .last_accessed
                     .record(auth.token_id, inner.service.now());
-                Ok(Decision::Authenticated(auth))
+                Ok(Verified { auth, expires_at })
             }
         }
     }
@@ -576,4 +627,36 @@ impl Authenticator {
 enum Miss {
     Refused(Rejection),
     Failed(TokenError),
+}
+
+#[cfg(test)]
+mod future_sizes {
+    /// Every request's future is built, moved into the Layer's box and
+    /// polled: its size is copied on each request (memmove was 13-15% of a
+    /// cache hit's profile, docs/performance.md). Rarely used awaits are
+    /// boxed to keep it small; this keeps them so (2,200 bytes before).
+    #[tokio::test]
+    async fn the_request_future_stays_small() {
+        let service = crate::service::TokenService::new(std::sync::Arc::new(
+            crate::store::MemoryStore::new(),
+        ));
+        let auth = super::Authenticator::new(service, &super::AuthConfig::default()).unwrap();
+        let admit = auth.admit("x", None, &[]);
+        let size = std::mem::size_of_val(&admit);
+        assert!(size <= 1_400, "the admission future grew to {size} bytes");
+        drop(admit);
+        let (m, u, h) = (
+            http::Method::GET,
+            http::Uri::from_static("/"),
+            http::HeaderMap::new(),
+        );
+        let check = auth.check(super::AuthRequest {
+            method: &m,
+            uri: &u,
+            headers: &h,
+            peer: None,
+        });
+        let size = std::mem::size_of_val(&check);
+        assert!(size <= 1_600, "the check future grew to {size} bytes");
+    }
 }

@@ -253,6 +253,7 @@ mod tests {
                 expires_in_days: None,
                 scopes: Default::default(),
                 allowed_ips: Default::default(),
+                meta: Default::default(),
                 quota: Some(QuotaParams {
                     remaining: 100,
                     refill: None,

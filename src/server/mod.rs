@@ -237,7 +237,7 @@ async fn run(
         doors.push(open("forward_auth", addr, key, door, tls).await?);
     }
     if let Some(addr) = config.admin.listen {
-        let admin = Admin::new(service.clone(), metrics.clone(), config.admin.key.as_ref());
+        let admin = Admin::new(auth.clone(), metrics.clone(), config.admin.key.as_ref());
         let door = Door::new(Front::Admin(Arc::new(admin)), telemetry("admin"));
         doors.push(open("admin", addr, "[admin] listen", door, config.admin.tls()).await?);
     }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, invalid};
-use crate::token::{AllowedIps, Scopes, TokenId};
+use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
 mod cluster;
 mod connection;
@@ -225,6 +225,8 @@ pub struct TokenRecord {
     pub disabled_at: Option<i64>,
     /// The networks the token may be used from; empty: any.
     pub allowed_ips: AllowedIps,
+    /// Metadata for the token's owner (a JSON object); empty: none.
+    pub meta: Meta,
 }
 
 impl TokenRecord {
@@ -260,6 +262,7 @@ impl fmt::Debug for TokenRecord {
             .field("scopes", &self.scopes)
             .field("disabled_at", &self.disabled_at)
             .field("allowed_ips", &self.allowed_ips)
+            .field("meta", &self.meta)
             .finish()
     }
 }
@@ -273,6 +276,16 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
     /// No such token for this account.
     NotFound,
+}
+
+/// One page of an account's tokens ([`TokenStore::list_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The records, in id order.
+    pub records: Vec<TokenRecord>,
+    /// Where the next page starts (its records' ids come after this one);
+    /// `None`: no more.
+    pub next: Option<TokenId>,
 }
 
 /// Changes to a token's record ([`TokenStore::update`]); `None` leaves a
@@ -289,6 +302,8 @@ pub struct RecordUpdate {
     pub disabled_at: Option<Option<i64>>,
     /// A new IP allowlist (empty: any address).
     pub allowed_ips: Option<AllowedIps>,
+    /// New metadata (empty: none).
+    pub meta: Option<Meta>,
 }
 
 impl RecordUpdate {
@@ -309,6 +324,9 @@ impl RecordUpdate {
         }
         if let Some(allowed_ips) = &self.allowed_ips {
             record.allowed_ips = allowed_ips.clone();
+        }
+        if let Some(meta) = &self.meta {
+            record.meta = meta.clone();
         }
         record.updated_at = at;
     }
@@ -389,6 +407,25 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// All records of one account, oldest first.
     async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Up to `limit` records of one account whose ids come after `after`,
+    /// in id order, and the cursor of the next page (`None`: this was the
+    /// last). Every token present throughout a walk is returned exactly
+    /// once. This default reads the whole account; the Redis store reads
+    /// only the page's records.
+    async fn list_page(
+        &self,
+        account_id: &str,
+        after: Option<TokenId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let mut records = self.list_by_account(account_id).await?;
+        records.retain(|r| after.is_none_or(|after| r.id > after));
+        records.sort_by_key(|r| r.id);
+        let next = (records.len() > limit).then(|| records[limit - 1].id);
+        records.truncate(limit);
+        Ok(Page { records, next })
+    }
 
     /// Revokes `id` at `at` if it belongs to `account_id`, and announces the
     /// revocation to other replicas.

@@ -768,6 +768,7 @@ pub async fn new_scoped_token(service: &TokenService, account: &str, scopes: &[&
             name: "test".into(),
             scopes: tokengate::Scopes::new(scopes.iter().copied()).unwrap(),
             allowed_ips: Default::default(),
+            meta: Default::default(),
             ..Default::default()
         })
         .await
