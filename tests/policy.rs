@@ -98,6 +98,17 @@ impl Stack {
     }
 }
 
+/// The `tokengate` binary on `redis`, with a clean environment.
+fn cli(redis: &RedisServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["--redis-url", &redis.url()])
+        .args(args)
+        .env_clear()
+        .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
+        .output()
+        .unwrap()
+}
+
 async fn send(method: &str, port: u16, path: &str, token: &str) -> HttpReply {
     let auth = format!("Bearer {token}");
     // Forged scopes in every spelling: none may reach the upstream.
@@ -311,15 +322,7 @@ async fn nginx_auth_request_enforces_scopes_on_the_original_request() {
 #[test]
 fn the_cli_creates_scoped_tokens_and_refuses_bad_scopes_in_one_line() {
     let redis = RedisServer::start();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["--redis-url", &redis.url()])
-            .args(args)
-            .env_clear()
-            .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| cli(&redis, args);
     let out = run(&[
         "token",
         "create",
@@ -538,15 +541,7 @@ async fn updates_are_checked_like_creations() {
 #[test]
 fn the_cli_updates_disables_and_enables_tokens() {
     let redis = RedisServer::start();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["--redis-url", &redis.url()])
-            .args(args)
-            .env_clear()
-            .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| cli(&redis, args);
     let json = |out: &std::process::Output| -> serde_json::Value {
         assert!(out.status.success(), "{out:?}");
         serde_json::from_slice(&out.stdout).unwrap()
@@ -990,15 +985,7 @@ async fn listing_pages_with_a_cursor() {
 #[test]
 fn the_cli_lists_every_page_and_filters_by_status() {
     let redis = RedisServer::start();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["--redis-url", &redis.url()])
-            .args(args)
-            .env_clear()
-            .env("TOKENGATE_SECURITY_BCRYPT_COST", "4")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| cli(&redis, args);
     let mut first = String::new();
     for i in 0..3 {
         let out = run(&[

@@ -816,6 +816,50 @@ fn client(url: &str, config: Option<&RedisConfig>) -> Result<redis::Client, Stor
     Ok(redis::Client::open(url)?)
 }
 
+impl RedisStore {
+    /// The ids in the account's index. Ids that do not parse cannot be
+    /// ours: skipped rather than failing the whole listing.
+    async fn account_ids(&self, account_id: &str) -> Result<Vec<TokenId>, StoreError> {
+        let account = self.keys.account(account_id);
+        let members: Vec<String> = self
+            .retried(|mut conn| {
+                let account = &account;
+                async move { conn.smembers(account).await }
+            })
+            .await?;
+        Ok(members.iter().filter_map(|m| m.parse().ok()).collect())
+    }
+
+    /// The records of `ids` that exist and are the account's, in the order
+    /// of `ids`, in one pipelined round trip.
+    async fn account_records(
+        &self,
+        account_id: &str,
+        ids: &[TokenId],
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let reads = ids
+            .iter()
+            .map(|&id| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.keys.token(id));
+                cmd
+            })
+            .collect();
+        let all: Vec<HashMap<String, String>> = each_cmd(self.conn.clone(), reads).await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (&id, fields) in ids.iter().zip(all) {
+            // Skipped: an id whose record is gone, or (after an interrupted
+            // creation on a cluster, until cleanup) another account's.
+            if let Some(record) = decode(id, &fields)?
+                && record.account_id == account_id
+            {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+}
+
 #[async_trait]
 impl TokenStore for RedisStore {
     async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
@@ -891,35 +935,8 @@ impl TokenStore for RedisStore {
     }
 
     async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let account = self.keys.account(account_id);
-        let members: Vec<String> = self
-            .retried(|mut conn| {
-                let account = &account;
-                async move { conn.smembers(account).await }
-            })
-            .await?;
-        // Ids in the index that do not parse cannot be ours; skip them rather
-        // than fail the whole listing.
-        let ids: Vec<TokenId> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        let reads = ids
-            .iter()
-            .map(|&id| {
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(self.keys.token(id));
-                cmd
-            })
-            .collect();
-        let all: Vec<HashMap<String, String>> = each_cmd(self.conn.clone(), reads).await?;
-        let mut records = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.into_iter().zip(all) {
-            // Skipped: an id whose record is gone, or (after an interrupted
-            // creation on a cluster, until cleanup) another account's.
-            if let Some(record) = decode(id, &fields)?
-                && record.account_id == account_id
-            {
-                records.push(record);
-            }
-        }
+        let ids = self.account_ids(account_id).await?;
+        let mut records = self.account_records(account_id, &ids).await?;
         records.sort_by_key(|r| (r.created_at, r.id));
         Ok(records)
     }
@@ -930,42 +947,16 @@ impl TokenStore for RedisStore {
         after: Option<TokenId>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let account = self.keys.account(account_id);
-        let members: Vec<String> = self
-            .retried(|mut conn| {
-                let account = &account;
-                async move { conn.smembers(account).await }
-            })
-            .await?;
         // Only the ids (36 bytes each) are read for the whole account; the
         // records only for the page.
-        let mut ids: Vec<TokenId> = members
-            .iter()
-            .filter_map(|m| m.parse().ok())
-            .filter(|id| after.is_none_or(|after| *id > after))
-            .collect();
+        let mut ids = self.account_ids(account_id).await?;
+        ids.retain(|id| after.is_none_or(|after| *id > after));
         ids.sort_unstable();
         let mut records = Vec::with_capacity(limit.min(ids.len()));
         let mut consumed = 0;
         while records.len() < limit && consumed < ids.len() {
             let batch = &ids[consumed..ids.len().min(consumed + limit - records.len())];
-            let reads = batch
-                .iter()
-                .map(|&id| {
-                    let mut cmd = redis::cmd("HGETALL");
-                    cmd.arg(self.keys.token(id));
-                    cmd
-                })
-                .collect();
-            let all: Vec<HashMap<String, String>> = each_cmd(self.conn.clone(), reads).await?;
-            for (&id, fields) in batch.iter().zip(all) {
-                // Skipped as in list_by_account: gone, or another account's.
-                if let Some(record) = decode(id, &fields)?
-                    && record.account_id == account_id
-                {
-                    records.push(record);
-                }
-            }
+            records.extend(self.account_records(account_id, batch).await?);
             consumed += batch.len();
         }
         let next = (consumed < ids.len()).then(|| ids[consumed - 1]);
