@@ -533,15 +533,21 @@ impl Admin {
             }
         };
         let verdict = match self.auth.verify(&body.token, &needed, client).await {
-            Ok(verified) => serde_json::json!({
-                "valid": true,
-                "code": "VALID",
-                "account_id": verified.auth.account_id,
-                "token_id": verified.auth.token_id,
-                "scopes": verified.auth.scopes,
-                "meta": verified.auth.meta,
-                "expires_at": verified.expires_at,
-            }),
+            Ok(verified) => {
+                let mut verdict = serde_json::json!({
+                    "valid": true,
+                    "code": "VALID",
+                    "account_id": verified.auth.account_id,
+                    "token_id": verified.auth.token_id,
+                    "scopes": verified.auth.scopes,
+                    "meta": verified.auth.meta,
+                    "expires_at": verified.expires_at,
+                });
+                if let Some(remaining) = verified.remaining {
+                    verdict["remaining"] = remaining.into();
+                }
+                verdict
+            }
             Err(Rejection::Unavailable { .. }) => {
                 return http_util::error(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -835,6 +835,7 @@ async fn the_verify_api_answers_every_code() {
     assert_eq!(valid["scopes"], serde_json::json!(["orders:*"]));
     assert_eq!(valid["meta"], serde_json::json!({"plan": "pro"}));
     assert!(valid["expires_at"].as_i64().is_some());
+    assert_eq!(valid.get("remaining"), None, "no quota: no remaining");
     let refused = verify(
         &stack,
         serde_json::json!({"token": token, "scopes": ["billing:read"]}),
@@ -900,6 +901,11 @@ async fn the_verify_api_answers_every_code() {
     let (metered, _) = mint(&stack, r#"{"name": "q", "quota": {"remaining": 1}}"#).await;
     assert_eq!(code(&stack, &metered, None).await, "VALID");
     assert_eq!(code(&stack, &metered, None).await, "USAGE_EXCEEDED");
+    let (five, _) = mint(&stack, r#"{"name": "f", "quota": {"remaining": 5}}"#).await;
+    for left in [4, 3, 2] {
+        let verdict = verify(&stack, serde_json::json!({ "token": five })).await;
+        assert_eq!(verdict["remaining"], left);
+    }
 
     // Bad input: 422 naming the field; the admin key is needed.
     for (body, field) in [

@@ -150,6 +150,9 @@ pub struct Verified {
     pub auth: AuthContext,
     /// When it expires (unix seconds), `None` for never.
     pub expires_at: Option<i64>,
+    /// For a token with a usage quota, about how many requests it has left
+    /// after this one (docs/quotas.md); `None` without a quota.
+    pub remaining: Option<u64>,
 }
 
 /// Counters for metrics and tests.
@@ -533,13 +536,19 @@ impl Authenticator {
                     return Err(Rejection::IpNotAllowed);
                 }
                 inner.limits.check(auth.token_id, &auth.account_id)?;
-                if has_quota {
-                    inner.quotas.spend(auth.token_id).await?;
-                }
+                let remaining = if has_quota {
+                    inner.quotas.spend(auth.token_id).await?
+                } else {
+                    None
+                };
                 inner
                     .last_accessed
                     .record(auth.token_id, inner.service.now());
-                Ok(Verified { auth, expires_at })
+                Ok(Verified {
+                    auth,
+                    expires_at,
+                    remaining,
+                })
             }
         }
     }

@@ -80,6 +80,13 @@ enum Spend {
 }
 
 impl Held {
+    /// Credits left as this replica knows them: its lease's, and what the
+    /// store held after its last lease (other replicas' leases since are
+    /// not seen: an estimate, high by at most what they hold).
+    fn remaining(&self) -> u64 {
+        self.left + self.store_left.unwrap_or(0)
+    }
+
     fn try_spend(&mut self, now: Instant) -> Spend {
         if let Some((until, refill)) = self.exhausted {
             if now < until {
@@ -118,19 +125,23 @@ impl Quotas {
 
     /// Spends one credit of `id`'s quota: from the lease held here, or from
     /// a new lease (one store call per block, shared by concurrent
-    /// requests). Fails closed when the store cannot be asked.
-    pub(crate) async fn spend(&self, id: TokenId) -> Result<(), Rejection> {
+    /// requests), and tells about how many are left (`None`: the token has
+    /// no quota any more). Fails closed when the store cannot be asked.
+    pub(crate) async fn spend(&self, id: TokenId) -> Result<Option<u64>, Rejection> {
         let credits = self.credits.get_with(id, Arc::default);
-        match credits.lock().try_spend(Instant::now()) {
-            Spend::Spent => return Ok(()),
-            Spend::Exhausted(retry) => return Err(self.refuse(retry)),
-            Spend::NeedLease => {}
+        {
+            let mut held = credits.lock();
+            match held.try_spend(Instant::now()) {
+                Spend::Spent => return Ok(Some(held.remaining())),
+                Spend::Exhausted(retry) => return Err(self.refuse(retry)),
+                Spend::NeedLease => {}
+            }
         }
         let _one_lease_at_a_time = credits.leasing.lock().await;
         let (stale, period, want) = {
             let mut held = credits.lock();
             match held.try_spend(Instant::now()) {
-                Spend::Spent => return Ok(()),
+                Spend::Spent => return Ok(Some(held.remaining())),
                 Spend::Exhausted(retry) => return Err(self.refuse(retry)),
                 Spend::NeedLease => {}
             }
@@ -152,7 +163,7 @@ impl Quotas {
         let lease = match store.lease_credits(id, want, now).await {
             Ok(Some(lease)) => lease,
             // No quota (any more): the cached validation predates the change.
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 tracing::warn!(token_id = %id, error = %e, "cannot lease quota credits");
                 return Err(Rejection::Unavailable {
@@ -181,7 +192,7 @@ impl Quotas {
         }
         held.left = lease.granted - 1;
         held.until = Some(refill.map_or(started + LEASE_TTL, |r| r.min(started + LEASE_TTL)));
-        Ok(())
+        Ok(Some(held.remaining()))
     }
 
     fn refuse(&self, retry_after: Option<Duration>) -> Rejection {
