@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -17,12 +18,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::audit::{Actor, AuditQuery};
 use crate::auth::{Authenticator, InvalidReason, Rejection};
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
-    CreateTokenParams, CreatedToken, MAX_PAGE, QuotaParams, TokenError, TokenInfo, TokenService,
-    TokenStatus, TokenUpdate, allowed_ips_input, meta_input, scopes_input,
+    CreateTokenParams, CreatedToken, MAX_EXPIRES_IN_DAYS, MAX_GRACE, MAX_PAGE, QuotaParams,
+    TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, meta_input,
+    scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys};
@@ -176,6 +179,14 @@ struct UpdateBody {
     meta: Option<Option<serde_json::Value>>,
 }
 
+/// `POST …/tokens/{id}/rotate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    /// How long the old token keeps working: `"24h"`, `"0"`, …
+    grace: String,
+}
+
 /// Tokens in a page of `GET …/tokens` without `limit`.
 const DEFAULT_PAGE: usize = 100;
 
@@ -226,7 +237,9 @@ impl Admin {
         }
     }
 
-    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    /// Answers one request from `peer` (the audit trail's actor for the
+    /// changes it makes).
+    pub(crate) async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<crate::http_util::BoxError>,
@@ -271,15 +284,28 @@ impl Admin {
             None => String::new(),
         };
         let id = params.id.as_deref().unwrap_or_default();
+        let query = request.uri().query();
         match route {
-            Ok(Route::ListTokens) => self.list(&account, request.uri().query()).await,
-            Ok(route) => self.apply(route, &account, id, request.into_body()).await,
+            Ok(Route::ListTokens) => self.list(&account, query).await,
+            Ok(Route::Audit) => self.audit(query).await,
+            Ok(route) => {
+                let service = self.service.acting_as(Actor::admin_api(peer));
+                self.apply(&service, route, &account, id, request.into_body())
+                    .await
+            }
             Err((allow, _)) => method_not_allowed(&allow),
         }
     }
 
     /// Answers a parsed request (its key checked, its account decoded).
-    async fn apply<B>(&self, route: Route, account: &str, id: &str, body: B) -> Response<Body>
+    async fn apply<B>(
+        &self,
+        service: &TokenService,
+        route: Route,
+        account: &str,
+        id: &str,
+        body: B,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<crate::http_util::BoxError>,
@@ -295,14 +321,16 @@ impl Admin {
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
             }
-            Route::CreateToken => self.create(account, body).await,
+            Route::CreateToken => create(service, account, body).await,
             Route::ListTokens => self.list(account, None).await,
+            Route::Audit => self.audit(None).await,
             Route::GetToken => self.get(account, id).await,
-            Route::RevokeToken => self.revoke(account, id).await,
-            Route::UpdateToken => self.update(account, id, body).await,
+            Route::RevokeToken => revoke(service, account, id).await,
+            Route::UpdateToken => update(service, account, id, body).await,
+            Route::RotateToken => rotate(service, account, id, body).await,
             Route::Verify => self.verify(body).await,
-            Route::SetQuota => self.set_quota(account, id, Some(body)).await,
-            Route::RemoveQuota => self.set_quota(account, id, None::<B>).await,
+            Route::SetQuota => set_quota(service, account, id, Some(body)).await,
+            Route::RemoveQuota => set_quota(service, account, id, None::<B>).await,
         }
     }
 
@@ -355,45 +383,6 @@ impl Admin {
             HeaderValue::from_static(r#"Bearer realm="tokengate-admin""#),
         );
         Some(response)
-    }
-
-    async fn create<B>(&self, account: &str, body: B) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
-    {
-        let body: CreateBody = match read_json(body, "create request").await {
-            Ok(body) => body,
-            Err(refused) => return refused,
-        };
-        let meta = body.meta.map(meta_input).transpose();
-        let (scopes, allowed_ips, meta) = match (
-            scopes_input(body.scopes),
-            allowed_ips_input(&body.allowed_ips),
-            meta,
-        ) {
-            (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
-        };
-        let created = self
-            .service
-            .create_token(CreateTokenParams {
-                account_id: account.to_owned(),
-                name: body.name,
-                expires_in_days: body.expires_in_days,
-                quota: body.quota,
-                scopes,
-                allowed_ips,
-                meta: meta.unwrap_or_default(),
-            })
-            .await;
-        match created {
-            Ok(created) => match serde_json::to_value(CreatedTokenBody::new(&created)) {
-                Ok(value) => http_util::json(StatusCode::CREATED, &value),
-                Err(e) => token_error(TokenError::Internal(e.to_string())),
-            },
-            Err(e) => token_error(e),
-        }
     }
 
     /// `GET …/tokens?limit=&cursor=&status=` (docs/http-contract.md,
@@ -455,53 +444,37 @@ impl Admin {
         }
     }
 
-    async fn revoke(&self, account: &str, id: &str) -> Response<Body> {
-        let Some(id) = parse_id(id) else {
-            return not_found();
+    /// `GET /v1/audit?account=&after=&limit=` (docs/http-contract.md,
+    /// "Audit log"): entries oldest first and the `after` of the next page.
+    async fn audit(&self, query: Option<&str>) -> Response<Body> {
+        let mut audit = AuditQuery {
+            limit: DEFAULT_PAGE,
+            ..AuditQuery::default()
         };
-        match self.service.revoke_token(id, account).await {
-            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
-            Err(e) => token_error(e),
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).unwrap_or_default();
+            match name {
+                "account" => audit.account = Some(value),
+                "after" => audit.after = Some(value),
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) => audit.limit = n,
+                    Err(_) => audit.limit = 0,
+                },
+                _ => {
+                    return token_error(TokenError::InvalidInput {
+                        field: "query",
+                        reason: "takes only account, after and limit".to_owned(),
+                    });
+                }
+            }
         }
-    }
-
-    /// Sets (`Some` body) or removes the token's quota.
-    async fn update<B>(&self, account: &str, id: &str, body: B) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
-    {
-        let Some(id) = parse_id(id) else {
-            return not_found();
-        };
-        let body: UpdateBody = match read_json(body, "update request").await {
-            Ok(body) => body,
-            Err(refused) => return refused,
-        };
-        let scopes = body.scopes.map(scopes_input).transpose();
-        let allowed_ips = body
-            .allowed_ips
-            .as_deref()
-            .map(allowed_ips_input)
-            .transpose();
-        let meta = body
-            .meta
-            .map(|meta| meta.map_or(Ok(Meta::default()), meta_input))
-            .transpose();
-        let (scopes, allowed_ips, meta) = match (scopes, allowed_ips, meta) {
-            (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
-        };
-        let update = TokenUpdate {
-            name: body.name,
-            scopes,
-            expires_at: body.expires_at,
-            enabled: body.enabled,
-            allowed_ips,
-            meta,
-        };
-        match self.service.update_token(id, account, update).await {
-            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        match self.service.read_audit(&audit).await {
+            Ok(page) => http_util::json(StatusCode::OK, &serde_json::json!(page)),
             Err(e) => token_error(e),
         }
     }
@@ -567,27 +540,173 @@ impl Admin {
         };
         http_util::json(StatusCode::OK, &verdict)
     }
+}
 
-    async fn set_quota<B>(&self, account: &str, id: &str, body: Option<B>) -> Response<Body>
-    where
-        B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
-    {
-        let Some(id) = parse_id(id) else {
-            return not_found();
-        };
-        let quota: Option<QuotaParams> = match body {
-            Some(body) => match read_json(body, "quota").await {
-                Ok(quota) => Some(quota),
-                Err(refused) => return refused,
-            },
-            None => None,
-        };
-        match self.service.set_quota(id, account, quota).await {
-            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
-            Err(e) => token_error(e),
-        }
+async fn create<B>(service: &TokenService, account: &str, body: B) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    let body: CreateBody = match read_json(body, "create request").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let meta = body.meta.map(meta_input).transpose();
+    let (scopes, allowed_ips, meta) = match (
+        scopes_input(body.scopes),
+        allowed_ips_input(&body.allowed_ips),
+        meta,
+    ) {
+        (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
+    };
+    let created = service
+        .create_token(CreateTokenParams {
+            account_id: account.to_owned(),
+            name: body.name,
+            expires_in_days: body.expires_in_days,
+            quota: body.quota,
+            scopes,
+            allowed_ips,
+            meta: meta.unwrap_or_default(),
+        })
+        .await;
+    match created {
+        Ok(created) => match serde_json::to_value(CreatedTokenBody::new(&created)) {
+            Ok(value) => http_util::json(StatusCode::CREATED, &value),
+            Err(e) => token_error(TokenError::Internal(e.to_string())),
+        },
+        Err(e) => token_error(e),
     }
+}
+
+async fn revoke(service: &TokenService, account: &str, id: &str) -> Response<Body> {
+    let Some(id) = parse_id(id) else {
+        return not_found();
+    };
+    match service.revoke_token(id, account).await {
+        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Err(e) => token_error(e),
+    }
+}
+
+/// Sets (`Some` body) or removes the token's quota.
+async fn update<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    let Some(id) = parse_id(id) else {
+        return not_found();
+    };
+    let body: UpdateBody = match read_json(body, "update request").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let scopes = body.scopes.map(scopes_input).transpose();
+    let allowed_ips = body
+        .allowed_ips
+        .as_deref()
+        .map(allowed_ips_input)
+        .transpose();
+    let meta = body
+        .meta
+        .map(|meta| meta.map_or(Ok(Meta::default()), meta_input))
+        .transpose();
+    let (scopes, allowed_ips, meta) = match (scopes, allowed_ips, meta) {
+        (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
+    };
+    let update = TokenUpdate {
+        name: body.name,
+        scopes,
+        expires_at: body.expires_at,
+        enabled: body.enabled,
+        allowed_ips,
+        meta,
+    };
+    match service.update_token(id, account, update).await {
+        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Err(e) => token_error(e),
+    }
+}
+
+async fn set_quota<B>(
+    service: &TokenService,
+    account: &str,
+    id: &str,
+    body: Option<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    let Some(id) = parse_id(id) else {
+        return not_found();
+    };
+    let quota: Option<QuotaParams> = match body {
+        Some(body) => match read_json(body, "quota").await {
+            Ok(quota) => Some(quota),
+            Err(refused) => return refused,
+        },
+        None => None,
+    };
+    match service.set_quota(id, account, quota).await {
+        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Err(e) => token_error(e),
+    }
+}
+
+/// `POST …/tokens/{id}/rotate` (docs/http-contract.md, "Rotating a
+/// token"): 201 with the new token (its plaintext this once) and the old
+/// one's record under `old`.
+async fn rotate<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    let Some(id) = parse_id(id) else {
+        return not_found();
+    };
+    let body: RotateBody = match read_json(body, "rotate request").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let grace = match parse_grace(&body.grace) {
+        Ok(grace) => grace,
+        Err(e) => return token_error(e),
+    };
+    match service.rotate_token(id, account, grace).await {
+        Ok(rotated) => {
+            let mut value = match serde_json::to_value(CreatedTokenBody::new(&rotated.new)) {
+                Ok(value) => value,
+                Err(e) => return token_error(TokenError::Internal(e.to_string())),
+            };
+            value["old"] = serde_json::json!(rotated.old);
+            http_util::json(StatusCode::CREATED, &value)
+        }
+        Err(e) => token_error(e),
+    }
+}
+
+/// A rotation's grace period: a duration such as `"24h"`, `"30m"` or
+/// `"0"` (revoke the old token at once).
+pub(crate) fn parse_grace(text: &str) -> Result<Duration, TokenError> {
+    let grace = if text.trim() == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(text).map_err(|e| TokenError::InvalidInput {
+            field: "grace",
+            reason: format!("must be a duration such as \"24h\", \"30m\" or \"0\" ({e})"),
+        })?
+    };
+    if grace > MAX_GRACE {
+        return Err(TokenError::InvalidInput {
+            field: "grace",
+            reason: format!("must be at most {MAX_EXPIRES_IN_DAYS} days"),
+        });
+    }
+    Ok(grace)
 }
 
 /// Reads a JSON body of at most `MAX_BODY` bytes; the error response names
@@ -619,12 +738,28 @@ where
                 Some(&field),
             ));
         }
+        if let Some(field) = missing_field(&e) {
+            return http_util::boxed(http_util::error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                &format!("{field} is required in a {what}"),
+                Some(&field),
+            ));
+        }
         http_util::error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("The body is not a valid {what}: {e}"),
         )
     })
+}
+
+/// The required field a well-formed body lacks (serde's "missing field
+/// `name`").
+fn missing_field(e: &serde_json::Error) -> Option<String> {
+    let message = e.to_string();
+    let (field, _) = message.strip_prefix("missing field `")?.split_once('`')?;
+    Some(field.chars().take(64).collect())
 }
 
 /// The field serde's `deny_unknown_fields` refused (its message is
@@ -651,7 +786,9 @@ enum Route {
     UpdateToken,
     SetQuota,
     RemoveQuota,
+    RotateToken,
     Verify,
+    Audit,
 }
 
 /// The path parameters of a matched route, as sent (percent-encoded).
@@ -677,7 +814,7 @@ enum Parsed {
 
 impl Route {
     /// The route table, in the order methods are listed in `Allow`.
-    const ALL: [Route; 12] = [
+    const ALL: [Route; 14] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -689,7 +826,9 @@ impl Route {
         Route::UpdateToken,
         Route::SetQuota,
         Route::RemoveQuota,
+        Route::RotateToken,
         Route::Verify,
+        Route::Audit,
     ];
 
     /// Method and path template (`{name}` matches one segment).
@@ -706,7 +845,9 @@ impl Route {
             Route::UpdateToken => (Method::PATCH, "/v1/accounts/{account}/tokens/{id}"),
             Route::SetQuota => (Method::PUT, "/v1/accounts/{account}/tokens/{id}/quota"),
             Route::RemoveQuota => (Method::DELETE, "/v1/accounts/{account}/tokens/{id}/quota"),
+            Route::RotateToken => (Method::POST, "/v1/accounts/{account}/tokens/{id}/rotate"),
             Route::Verify => (Method::POST, "/v1/verify"),
+            Route::Audit => (Method::GET, "/v1/audit"),
         }
     }
 
@@ -721,7 +862,9 @@ impl Route {
                 | Route::UpdateToken
                 | Route::SetQuota
                 | Route::RemoveQuota
+                | Route::RotateToken
                 | Route::Verify
+                | Route::Audit
         )
     }
 
@@ -905,6 +1048,16 @@ fn token_error(e: TokenError) -> Response<Body> {
             "revoked",
             "The token is revoked: it cannot be changed.",
         ),
+        TokenError::Expired => http_util::error(
+            StatusCode::CONFLICT,
+            "expired",
+            "The token has expired: it cannot be rotated.",
+        ),
+        TokenError::AlreadyRotated(to) => http_util::error(
+            StatusCode::CONFLICT,
+            "already_rotated",
+            format!("The token was already rotated to {to}: rotate that one."),
+        ),
         TokenError::InvalidInput { field, reason } => http_util::boxed(http_util::error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_input",
@@ -929,6 +1082,10 @@ fn token_error(e: TokenError) -> Response<Body> {
         }
     }
 }
+
+/// The caller of the unit tests' requests.
+#[cfg(test)]
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
 
 #[cfg(test)]
 mod tests {
@@ -1117,7 +1274,7 @@ mod tests {
                 .unwrap();
             let admin = &admin;
             async move {
-                let response = admin.handle(request).await;
+                let response = admin.handle(request, PEER).await;
                 let status = response.status();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
                 (
@@ -1176,9 +1333,56 @@ mod tests {
         let (status, removed) = call(Method::DELETE, quota, "", true).await;
         assert_eq!(removed["quota"], serde_json::Value::Null);
         check(Route::RemoveQuota, status, &removed);
+        let (status, rotated) = call(
+            Method::POST,
+            format!("{token}/rotate"),
+            r#"{"grace":"1h"}"#,
+            true,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        check(Route::RotateToken, status, &rotated);
+        assert_eq!(rotated["old"]["rotated_to"], rotated["id"]);
+        let (status, error) = call(
+            Method::POST,
+            format!("{token}/rotate"),
+            r#"{"grace":"1h"}"#,
+            true,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        check(Route::RotateToken, status, &error);
+        let (status, error) = call(Method::POST, format!("{token}/rotate"), "{}", true).await;
+        assert_eq!(
+            (status, &error["field"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &"grace".into())
+        );
+        check(Route::RotateToken, status, &error);
         let (status, revoked) = call(Method::DELETE, token.clone(), "", true).await;
         check(Route::RevokeToken, status, &revoked);
         assert_eq!(revoked["status"], "revoked");
+        // The in-memory store's trail, with the caller's address.
+        let (status, audit) = call(Method::GET, "/v1/audit?limit=3".to_owned(), "", true).await;
+        check(Route::Audit, status, &audit);
+        assert_eq!(audit["entries"][0]["action"], "create");
+        assert_eq!(audit["entries"][0]["actor"]["id"], PEER.to_string());
+        let (status, audit) = call(
+            Method::GET,
+            format!("/v1/audit?after={}", audit["next"].as_str().unwrap()),
+            "",
+            true,
+        )
+        .await;
+        check(Route::Audit, status, &audit);
+        let actions: Vec<_> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["create", "rotate", "revoke"]);
+        let (status, error) = call(Method::GET, "/v1/audit?after=x".to_owned(), "", true).await;
+        check(Route::Audit, status, &error);
         let (status, health) = call(Method::GET, "/healthz".to_owned(), "", false).await;
         check(Route::Healthz, status, &health);
         let (status, ready) = call(Method::GET, "/readyz".to_owned(), "", false).await;
@@ -1373,7 +1577,7 @@ mod proptests {
                 let request = builder
                     .body(http_body_util::Full::new(Bytes::from(body)))
                     .unwrap();
-                let response = rt.block_on(admin.handle(request));
+                let response = rt.block_on(admin.handle(request, PEER));
                 let status = response.status().as_u16();
                 prop_assert!(
                     [200, 201, 400, 401, 403, 404, 405, 413, 415, 422].contains(&status),

@@ -1,5 +1,6 @@
 //! The `tokengate` command line: `tokengate serve`, `tokengate token
-//! create|list|get|revoke|quota|cleanup` and `tokengate migrate`.
+//! create|list|get|update|rotate|revoke|quota|cleanup`, `tokengate audit`
+//! and `tokengate migrate`.
 //!
 //! Built for people and scripts alike: `--json` prints machine-readable
 //! output, errors are one line on stderr, and the exit code is 0 on success,
@@ -14,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::CreatedTokenBody;
+use crate::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
 use crate::config::Config;
 use crate::service::{
     Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, MAX_PAGE, QuotaParams, SystemClock, TokenError,
@@ -89,6 +91,22 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff) on stdout (`tokengate man | man -l -`).
     Man,
+    /// Show the audit trail: every token change made through the admin API
+    /// or the CLI, oldest first (never a token or a hash).
+    Audit {
+        /// Only this account's entries.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Start after this entry id (the last one printed before).
+        #[arg(long, value_name = "ENTRY_ID")]
+        after: Option<String>,
+        /// Print at most N entries (default: all there are).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 /// `tokengate token …`
@@ -234,6 +252,23 @@ pub(crate) enum TokenCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Rotate a token: print a new one with the same account, name, scopes,
+    /// metadata, allowlist and expiry; the old one keeps working for the
+    /// grace period (never past its own expiry), 0 revokes it at once.
+    Rotate {
+        /// The account that owns the token.
+        #[arg(long, value_name = "ID")]
+        account: String,
+        /// The token id.
+        #[arg(long, value_name = "TOKEN_ID")]
+        id: TokenId,
+        /// How long the old token keeps working, e.g. 24h, 30m or 0.
+        #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+        grace: Duration,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
     /// Delete tokens that expired or were revoked more than N days ago.
     Cleanup {
         /// Keep dead tokens this many days (0 deletes them all at once).
@@ -332,6 +367,12 @@ pub(crate) async fn run(cli: Cli) -> Result<String, String> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Token(command) => run_token(&config, command).await,
+        Command::Audit {
+            account,
+            after,
+            limit,
+            output,
+        } => audit(&config, account, after, limit, output).await,
         Command::Migrate {
             to,
             to_key_prefix,
@@ -348,6 +389,98 @@ pub(crate) async fn run(cli: Cli) -> Result<String, String> {
         Command::Completions { shell } => Ok(generate::completions(shell)),
         Command::Man => generate::man_page(),
     }
+}
+
+/// The service the token commands and `audit` use: on the configured Redis,
+/// hashing as configured, its changes audited as the OS user's.
+async fn cli_service(config: &Config) -> Result<TokenService, String> {
+    let Some(url) = config.redis.url.as_deref() else {
+        return Err("token commands need Redis, and no Redis URL is set \
+                    (use --redis-url, TOKENGATE_REDIS_URL or [redis] url): \
+                    the in-memory store lives inside one running server and is gone when it stops"
+            .to_owned());
+    };
+    let store = RedisStore::open(&config.redis)
+        .await
+        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
+    // Hashed as configured: with hash = "hmac-sha256", the CLI needs
+    // TOKENGATE_HASH_KEY too (the config loader checked it is there).
+    Ok(TokenService::from_config(Arc::new(store), &config.security)
+        .acting_as(Actor::cli(&os_user())))
+}
+
+/// Who runs the CLI: `$USER` (or `$LOGNAME`), else the uid.
+fn os_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::metadata("/proc/self")
+                .map_or_else(|_| "unknown".to_owned(), |m| format!("uid {}", m.uid()))
+        })
+}
+
+/// `tokengate audit`: the trail page by page, oldest first.
+async fn audit(
+    config: &Config,
+    account: Option<String>,
+    after: Option<String>,
+    limit: Option<u64>,
+    output: Output,
+) -> Result<String, String> {
+    let service = cli_service(config).await?;
+    let mut query = AuditQuery {
+        account,
+        after,
+        limit: MAX_AUDIT_PAGE,
+    };
+    let mut entries = Vec::new();
+    loop {
+        let left = limit.map_or(u64::MAX, |l| l - entries.len() as u64);
+        query.limit = usize::try_from(left.min(MAX_AUDIT_PAGE as u64)).unwrap_or(MAX_AUDIT_PAGE);
+        let page = service
+            .read_audit(&query)
+            .await
+            .map_err(|e| e.to_string())?;
+        entries.extend(page.entries);
+        if page.next.is_none() || limit.is_some_and(|l| entries.len() as u64 >= l) {
+            break;
+        }
+        query.after = page.next;
+    }
+    if output.json {
+        return Ok(json_line(&entries));
+    }
+    if entries.is_empty() {
+        return Ok("No audit entries.\n".to_owned());
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                timestamp(e.at),
+                if e.actor.id.is_empty() {
+                    e.actor.kind.clone()
+                } else {
+                    format!("{} ({})", e.actor.kind, e.actor.id)
+                },
+                e.action.as_str().to_owned(),
+                e.account_id.clone().unwrap_or_else(|| "-".to_owned()),
+                e.token_id
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                serde_json::Value::Object(e.changes.clone()).to_string(),
+            ]
+        })
+        .collect();
+    Ok(grid(
+        &[
+            "ENTRY", "TIME", "ACTOR", "ACTION", "ACCOUNT", "TOKEN", "CHANGES",
+        ],
+        &rows,
+    ))
 }
 
 /// The file (if any), `TOKENGATE_*` overrides, then the flags.
@@ -460,18 +593,7 @@ async fn bring_changes(
 }
 
 async fn run_token(config: &Config, command: TokenCommand) -> Result<String, String> {
-    let Some(url) = config.redis.url.as_deref() else {
-        return Err("token commands need Redis, and no Redis URL is set \
-                    (use --redis-url, TOKENGATE_REDIS_URL or [redis] url): \
-                    the in-memory store lives inside one running server and is gone when it stops"
-            .to_owned());
-    };
-    let store = RedisStore::open(&config.redis)
-        .await
-        .map_err(|e| format!("cannot connect to Redis at {}: {e}", redact_url(url)))?;
-    // Hashed as configured: with hash = "hmac-sha256", the CLI needs
-    // TOKENGATE_HASH_KEY too (the config loader checked it is there).
-    let service = TokenService::from_config(Arc::new(store), &config.security);
+    let service = cli_service(config).await?;
     let fail = |e: TokenError| e.to_string();
     match command {
         TokenCommand::Create {
@@ -675,6 +797,46 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 details(&info)
             })
         }
+        TokenCommand::Rotate {
+            account,
+            id,
+            grace,
+            output,
+        } => {
+            let rotated = service
+                .rotate_token(id, &account, grace)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Revoked => format!("token {id} is revoked: it cannot be rotated"),
+                    TokenError::Expired => format!("token {id} has expired: it cannot be rotated"),
+                    TokenError::AlreadyRotated(to) => {
+                        format!("token {id} was already rotated to {to}: rotate that one")
+                    }
+                    e => not_found(e, id, &account),
+                })?;
+            if output.json {
+                let mut value = serde_json::to_value(CreatedTokenBody::new(&rotated.new))
+                    .map_err(|e| e.to_string())?;
+                value["old"] = serde_json::json!(rotated.old);
+                return Ok(json_line(&value));
+            }
+            let old = &rotated.old;
+            Ok(format!(
+                "Rotated token {} ({:?}) of account {:?} to {}.\n\n    {}\n\n\
+                 Store this token now: it is shown only once and cannot be recovered.\n\
+                 The old token {}.\n",
+                old.id,
+                old.name,
+                old.account_id,
+                rotated.new.info.id,
+                rotated.new.token.expose_secret(),
+                match (old.revoked_at, old.expires_at) {
+                    (Some(_), _) => "is revoked".to_owned(),
+                    (None, Some(at)) => format!("works until {}", timestamp(at)),
+                    (None, None) => "never expires".to_owned(),
+                },
+            ))
+        }
         TokenCommand::Cleanup {
             retention_days,
             output,
@@ -692,6 +854,14 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             })
         }
     }
+}
+
+/// `--grace`: as the admin API's `grace`.
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    crate::admin::parse_grace(text).map_err(|e| match e {
+        TokenError::InvalidInput { reason, .. } => reason,
+        e => e.to_string(),
+    })
 }
 
 fn not_found(e: TokenError, id: TokenId, account: &str) -> String {
@@ -722,10 +892,10 @@ fn optional_timestamp(unix: Option<i64>, none: &str) -> String {
 }
 
 fn table(tokens: &[TokenInfo]) -> String {
-    let rows: Vec<[String; 6]> = tokens
+    let rows: Vec<Vec<String>> = tokens
         .iter()
         .map(|t| {
-            [
+            vec![
                 t.id.to_string(),
                 t.name.clone(),
                 t.status.as_str().to_owned(),
@@ -735,19 +905,27 @@ fn table(tokens: &[TokenInfo]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "NAME", "STATUS", "CREATED", "EXPIRES", "LAST USED"].map(str::to_owned);
-    let mut widths = [0usize; 6];
-    for row in std::iter::once(&header).chain(&rows) {
+    grid(
+        &["ID", "NAME", "STATUS", "CREATED", "EXPIRES", "LAST USED"],
+        &rows,
+    )
+}
+
+/// Rows under a header, in columns as wide as their widest cell.
+fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|&h| h.to_owned()).collect();
+    let mut widths = vec![0usize; header.len()];
+    for row in std::iter::once(&header).chain(rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
@@ -789,7 +967,14 @@ fn details(info: &TokenInfo) -> String {
             },
         ),
     ];
-    for (name, value) in fields {
+    let lineage = [
+        ("rotated from", info.rotated_from),
+        ("rotated to", info.rotated_to),
+    ];
+    let lineage = lineage
+        .into_iter()
+        .filter_map(|(name, id)| Some((name, id?.to_string())));
+    for (name, value) in fields.into_iter().chain(lineage) {
         let _ = writeln!(out, "{:<10} {value}", format!("{name}:"));
     }
     out

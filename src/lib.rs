@@ -79,6 +79,8 @@ pub mod token;
 
 pub mod hashing;
 
+pub mod audit;
+
 pub mod store;
 
 pub mod service;
@@ -117,6 +119,7 @@ mod cli;
 #[doc(hidden)]
 pub use cli::main as cli_main;
 
+pub use audit::{Actor, AuditAction, AuditEntry, AuditPage, AuditQuery};
 pub use auth::{
     AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, LastAccessed,
     Rejection,
@@ -127,8 +130,8 @@ pub use layer::{PeerAddr, RequireScopes, TokenGateLayer, TokenGateService};
 #[cfg(feature = "server")]
 pub use server::{ServeConfig, ServeError, serve, serve_until};
 pub use service::{
-    AuthContext, Clock, CreateTokenParams, CreatedToken, QuotaInfo, QuotaParams, SecurityConfig,
-    SystemClock, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate,
+    AuthContext, Clock, CreateTokenParams, CreatedToken, QuotaInfo, QuotaParams, RotatedToken,
+    SecurityConfig, SystemClock, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate,
 };
 pub use settings::InvalidConfig;
 pub use store::{

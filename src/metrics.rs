@@ -34,6 +34,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::access::DOOR_OUTCOMES;
+use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::auth::{Authenticator, OUTCOMES};
 use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
@@ -215,6 +216,12 @@ impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         timed!(self, "ping", self.inner.ping())
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        timed!(self, "append_audit", self.inner.append_audit(entry))
+    }
+    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        timed!(self, "read_audit", self.inner.read_audit(query))
     }
     fn kind(&self) -> &'static str {
         self.inner.kind()

@@ -34,6 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{
+    Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE, parse_entry_id,
+};
 use crate::hashing::{
     HASH_KEY_ENV, HashKey, HashKind, KeyError, MIN_HASH_KEY_LEN, StoredHash, verify_hmac,
 };
@@ -167,6 +170,10 @@ pub enum TokenError {
     /// Client: the token has expired.
     #[error("token expired")]
     Expired,
+    /// Client: the token was rotated already (to the token named); rotate
+    /// that one instead.
+    #[error("token already rotated to {0}")]
+    AlreadyRotated(TokenId),
     /// Client: the id exists but the secret does not match its hash.
     #[error("token secret does not match")]
     WrongSecret,
@@ -458,6 +465,10 @@ pub struct TokenInfo {
     pub allowed_ips: AllowedIps,
     /// Its metadata (`{}`: none).
     pub meta: Meta,
+    /// The token it replaced by a rotation, `null` if none.
+    pub rotated_from: Option<TokenId>,
+    /// The token that replaced it by a rotation, `null` if none.
+    pub rotated_to: Option<TokenId>,
 }
 
 impl TokenInfo {
@@ -487,9 +498,26 @@ impl TokenInfo {
             disabled_at: record.disabled_at,
             allowed_ips: record.allowed_ips,
             meta: record.meta,
+            rotated_from: record.rotated_from,
+            rotated_to: record.rotated_to,
         }
     }
 }
+
+/// What [`TokenService::rotate_token`] made: the new token (its plaintext
+/// shown once) and the old one as it is now.
+#[derive(Debug, Clone)]
+pub struct RotatedToken {
+    /// The new token, linked to the old by `rotated_from`.
+    pub new: CreatedToken,
+    /// The old token: `rotated_to` the new one, expiring at the end of the
+    /// grace period (or revoked, for a grace of 0).
+    pub old: TokenInfo,
+}
+
+/// Longest grace period of a rotation (a rotation never extends a lifetime
+/// anyway): the longest lifetime a token can be given.
+pub const MAX_GRACE: Duration = Duration::from_secs(MAX_EXPIRES_IN_DAYS as u64 * 86_400);
 
 /// A freshly created token: the only time its plaintext exists.
 #[derive(Debug, Clone)]
@@ -574,6 +602,8 @@ pub struct TokenService {
     hmac_verifications: Arc<AtomicU64>,
     bcrypt_gate: Arc<BcryptGate>,
     revocation_sinks: Arc<Mutex<Vec<Weak<dyn RevocationSink>>>>,
+    /// Who the audit trail says made the changes.
+    actor: Actor,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -599,7 +629,64 @@ impl TokenService {
             hmac_verifications: Arc::default(),
             bcrypt_gate: Arc::new(BcryptGate::new(default_bcrypt_concurrency(), 1_000)),
             revocation_sinks: Arc::default(),
+            actor: Actor::library(),
         }
+    }
+
+    /// This service, its changes recorded in the audit trail as made by
+    /// `actor` (the admin API makes one per request, with the caller's
+    /// address).
+    #[must_use]
+    pub fn acting_as(&self, actor: Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
+        }
+    }
+
+    /// Appends a change to the audit trail. A change has been made when
+    /// this runs: a store that fails here loses the entry (logged), not the
+    /// change.
+    async fn audit(
+        &self,
+        action: AuditAction,
+        token: Option<(&str, TokenId)>,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let entry = AuditEntry {
+            id: String::new(),
+            at: self.clock.now(),
+            actor: self.actor.clone(),
+            account_id: token.map(|(account, _)| account.to_owned()),
+            token_id: token.map(|(_, id)| id),
+            action,
+            changes,
+        };
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(token_id = ?entry.token_id, action = action.as_str(), error = %e, "audit entry lost: the store did not take it");
+        }
+    }
+
+    /// The audit trail, oldest first (docs/http-contract.md, "Audit log").
+    pub async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, TokenError> {
+        if !(1..=MAX_AUDIT_PAGE).contains(&query.limit) {
+            return Err(TokenError::input(
+                "limit",
+                format!("must be between 1 and {MAX_AUDIT_PAGE}"),
+            ));
+        }
+        if let Some(account) = &query.account {
+            check_text("account", account, MAX_ACCOUNT_ID_CHARS)?;
+        }
+        if let Some(after) = &query.after
+            && parse_entry_id(after).is_none()
+        {
+            return Err(TokenError::input(
+                "after",
+                "must be the id of an entry (<milliseconds>-<sequence>)",
+            ));
+        }
+        Ok(self.store.read_audit(query).await?)
     }
 
     /// The bcrypt cost of new tokens.
@@ -764,13 +851,19 @@ impl TokenService {
             disabled_at: None,
             allowed_ips: params.allowed_ips,
             meta: params.meta,
+            rotated_from: None,
+            rotated_to: None,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
-        Ok(CreatedToken {
-            token,
-            info: TokenInfo::from_record(record, now),
-        })
+        let info = TokenInfo::from_record(record, now);
+        self.audit(
+            AuditAction::Create,
+            Some((&info.account_id, info.id)),
+            fields_of(&info, CREATED_FIELDS),
+        )
+        .await;
+        Ok(CreatedToken { token, info })
     }
 
     /// The account's tokens, oldest first, without hashes.
@@ -857,11 +950,18 @@ impl TokenService {
         if outcome == RevokeOutcome::NotFound {
             return Err(TokenError::NotFound);
         }
+        self.tell_sinks(token_id, |sink, id| sink.revoked(id));
+        let info = self.get_token(token_id, account_id).await?;
         if outcome == RevokeOutcome::Revoked {
             tracing::info!(token_id = %token_id, account_id, "token revoked");
+            self.audit(
+                AuditAction::Revoke,
+                Some((account_id, token_id)),
+                fields_of(&info, &["revoked_at"]),
+            )
+            .await;
         }
-        self.tell_sinks(token_id, |sink, id| sink.revoked(id));
-        self.get_token(token_id, account_id).await
+        Ok(info)
     }
 
     /// Sets, replaces or (with `None`) removes the usage quota of a token of
@@ -889,7 +989,14 @@ impl TokenService {
         }
         tracing::info!(token_id = %token_id, account_id, quota = quota.map(|q| q.remaining), "token quota set");
         self.tell_sinks(token_id, |sink, id| sink.changed(id));
-        self.get_token(token_id, account_id).await
+        let info = self.get_token(token_id, account_id).await?;
+        self.audit(
+            AuditAction::Update,
+            Some((account_id, token_id)),
+            fields_of(&info, &["quota"]),
+        )
+        .await;
+        Ok(info)
     }
 
     /// Changes a token of the account (docs/http-contract.md, "Changing a
@@ -918,6 +1025,22 @@ impl TokenService {
                 ));
             }
         }
+        let given: Vec<&str> = [
+            ("name", update.name.is_some()),
+            ("scopes", update.scopes.is_some()),
+            ("expires_at", update.expires_at.is_some()),
+            ("enabled", update.enabled.is_some()),
+            ("allowed_ips", update.allowed_ips.is_some()),
+            ("meta", update.meta.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        let action = match (given.as_slice(), update.enabled) {
+            (["enabled"], Some(false)) => AuditAction::Disable,
+            (["enabled"], Some(true)) => AuditAction::Enable,
+            _ => AuditAction::Update,
+        };
         let change = RecordUpdate {
             name: update.name,
             scopes: update.scopes,
@@ -925,6 +1048,7 @@ impl TokenService {
             disabled_at: update.enabled.map(|enabled| (!enabled).then_some(now)),
             allowed_ips: update.allowed_ips,
             meta: update.meta,
+            ..RecordUpdate::default()
         };
         let record = match self
             .store
@@ -933,11 +1057,128 @@ impl TokenService {
         {
             UpdateOutcome::Updated(record) => record,
             UpdateOutcome::Revoked => return Err(TokenError::Revoked),
-            UpdateOutcome::NotFound => return Err(TokenError::NotFound),
+            UpdateOutcome::NotFound | UpdateOutcome::AlreadyRotated => {
+                return Err(TokenError::NotFound);
+            }
         };
         tracing::info!(token_id = %token_id, account_id, enabled = record.disabled_at.is_none(), "token updated");
         self.tell_sinks(token_id, |sink, id| sink.changed(id));
-        Ok(TokenInfo::from_record(*record, now))
+        let info = TokenInfo::from_record(*record, now);
+        self.audit(
+            action,
+            Some((account_id, token_id)),
+            fields_of(&info, &given),
+        )
+        .await;
+        Ok(info)
+    }
+
+    /// Rotates a token of the account (docs/http-contract.md, "Rotating a
+    /// token"): a new token with the same account, name, scopes, metadata,
+    /// allowlist, expiry, enabled state and quota, linked both ways with the
+    /// old one, which then expires at the earlier of now + `grace` and its
+    /// own expiry (never later); a `grace` of 0 revokes it at once. A
+    /// revoked, expired or already rotated token cannot be rotated.
+    pub async fn rotate_token(
+        &self,
+        token_id: TokenId,
+        account_id: &str,
+        grace: Duration,
+    ) -> Result<RotatedToken, TokenError> {
+        check_text("account_id", account_id, MAX_ACCOUNT_ID_CHARS)?;
+        if grace > MAX_GRACE {
+            return Err(TokenError::input(
+                "grace",
+                format!("must be at most {MAX_EXPIRES_IN_DAYS} days"),
+            ));
+        }
+        let old = match self.store.get(token_id).await? {
+            Some(record) if record.account_id == account_id => record,
+            _ => return Err(TokenError::NotFound),
+        };
+        let now = self.clock.now();
+        if old.revoked_at.is_some() {
+            return Err(TokenError::Revoked);
+        }
+        if let Some(to) = old.rotated_to {
+            return Err(TokenError::AlreadyRotated(to));
+        }
+        if old.is_expired_at(now) {
+            return Err(TokenError::Expired);
+        }
+        let token = Token::generate()?;
+        let record = TokenRecord {
+            id: token.id(),
+            hash: self.hash_new(&token).await?,
+            created_at: now,
+            updated_at: now,
+            last_accessed: None,
+            revoked_at: None,
+            // The credits left now, refilled as before: during the grace
+            // both tokens draw on their own (docs/quotas.md).
+            quota: old
+                .quota
+                .as_ref()
+                .map(|q| Quota::new(q.at(now).remaining, q.refill, now)),
+            rotated_from: Some(old.id),
+            rotated_to: None,
+            ..old.clone()
+        };
+        self.store.insert(&record).await?;
+        let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let link = RecordUpdate {
+            rotated_to: Some(record.id),
+            expires_by: Some(now.saturating_add(grace_secs)),
+            ..RecordUpdate::default()
+        };
+        let linked = match self.store.update(old.id, account_id, &link, now).await {
+            Ok(UpdateOutcome::Updated(_)) => Ok(()),
+            // A retried script that had run: the link is ours.
+            Ok(UpdateOutcome::AlreadyRotated)
+                if self.store.get(old.id).await?.and_then(|r| r.rotated_to) == Some(record.id) =>
+            {
+                Ok(())
+            }
+            Ok(UpdateOutcome::AlreadyRotated) => Err(TokenError::AlreadyRotated(
+                self.store
+                    .get(old.id)
+                    .await?
+                    .and_then(|r| r.rotated_to)
+                    .unwrap_or(record.id),
+            )),
+            Ok(UpdateOutcome::Revoked) => Err(TokenError::Revoked),
+            Ok(UpdateOutcome::NotFound) => Err(TokenError::NotFound),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = linked {
+            // The old token changed meanwhile (or the store failed): the
+            // new one must not outlive the attempt.
+            if let Err(undo) = self.store.revoke(record.id, account_id, now).await {
+                tracing::warn!(token_id = %record.id, error = %undo, "cannot revoke the token of a failed rotation");
+            }
+            return Err(e);
+        }
+        if grace.is_zero() {
+            self.store.revoke(old.id, account_id, now).await?;
+            self.tell_sinks(old.id, |sink, id| sink.revoked(id));
+        } else {
+            self.tell_sinks(old.id, |sink, id| sink.changed(id));
+        }
+        tracing::info!(token_id = %old.id, new_token_id = %record.id, account_id, grace_secs, "token rotated");
+        let old = self.get_token(old.id, account_id).await?;
+        let new = TokenInfo::from_record(record, now);
+        let mut fields = fields_of(&new, CREATED_FIELDS);
+        fields.insert("rotated_from".to_owned(), serde_json::json!(old.id));
+        self.audit(AuditAction::Create, Some((account_id, new.id)), fields)
+            .await;
+        let mut fields = fields_of(&old, &["rotated_to", "expires_at", "revoked_at"]);
+        fields.insert("grace_seconds".to_owned(), grace_secs.into());
+        self.audit(AuditAction::Rotate, Some((account_id, old.id)), fields)
+            .await;
+        Ok(RotatedToken {
+            new: CreatedToken { token, info: new },
+            old,
+        })
     }
 
     /// Tells this process's caches that a token was revoked or changed;
@@ -1079,8 +1320,33 @@ impl TokenService {
             .remove_dead(self.clock.now().saturating_sub(retention))
             .await?;
         tracing::info!(removed, "expired and revoked tokens cleaned up");
+        let mut fields = serde_json::Map::new();
+        fields.insert("removed".to_owned(), removed.into());
+        fields.insert("retention_seconds".to_owned(), retention.into());
+        self.audit(AuditAction::Cleanup, None, fields).await;
         Ok(removed)
     }
+}
+
+/// What a creation's audit entry records of the new token.
+const CREATED_FIELDS: &[&str] = &[
+    "name",
+    "scopes",
+    "expires_at",
+    "enabled",
+    "allowed_ips",
+    "meta",
+    "quota",
+];
+
+/// The named fields of a token's JSON (never its hash: [`TokenInfo`] has
+/// none), for an audit entry.
+fn fields_of(info: &TokenInfo, names: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(mut all) = serde_json::json!(info) else {
+        return serde_json::Map::new();
+    };
+    all.retain(|name, _| names.contains(&name.as_str()));
+    all
 }
 
 /// Runs CPU-bound hashing on tokio's blocking pool, off the async workers.
@@ -1215,6 +1481,8 @@ mod tests {
             disabled_at: None,
             allowed_ips: AllowedIps::default(),
             meta: Meta::default(),
+            rotated_from: None,
+            rotated_to: None,
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

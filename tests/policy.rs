@@ -1052,3 +1052,414 @@ fn the_cli_lists_every_page_and_filters_by_status() {
     assert_eq!(disabled.as_array().unwrap().len(), 1);
     assert_eq!(disabled[0]["id"], first.as_str());
 }
+
+/// `POST …/tokens/{id}/rotate` through `replica`'s admin API.
+async fn rotate(replica: &Replica, id: &str, body: &str) -> HttpReply {
+    http(
+        "POST",
+        &format!(
+            "http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}/rotate",
+            replica.admin
+        ),
+        &[
+            ("authorization", &format!("Bearer {ADMIN_KEY}")),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// Rotation: the new token copies the old one's policy, both work during
+/// the grace (on another replica too), the old one is refused after it,
+/// never outlives its own expiry, and a grace of 0 revokes it at once.
+#[tokio::test]
+async fn rotation_keeps_both_tokens_working_for_the_grace_only() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let routes = "[[routes]]\npath_prefix = \"/orders\"\nscopes = [\"orders:read\"]\n";
+    let a = Replica::start(&redis.url(), &upstream.url(), routes);
+    let b = Replica::start(&redis.url(), &upstream.url(), routes);
+    let created = a
+        .create(
+            r#"{"name": "deploy", "scopes": ["orders:read"], "meta": {"team": "ops"},
+                "allowed_ips": ["127.0.0.0/8"], "expires_in_days": 10,
+                "quota": {"remaining": 50}}"#,
+        )
+        .await
+        .json();
+    let (old_token, old_id) = (
+        created["token"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        b.get(&old_token).await.status,
+        StatusCode::OK,
+        "cached on b"
+    );
+
+    let reply = rotate(&a, &old_id, r#"{"grace": "2s"}"#).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let rotated = reply.json();
+    let new_token = rotated["token"].as_str().unwrap().to_owned();
+    let new_id = rotated["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id);
+    assert_eq!(rotated["rotated_from"], old_id.as_str());
+    assert_eq!(rotated["old"]["id"], old_id.as_str());
+    assert_eq!(rotated["old"]["rotated_to"], new_id.as_str());
+    assert!(
+        rotated["old"].get("token").is_none(),
+        "the old plaintext is gone"
+    );
+    for field in [
+        "account_id",
+        "name",
+        "scopes",
+        "meta",
+        "allowed_ips",
+        "expires_at",
+    ] {
+        assert_eq!(rotated[field], created[field], "{field} copied");
+    }
+    // The credits left in Redis (b leased some for its request).
+    let credits = rotated["quota"]["remaining"].as_u64().unwrap();
+    assert!((1..=50).contains(&credits), "{credits}");
+    let now = unix_now();
+    let old_expiry = rotated["old"]["expires_at"].as_i64().unwrap();
+    assert!(
+        (now + 1..=now + 2).contains(&old_expiry),
+        "{old_expiry} vs {now}"
+    );
+
+    // During the grace: both, on both replicas.
+    for replica in [&a, &b] {
+        assert_eq!(replica.get(&old_token).await.status, StatusCode::OK);
+        assert_eq!(replica.get(&new_token).await.status, StatusCode::OK);
+    }
+    let mut conn = redis.connection().await;
+    let links: (Option<String>, Option<String>) = redis::pipe()
+        .hget(format!("tokengate:token:{old_id}"), "rotated_to")
+        .hget(format!("tokengate:token:{new_id}"), "rotated_from")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(links, (Some(new_id.clone()), Some(old_id.clone())));
+    // Rotated once: the successor is the one to rotate.
+    let again = rotate(&a, &old_id, r#"{"grace": "1h"}"#).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json()["error"], "already_rotated");
+
+    // After the grace: the old one is refused everywhere, the new one not.
+    let started = Instant::now();
+    while b.get(&old_token).await.status != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "old token still admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.get(&old_token).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(b.get(&new_token).await.status, StatusCode::OK);
+    assert_eq!(a.get(&new_token).await.status, StatusCode::OK);
+
+    // A grace longer than the lifetime left: the old expiry stays.
+    let short = a
+        .create(r#"{"name": "short", "scopes": ["orders:read"], "expires_in_days": 1}"#)
+        .await
+        .json();
+    let id = short["id"].as_str().unwrap();
+    let reply = rotate(&a, id, r#"{"grace": "30days"}"#).await.json();
+    assert_eq!(
+        reply["old"]["expires_at"], short["expires_at"],
+        "never extended"
+    );
+    assert_eq!(reply["expires_at"], short["expires_at"]);
+
+    // Grace 0: revoked at once, on the other replica within a second.
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let id = reply["id"].as_str().unwrap().to_owned();
+    assert_eq!(b.get(&token).await.status, StatusCode::OK, "cached on b");
+    let reply = rotate(&a, &id, r#"{"grace": "0"}"#).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let reply = reply.json();
+    assert_eq!(reply["old"]["status"], "revoked");
+    seen_within_a_second(&b, &token, StatusCode::UNAUTHORIZED).await;
+    let newest = reply["token"].as_str().unwrap();
+    assert_eq!(b.get(newest).await.status, StatusCode::OK);
+    // Revoked: cannot be rotated.
+    let reply = rotate(&a, &id, r#"{"grace": "1h"}"#).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.json()["error"], "revoked");
+
+    // Bad input: 422 naming the field.
+    let newest_id = newest.to_owned();
+    for body in [r#"{"grace": "soon"}"#, r#"{"grace": "4000d"}"#, "{}"] {
+        let reply = rotate(&a, &newest_id, body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(reply.json()["field"], "grace", "{body}");
+    }
+    let reply = rotate(&a, &newest_id, r#"{"grace": "1h", "keep": true}"#).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json()["field"], "keep");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Every change lands in the audit trail, in order, with who made it and
+/// the fields it set, and nothing secret; the admin API and the CLI read
+/// it page by page.
+#[tokio::test]
+async fn the_audit_trail_records_every_change_without_secrets() {
+    let stack = Stack::start().await;
+    let created = stack
+        .admin(
+            "POST",
+            "/v1/accounts/acme/tokens",
+            r#"{"name": "audited", "scopes": ["orders:read"]}"#,
+        )
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = format!("/v1/accounts/acme/tokens/{id}");
+    for body in [
+        r#"{"name": "renamed", "meta": {"ticket": "OPS-1"}}"#,
+        r#"{"enabled": false}"#,
+        r#"{"enabled": true}"#,
+    ] {
+        let reply = stack.admin("PATCH", &token, body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body}");
+    }
+    let quota = stack
+        .admin("PUT", &format!("{token}/quota"), r#"{"remaining": 10}"#)
+        .await;
+    assert_eq!(quota.status, StatusCode::OK);
+    let rotated = stack
+        .admin("POST", &format!("{token}/rotate"), r#"{"grace": "1h"}"#)
+        .await
+        .json();
+    let new_id = rotated["id"].as_str().unwrap().to_owned();
+    let revoked = stack
+        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{new_id}"), "")
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    // Another account's change, and the CLI's, by its OS user.
+    stack
+        .admin("POST", "/v1/accounts/other/tokens", r#"{"name": "x"}"#)
+        .await;
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["--redis-url", &stack.redis.url()])
+        .args(["token", "cleanup", "--retention-days", "0"])
+        .env_clear()
+        .env("USER", "auditor")
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{cleanup:?}");
+
+    let page = stack.admin("GET", "/v1/audit?account=acme", "").await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let page = page.json();
+    let entries = page["entries"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["token_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("create", id.as_str()),
+            ("update", id.as_str()),
+            ("disable", id.as_str()),
+            ("enable", id.as_str()),
+            ("update", id.as_str()),
+            ("create", new_id.as_str()),
+            ("rotate", id.as_str()),
+            ("revoke", new_id.as_str()),
+        ]
+    );
+    assert_eq!(page["next"], serde_json::Value::Null);
+    for entry in entries {
+        assert_eq!(entry["account_id"], "acme");
+        assert_eq!(entry["actor"]["kind"], "admin-api");
+        let caller = entry["actor"]["id"].as_str().unwrap();
+        assert!(caller.starts_with("127.0.0.1:"), "{caller}");
+    }
+    assert_eq!(
+        entries[0]["changes"]["scopes"],
+        serde_json::json!(["orders:read"])
+    );
+    assert_eq!(
+        entries[1]["changes"],
+        serde_json::json!({"name": "renamed", "meta": {"ticket": "OPS-1"}})
+    );
+    assert_eq!(entries[2]["changes"], serde_json::json!({"enabled": false}));
+    assert_eq!(entries[4]["changes"]["quota"]["remaining"], 10);
+    assert_eq!(entries[5]["changes"]["rotated_from"], id.as_str());
+    assert_eq!(entries[6]["changes"]["rotated_to"], new_id.as_str());
+    assert_eq!(entries[6]["changes"]["grace_seconds"], 3600);
+    assert!(entries[7]["changes"]["revoked_at"].is_i64());
+
+    // Pages: two at a time, each entry once, across both accounts.
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(after) => format!("/v1/audit?limit=2&after={after}"),
+            None => "/v1/audit?limit=2".to_owned(),
+        };
+        let page = stack.admin("GET", &path, "").await.json();
+        all.extend(page["entries"].as_array().unwrap().clone());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.len(), 10, "{actions:?}");
+    assert_eq!(all[8]["account_id"], "other");
+    assert_eq!(actions[9], "cleanup");
+    assert_eq!(
+        all[9]["actor"],
+        serde_json::json!({"kind": "cli", "id": "auditor"})
+    );
+    assert_eq!(all[9]["changes"]["retention_seconds"], 0);
+    assert_eq!(all[9]["token_id"], serde_json::Value::Null);
+
+    // Bad queries: 422 naming the parameter.
+    for (query, field) in [
+        ("after=yesterday", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("account=a%0Ab", "account"),
+        ("sort=desc", "query"),
+    ] {
+        let reply = stack.admin("GET", &format!("/v1/audit?{query}"), "").await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(reply.json()["field"], field, "{query}");
+    }
+    let unauthorized = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/v1/audit", stack.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+
+    // No token, secret or hash anywhere in the stream.
+    let dump = stack.redis.dump().await;
+    let (_, stream) = dump
+        .iter()
+        .find(|(key, _)| key == "tokengate:audit")
+        .expect("the audit stream");
+    assert_eq!(stream.lines().count(), 10);
+    for secret in ["mk_", "$2b$", "$2a$", "hmac-sha256", "hash"] {
+        assert!(!stream.contains(secret), "{secret} in {stream}");
+    }
+
+    // The CLI: JSON, by account, and a table.
+    let out = cli(&stack.redis, &["audit", "--account", "acme", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed, entries.clone());
+    let out = cli(&stack.redis, &["audit", "--limit", "3"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("ENTRY"), "{text}");
+    assert!(lines[1].contains("admin-api (127.0.0.1:") && lines[1].contains("create"));
+    let out = cli(&stack.redis, &["audit", "--after", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("after"), "{err}");
+}
+
+/// `tokengate token rotate`: the new token once, the old one's end, and a
+/// bad `--grace` refused as a usage error.
+#[test]
+fn the_cli_rotates_tokens() {
+    let redis = RedisServer::start();
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "create",
+            "--account",
+            "acme",
+            "--name",
+            "ci",
+            "--json",
+        ],
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "rotate",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--grace",
+            "24h",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("Rotated token {id} (\"ci\")")),
+        "{text}"
+    );
+    assert_eq!(text.matches("mk_").count(), 1, "{text}");
+    assert!(text.contains("The old token works until "), "{text}");
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "rotate",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--grace",
+            "1h",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("already rotated"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    let out = cli(&redis, &["token", "get", "--account", "acme", "--id", id]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("rotated to:"), "{text}");
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "rotate",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--grace",
+            "soon",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--grace"), "{err}");
+}

@@ -253,6 +253,8 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 disabled_at: None,
                 allowed_ips: tokengate::AllowedIps::default(),
                 meta: tokengate::Meta::default(),
+                rotated_from: None,
+                rotated_to: None,
             })
             .await
             .unwrap();
@@ -612,6 +614,8 @@ async fn paging_through_2500_tokens_returns_each_exactly_once() {
                     disabled_at: None,
                     allowed_ips: tokengate::AllowedIps::default(),
                     meta: tokengate::Meta::default(),
+                    rotated_from: None,
+                    rotated_to: None,
                 })
                 .await
                 .unwrap();

@@ -176,7 +176,7 @@ impl Door {
             Front::ForwardAuth(auth) => {
                 forward_auth::handle(auth, request, client.peer(), &mut note).await
             }
-            Front::Admin(admin) => admin.handle(request).await,
+            Front::Admin(admin) => admin.handle(request, client.peer()).await,
             Front::Metrics(metrics) => metrics.handle(&request),
         };
         self.telemetry

@@ -5,7 +5,7 @@
 //! feature for trying tokengate and for single-process embedding, not a stand-in
 //! for Redis in tests of Redis behaviour.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use super::{
     Lease, LimitReport, LimitState, Quota, RecordUpdate, RevokeOutcome, StoreError, TokenRecord,
     TokenStore, UpdateOutcome,
 };
+use crate::audit::{AuditEntry, AuditPage, AuditQuery, MEMORY_AUDIT_LEN, parse_entry_id};
 use crate::token::TokenId;
 
 /// Token records in a `HashMap`, with an account index.
@@ -28,6 +29,11 @@ pub struct MemoryStore {
 struct Inner {
     tokens: HashMap<TokenId, TokenRecord>,
     accounts: HashMap<String, BTreeSet<TokenId>>,
+    /// The audit trail's latest entries, oldest first.
+    audit: VecDeque<AuditEntry>,
+    /// The last entry's id, as (milliseconds, sequence): ids only grow,
+    /// even if the clock steps back (as Redis makes stream ids).
+    last_audit: (u64, u64),
 }
 
 impl MemoryStore {
@@ -109,6 +115,9 @@ impl TokenStore for MemoryStore {
             Some(record) if record.account_id == account_id => {
                 if record.revoked_at.is_some() {
                     return Ok(UpdateOutcome::Revoked);
+                }
+                if update.rotated_to.is_some() && record.rotated_to.is_some() {
+                    return Ok(UpdateOutcome::AlreadyRotated);
                 }
                 update.apply(record, at);
                 Ok(UpdateOutcome::Updated(Box::new(record.clone())))
@@ -224,6 +233,50 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut inner = self.lock();
+        let (last_ms, last_seq) = inner.last_audit;
+        let id = if millis > last_ms {
+            (millis, 0)
+        } else {
+            (last_ms, last_seq + 1)
+        };
+        inner.last_audit = id;
+        if inner.audit.len() == MEMORY_AUDIT_LEN {
+            inner.audit.pop_front();
+        }
+        inner.audit.push_back(AuditEntry {
+            id: format!("{}-{}", id.0, id.1),
+            ..entry.clone()
+        });
+        Ok(())
+    }
+
+    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let after = query.after.as_deref().and_then(parse_entry_id);
+        let inner = self.lock();
+        let mut entries = Vec::new();
+        for entry in &inner.audit {
+            if after.is_some_and(|after| parse_entry_id(&entry.id) <= Some(after)) {
+                continue;
+            }
+            if entries.len() == query.limit {
+                let next = entries.last().map(|e: &AuditEntry| e.id.clone());
+                return Ok(AuditPage { entries, next });
+            }
+            if query.wants(entry) {
+                entries.push(entry.clone());
+            }
+        }
+        Ok(AuditPage {
+            entries,
+            next: None,
+        })
+    }
+
     /// One process: its limits are its own.
     fn shares_limits(&self) -> bool {
         false
@@ -239,4 +292,50 @@ impl TokenStore for MemoryStore {
     fn kind(&self) -> &'static str {
         "memory"
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, AuditAction};
+
+    /// The trail keeps the latest entries, ids growing, and pages by them.
+    #[tokio::test]
+    async fn the_audit_ring_keeps_the_latest_entries() {
+        let store = MemoryStore::new();
+        let entry = |n: i64| AuditEntry {
+            id: String::new(),
+            at: n,
+            actor: Actor::library(),
+            account_id: Some(if n % 2 == 0 { "even" } else { "odd" }.to_owned()),
+            token_id: None,
+            action: AuditAction::Cleanup,
+            changes: serde_json::Map::new(),
+        };
+        let total = i64::try_from(MEMORY_AUDIT_LEN).unwrap() + 5;
+        for n in 0..total {
+            store.append_audit(&entry(n)).await.unwrap();
+        }
+        let query = |after: Option<String>, account: Option<&str>| AuditQuery {
+            account: account.map(str::to_owned),
+            after,
+            limit: MAX_PAGE_FOR_TEST,
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.read_audit(&query(after, None)).await.unwrap();
+            seen.extend(page.entries.iter().map(|e| e.at));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (5..total).collect::<Vec<_>>());
+        let odd = store.read_audit(&query(None, Some("odd"))).await.unwrap();
+        assert!(odd.entries.iter().all(|e| e.at % 2 == 1));
+        assert_eq!(odd.entries.len(), MAX_PAGE_FOR_TEST);
+    }
+
+    const MAX_PAGE_FOR_TEST: usize = 1_000;
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
@@ -227,6 +228,11 @@ pub struct TokenRecord {
     pub allowed_ips: AllowedIps,
     /// Metadata for the token's owner (a JSON object); empty: none.
     pub meta: Meta,
+    /// The token this one replaced by a rotation.
+    pub rotated_from: Option<TokenId>,
+    /// The token that replaced this one by a rotation (this one then
+    /// expires at the end of the grace period).
+    pub rotated_to: Option<TokenId>,
 }
 
 impl TokenRecord {
@@ -263,6 +269,8 @@ impl fmt::Debug for TokenRecord {
             .field("disabled_at", &self.disabled_at)
             .field("allowed_ips", &self.allowed_ips)
             .field("meta", &self.meta)
+            .field("rotated_from", &self.rotated_from)
+            .field("rotated_to", &self.rotated_to)
             .finish()
     }
 }
@@ -304,6 +312,12 @@ pub struct RecordUpdate {
     pub allowed_ips: Option<AllowedIps>,
     /// New metadata (empty: none).
     pub meta: Option<Meta>,
+    /// Expire no later than this (a rotation's grace): an earlier expiry
+    /// stays, so a lifetime is never extended.
+    pub expires_by: Option<i64>,
+    /// The token that replaces this one; refused
+    /// ([`UpdateOutcome::AlreadyRotated`]) if one already has.
+    pub rotated_to: Option<TokenId>,
 }
 
 impl RecordUpdate {
@@ -328,6 +342,12 @@ impl RecordUpdate {
         if let Some(meta) = &self.meta {
             record.meta = meta.clone();
         }
+        if let Some(by) = self.expires_by {
+            record.expires_at = Some(record.expires_at.map_or(by, |e| e.min(by)));
+        }
+        if let Some(to) = self.rotated_to {
+            record.rotated_to = Some(to);
+        }
         record.updated_at = at;
     }
 }
@@ -339,6 +359,9 @@ pub enum UpdateOutcome {
     Updated(Box<TokenRecord>),
     /// Revoked: a revoked token is never changed.
     Revoked,
+    /// The change names a successor and the token already has one
+    /// (nothing was changed).
+    AlreadyRotated,
     /// No such token for this account.
     NotFound,
 }
@@ -495,6 +518,14 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Appends `entry` to the audit trail, giving it the next id (its own
+    /// `id` is ignored). The trail keeps the latest entries only
+    /// ([`crate::audit::AUDIT_MAX_LEN`] in Redis).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Entries of the audit trail, oldest first, as `query` says.
+    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 
     /// A short name for logs: `"redis"` or `"memory"`.
     fn kind(&self) -> &'static str;

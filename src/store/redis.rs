@@ -28,6 +28,9 @@ use super::{
 use super::{
     Page, RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome,
 };
+use crate::audit::{
+    AUDIT_MAX_LEN, Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE,
+};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
@@ -289,14 +292,25 @@ return 1
 /// revoked, keeps the expiry index in step and appends the change to the
 /// events stream. KEYS: token, and (one Redis) expiry, events. ARGV:
 /// account_id, id, max events, now, then field / value pairs (an empty
-/// value deletes the field). Returns 1 if changed, 2 if revoked, 0 if not
-/// found.
+/// value deletes the field; `expires_by` lowers `expires_at` to its value
+/// unless it is already earlier; `rotated_to` is set only once). Returns 1
+/// if changed, 2 if revoked, 3 if already rotated, 0 if not found.
 const UPDATE_LUA: &str = r"
 local account = redis.call('HGET', KEYS[1], 'account_id')
 if not account or account ~= ARGV[1] then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then return 2 end
 for i = 5, #ARGV, 2 do
-  if ARGV[i + 1] == '' then
+  if ARGV[i] == 'rotated_to' and redis.call('HEXISTS', KEYS[1], 'rotated_to') == 1 then
+    return 3
+  end
+end
+for i = 5, #ARGV, 2 do
+  if ARGV[i] == 'expires_by' then
+    local expires = redis.call('HGET', KEYS[1], 'expires_at')
+    if not expires or tonumber(expires) > tonumber(ARGV[i + 1]) then
+      redis.call('HSET', KEYS[1], 'expires_at', ARGV[i + 1])
+    end
+  elseif ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -385,6 +399,9 @@ impl Keys {
     }
     fn events(&self) -> String {
         self.index("events")
+    }
+    fn audit(&self) -> String {
+        self.index("audit")
     }
     /// Cluster only: creations under way (id → "{unix seconds}:{account}").
     fn pending(&self) -> String {
@@ -1133,12 +1150,20 @@ impl TokenStore for RedisStore {
             let text = if meta.is_empty() { "" } else { meta.as_json() };
             invocation.arg("meta").arg(text);
         }
+        if let Some(by) = update.expires_by {
+            invocation.arg("expires_by").arg(by);
+        }
+        if let Some(to) = update.rotated_to {
+            invocation.arg("rotated_to").arg(to.to_string());
+        }
         // Retried like a revoke: the same change twice is the same record
-        // (one more event, `updated_at` the same).
+        // (one more event, `updated_at` the same), except a rotation's
+        // link, whose retry finds it set: answered by the record below.
         let outcome: i64 = self.invoke_retried(&invocation).await?;
         match outcome {
             0 => return Ok(UpdateOutcome::NotFound),
             2 => return Ok(UpdateOutcome::Revoked),
+            3 => return Ok(UpdateOutcome::AlreadyRotated),
             _ => {}
         }
         let record = self.get(id).await?.ok_or_else(|| StoreError::Corrupt {
@@ -1166,6 +1191,78 @@ impl TokenStore for RedisStore {
             let () = pipe.query_async(&mut self.conn.clone()).await?;
         }
         Ok(UpdateOutcome::Updated(Box::new(record)))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let changes = serde_json::Value::Object(entry.changes.clone()).to_string();
+        let token = entry.token_id.map(|id| id.to_string()).unwrap_or_default();
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(self.keys.audit())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(AUDIT_MAX_LEN)
+            .arg("*")
+            .arg("at")
+            .arg(entry.at)
+            .arg("actor")
+            .arg(&entry.actor.kind)
+            .arg("actor_id")
+            .arg(&entry.actor.id)
+            .arg("account")
+            .arg(entry.account_id.as_deref().unwrap_or_default())
+            .arg("token")
+            .arg(token)
+            .arg("action")
+            .arg(entry.action.as_str())
+            .arg("changes")
+            .arg(changes);
+        // Not retried: a second run would be a second entry.
+        let _: String = xadd.query_async(&mut self.once.clone()).await?;
+        Ok(())
+    }
+
+    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        // XRANGE in chunks, filtered by account here: an account's entries
+        // are spread through the one stream (docs/redis-layout.md).
+        let mut start = query
+            .after
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let mut entries = Vec::new();
+        loop {
+            let want = if query.account.is_some() {
+                MAX_AUDIT_PAGE
+            } else {
+                query.limit - entries.len() + 1
+            };
+            let mut conn = self.conn.clone();
+            let chunk: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+                .arg(self.keys.audit())
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(want)
+                .query_async(&mut conn)
+                .await?;
+            let full = chunk.len() == want;
+            for (id, fields) in chunk {
+                if entries.len() == query.limit {
+                    let next = entries.last().map(|e: &AuditEntry| e.id.clone());
+                    return Ok(AuditPage { entries, next });
+                }
+                start = format!("({id}");
+                let entry = decode_audit(id, &fields)?;
+                if query.wants(&entry) {
+                    entries.push(entry);
+                }
+            }
+            if !full {
+                return Ok(AuditPage {
+                    entries,
+                    next: None,
+                });
+            }
+        }
     }
 
     async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
@@ -1646,6 +1743,12 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
     if !record.meta.is_empty() {
         fields.push(("meta", record.meta.as_json().to_owned()));
     }
+    if let Some(from) = record.rotated_from {
+        fields.push(("rotated_from", from.to_string()));
+    }
+    if let Some(to) = record.rotated_to {
+        fields.push(("rotated_to", to.to_string()));
+    }
     if let Some(quota) = &record.quota {
         fields.push(("quota_remaining", quota.remaining.to_string()));
         fields.push(("quota_refilled_at", quota.refilled_at.to_string()));
@@ -1675,6 +1778,12 @@ fn decode(
         fields
             .get(name)
             .map(|v| i64::from_str(v).map_err(|_| corrupt(name)))
+            .transpose()
+    };
+    let id_field = |name: &'static str| -> Result<Option<TokenId>, StoreError> {
+        fields
+            .get(name)
+            .map(|v| v.parse().map_err(|_| corrupt(name)))
             .transpose()
     };
     let stored_id: TokenId = required("id")?.parse().map_err(|_| corrupt("id"))?;
@@ -1709,7 +1818,37 @@ fn decode(
             .map(|s| Meta::parse(s).map_err(|_| corrupt("meta")))
             .transpose()?
             .unwrap_or_default(),
+        rotated_from: id_field("rotated_from")?,
+        rotated_to: id_field("rotated_to")?,
     }))
+}
+
+/// An audit entry from its stream fields.
+fn decode_audit(id: String, fields: &HashMap<String, String>) -> Result<AuditEntry, StoreError> {
+    let corrupt = |field| StoreError::Corrupt {
+        id: format!("audit {id}"),
+        field,
+    };
+    let text = |name: &'static str| fields.get(name).cloned().ok_or_else(|| corrupt(name));
+    let optional = |name: &'static str| text(name).map(|v| (!v.is_empty()).then_some(v));
+    let changes = match serde_json::from_str(&text("changes")?) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Err(corrupt("changes")),
+    };
+    Ok(AuditEntry {
+        at: text("at")?.parse().map_err(|_| corrupt("at"))?,
+        actor: Actor {
+            kind: text("actor")?,
+            id: text("actor_id")?,
+        },
+        account_id: optional("account")?,
+        token_id: optional("token")?
+            .map(|t| t.parse().map_err(|_| corrupt("token")))
+            .transpose()?,
+        action: AuditAction::parse(&text("action")?).ok_or_else(|| corrupt("action"))?,
+        changes,
+        id,
+    })
 }
 
 /// The quota fields of a record (docs/redis-layout.md): absent without
