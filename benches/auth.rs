@@ -79,6 +79,7 @@ async fn create_scoped(service: &TokenService, name: &str, scopes: &[&str]) -> S
             allowed_ips: Default::default(),
             meta: Default::default(),
             quota: None,
+            rate_limit: None,
         })
         .await
         .expect("create token")

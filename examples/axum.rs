@@ -65,6 +65,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 allowed_ips: Default::default(),
                 meta: Default::default(),
                 quota: None,
+                rate_limit: None,
             })
             .await?;
         println!("demo token: {}", demo.token.expose_secret());

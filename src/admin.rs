@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::audit::{Actor, AuditQuery};
 use crate::auth::{Authenticator, InvalidReason, Rejection};
 use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
@@ -28,6 +27,8 @@ use crate::service::{
     scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
+use crate::store::TokenRateLimit;
+use crate::store::audit::{Actor, AuditQuery};
 use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::{Meta, TokenId};
 
@@ -157,6 +158,9 @@ struct CreateBody {
     allowed_ips: Vec<String>,
     #[serde(default)]
     meta: Option<serde_json::Value>,
+    /// Checked by [`typed`] (422 naming it, not a JSON error).
+    #[serde(default)]
+    rate_limit: Option<serde_json::Value>,
 }
 
 /// `PATCH …/tokens/{id}`: the fields to change; absent ones stay.
@@ -177,6 +181,12 @@ struct UpdateBody {
     /// Absent: unchanged; `null` or `{}`: none.
     #[serde(default, deserialize_with = "present")]
     meta: Option<Option<serde_json::Value>>,
+    /// Absent: unchanged; `null`: the configured limit.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<serde_json::Value>>,
+    /// Absent: unchanged; `null`: unlimited.
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Option<serde_json::Value>>,
 }
 
 /// `POST …/tokens/{id}/rotate`.
@@ -216,6 +226,27 @@ fn verify_code(rejection: &Rejection) -> &'static str {
         Rejection::UsageExceeded { .. } => "USAGE_EXCEEDED",
         _ => "INVALID",
     }
+}
+
+/// A nested object of a body (`rate_limit`, `quota`), read on its own so
+/// that a bad one is a 422 naming it rather than a JSON error.
+trait Nested: serde::de::DeserializeOwned {
+    const FIELD: &'static str;
+}
+
+impl Nested for TokenRateLimit {
+    const FIELD: &'static str = "rate_limit";
+}
+
+impl Nested for QuotaParams {
+    const FIELD: &'static str = "quota";
+}
+
+fn typed<T: Nested>(value: serde_json::Value) -> Result<T, TokenError> {
+    serde_json::from_value(value).map_err(|e| TokenError::InvalidInput {
+        field: T::FIELD,
+        reason: format!("is not valid: {e}"),
+    })
 }
 
 /// A field that may be `null`: present (even as `null`) is `Some`.
@@ -560,6 +591,10 @@ where
         (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
     };
+    let rate_limit = match body.rate_limit.map(typed::<TokenRateLimit>).transpose() {
+        Ok(limit) => limit,
+        Err(e) => return token_error(e),
+    };
     let created = service
         .create_token(CreateTokenParams {
             account_id: account.to_owned(),
@@ -569,6 +604,7 @@ where
             scopes,
             allowed_ips,
             meta: meta.unwrap_or_default(),
+            rate_limit,
         })
         .await;
     match created {
@@ -617,6 +653,18 @@ where
         (Ok(scopes), Ok(allowed_ips), Ok(meta)) => (scopes, allowed_ips, meta),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return token_error(e),
     };
+    let rate_limit = body
+        .rate_limit
+        .map(|limit| limit.map(typed::<TokenRateLimit>).transpose())
+        .transpose();
+    let quota = body
+        .quota
+        .map(|quota| quota.map(typed::<QuotaParams>).transpose())
+        .transpose();
+    let (rate_limit, quota) = match (rate_limit, quota) {
+        (Ok(rate_limit), Ok(quota)) => (rate_limit, quota),
+        (Err(e), _) | (_, Err(e)) => return token_error(e),
+    };
     let update = TokenUpdate {
         name: body.name,
         scopes,
@@ -624,6 +672,8 @@ where
         enabled: body.enabled,
         allowed_ips,
         meta,
+        rate_limit,
+        quota,
     };
     match service.update_token(id, account, update).await {
         Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),

@@ -15,13 +15,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::CreatedTokenBody;
-use crate::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
 use crate::config::Config;
 use crate::service::{
     Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, MAX_PAGE, QuotaParams, SystemClock, TokenError,
     TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, scopes_input,
 };
-use crate::store::{MAX_QUOTA, Refill};
+use crate::store::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
+use crate::store::{MAX_QUOTA, Refill, TokenRateLimit};
 use crate::store::{RedisStore, TokenStore, redact_url};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId, is_valid_scope};
 
@@ -141,6 +141,14 @@ pub(crate) enum TokenCommand {
         /// Metadata: a JSON object of at most 4 KiB, e.g. '{"plan": "pro"}'.
         #[arg(long, value_name = "JSON", value_parser = parse_meta)]
         meta: Option<Meta>,
+        /// The token's own rate limit, REQUESTS/PERIOD (e.g. 10/1s or
+        /// 600/1m), instead of [rate_limit] per_token_*.
+        #[arg(long, value_name = "REQUESTS/PERIOD", value_parser = parse_rate)]
+        rate_limit: Option<(u32, Duration)>,
+        /// Requests at once after being idle, with --rate-limit (default:
+        /// REQUESTS).
+        #[arg(long, value_name = "N", requires = "rate_limit")]
+        burst: Option<u32>,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -248,6 +256,27 @@ pub(crate) enum TokenCommand {
         /// Accept a disabled token again.
         #[arg(long)]
         enable: bool,
+        /// Give the token its own rate limit, REQUESTS/PERIOD (e.g. 10/1s).
+        #[arg(long, value_name = "REQUESTS/PERIOD", value_parser = parse_rate,
+              conflicts_with = "default_rate_limit")]
+        rate_limit: Option<(u32, Duration)>,
+        /// Requests at once after being idle, with --rate-limit (default:
+        /// REQUESTS).
+        #[arg(long, value_name = "N", requires = "rate_limit")]
+        burst: Option<u32>,
+        /// Back to the configured limit ([rate_limit] per_token_*).
+        #[arg(long)]
+        default_rate_limit: bool,
+        /// Set a usage quota: requests the token may make from now.
+        #[arg(long, value_name = "N", conflicts_with = "no_quota",
+              value_parser = clap::value_parser!(u64).range(0..=MAX_QUOTA))]
+        quota: Option<u64>,
+        /// Refill the quota: AMOUNT/INTERVAL, e.g. 10000/1d or 50000/month.
+        #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse_refill, requires = "quota")]
+        refill: Option<Refill>,
+        /// Remove the quota (unlimited use).
+        #[arg(long)]
+        no_quota: bool,
         /// Output format.
         #[command(flatten)]
         output: Output,
@@ -605,6 +634,8 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             scopes,
             allowed_ips,
             meta,
+            rate_limit,
+            burst,
             output,
         } => {
             let created = service
@@ -616,6 +647,11 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     scopes: scopes_input(scopes).map_err(fail)?,
                     allowed_ips: allowed_ips_input(&allowed_ips).map_err(fail)?,
                     meta: meta.unwrap_or_default(),
+                    rate_limit: rate_limit.map(|(requests, period)| TokenRateLimit {
+                        requests,
+                        period,
+                        burst: burst.unwrap_or(0),
+                    }),
                 })
                 .await
                 .map_err(fail)?;
@@ -723,6 +759,12 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             never_expires,
             disable,
             enable,
+            rate_limit,
+            burst,
+            default_rate_limit,
+            quota,
+            refill,
+            no_quota,
             output,
         } => {
             let scopes = if no_scopes {
@@ -757,10 +799,25 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                 enabled,
                 allowed_ips,
                 meta: if no_meta { Some(Meta::default()) } else { meta },
+                rate_limit: match (rate_limit, default_rate_limit) {
+                    (Some((requests, period)), _) => Some(Some(TokenRateLimit {
+                        requests,
+                        period,
+                        burst: burst.unwrap_or(0),
+                    })),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                quota: match (quota, no_quota) {
+                    (Some(remaining), _) => Some(Some(QuotaParams { remaining, refill })),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
             };
             if update == TokenUpdate::default() {
                 return Err("nothing to change: give --name, --scope, --no-scopes, \
-                     --allow-ip, --any-ip, --meta, --no-meta, --expires-in-days, --never-expires, --disable or --enable"
+                     --allow-ip, --any-ip, --meta, --no-meta, --expires-in-days, --never-expires, \
+                     --disable, --enable, --rate-limit, --default-rate-limit, --quota or --no-quota"
                     .to_owned());
             }
             let info = service
@@ -854,6 +911,20 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
             })
         }
     }
+}
+
+/// `--rate-limit`: `REQUESTS/PERIOD`, e.g. `10/1s` or `600/1m`.
+fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let (requests, period) = text
+        .split_once('/')
+        .ok_or("must be REQUESTS/PERIOD, e.g. 10/1s")?;
+    let requests: u32 = requests
+        .trim()
+        .parse()
+        .map_err(|_| format!("{requests:?} is not a number of requests"))?;
+    let period = humantime::parse_duration(period.trim())
+        .map_err(|e| format!("{period:?} is not a period like 1s or 1m: {e}"))?;
+    Ok((requests, period))
 }
 
 /// `--grace`: as the admin API's `grace`.
@@ -957,6 +1028,20 @@ fn details(info: &TokenInfo) -> String {
             },
         ),
         ("quota", quota_text(info)),
+        (
+            "limit",
+            info.rate_limit.map_or_else(
+                || "as configured".to_owned(),
+                |l| {
+                    format!(
+                        "{} per {}, burst {}",
+                        l.requests,
+                        humantime::format_duration(l.period),
+                        l.burst
+                    )
+                },
+            ),
+        ),
         ("meta", info.meta.as_json().to_owned()),
         (
             "scopes",

@@ -59,6 +59,7 @@
 //!         allowed_ips: Default::default(),
 //!         meta: Default::default(),
 //!         quota: None,
+//!         rate_limit: None,
 //!     })
 //!     .await?;
 //! println!("store this now: {}", created.token.expose_secret());
@@ -78,8 +79,6 @@ mod http_util;
 pub mod token;
 
 pub mod hashing;
-
-pub mod audit;
 
 pub mod store;
 
@@ -119,7 +118,6 @@ mod cli;
 #[doc(hidden)]
 pub use cli::main as cli_main;
 
-pub use audit::{Actor, AuditAction, AuditEntry, AuditPage, AuditQuery};
 pub use auth::{
     AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, LastAccessed,
     Rejection,
@@ -134,6 +132,7 @@ pub use service::{
     SecurityConfig, SystemClock, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate,
 };
 pub use settings::InvalidConfig;
+pub use store::audit::{Actor, AuditAction, AuditEntry, AuditPage, AuditQuery};
 pub use store::{
     MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
     TokenRecord, TokenStore,

@@ -34,10 +34,10 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::access::DOOR_OUTCOMES;
-use crate::audit::{AuditEntry, AuditPage, AuditQuery};
-use crate::auth::{Authenticator, OUTCOMES};
+use crate::auth::{Authenticator, INVALID_REASONS, OUTCOMES};
 use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
+use crate::store::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::store::{
     Lease, LimitReport, LimitState, Page, Quota, RecordUpdate, RevocationSink, RevokeOutcome,
     StoreError, TokenRecord, TokenStore, UpdateOutcome,
@@ -262,6 +262,16 @@ impl Collector for AuthCollector {
         )?;
         for (outcome, count) in OUTCOMES.iter().zip(stats.outcomes) {
             let labels = [("outcome", *outcome)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "tokengate_invalid_tokens",
+            "Invalid tokens presented, by reason (the client only sees invalid_token)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in INVALID_REASONS.iter().zip(stats.invalid_tokens) {
+            let labels = [("reason", *reason)];
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         let counters = [

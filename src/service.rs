@@ -20,6 +20,7 @@
 //!         allowed_ips: Default::default(),
 //!         meta: Default::default(),
 //!         quota: None,
+//!         rate_limit: None,
 //!     })
 //!     .await?;
 //! let auth = service.validate_token(created.token.expose_secret()).await?;
@@ -34,16 +35,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{
-    Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE, parse_entry_id,
-};
 use crate::hashing::{
     HASH_KEY_ENV, HashKey, HashKind, KeyError, MIN_HASH_KEY_LEN, StoredHash, verify_hmac,
 };
 use crate::settings::{InvalidConfig, in_range, invalid};
+use crate::store::audit::{
+    Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE, parse_entry_id,
+};
 use crate::store::{
-    MAX_QUOTA, Quota, RecordUpdate, Refill, RevocationSink, RevokeOutcome, StoreError, TokenRecord,
-    TokenStore, UpdateOutcome,
+    MAX_QUOTA, Quota, RecordUpdate, Refill, RevocationSink, RevokeOutcome, StoreError,
+    TokenRateLimit, TokenRecord, TokenStore, UpdateOutcome,
 };
 use crate::token::{
     self, AllowError, AllowedIps, FormatError, MAX_ALLOWED_NETWORKS, MAX_SCOPES, Meta, RandomError,
@@ -255,7 +256,45 @@ pub(crate) struct Validated {
     pub(crate) has_quota: bool,
     /// Where its requests may come from.
     pub(crate) allowed_ips: AllowedIps,
+    /// Its own rate limit, if it has one.
+    pub(crate) rate_limit: Option<TokenRateLimit>,
 }
+
+/// A token's own rate limit as a client gave it, checked like
+/// `[rate_limit] per_token_*` (a bad one is [`TokenError::InvalidInput`]
+/// naming `rate_limit.…`); a `burst` of 0 becomes `requests`.
+pub fn rate_limit_input(limit: TokenRateLimit) -> Result<TokenRateLimit, TokenError> {
+    if !(1..=MAX_TOKEN_RATE).contains(&limit.requests) {
+        return Err(TokenError::input(
+            "rate_limit.requests",
+            format!("must be between 1 and {MAX_TOKEN_RATE}"),
+        ));
+    }
+    if !(Duration::from_millis(1)..=Duration::from_secs(86_400)).contains(&limit.period) {
+        return Err(TokenError::input(
+            "rate_limit.period",
+            "must be between 1ms and 1day",
+        ));
+    }
+    let burst = if limit.burst == 0 {
+        limit.requests
+    } else {
+        limit.burst
+    };
+    if burst > MAX_TOKEN_BURST {
+        return Err(TokenError::input(
+            "rate_limit.burst",
+            format!("must be at most {MAX_TOKEN_BURST}"),
+        ));
+    }
+    Ok(TokenRateLimit { burst, ..limit })
+}
+
+/// Most requests per period a token's own limit may allow (as
+/// `[rate_limit] per_token_requests`).
+pub const MAX_TOKEN_RATE: u32 = 1_000_000;
+/// Largest burst a token's own limit may allow.
+pub const MAX_TOKEN_BURST: u32 = 10_000_000;
 
 /// Scopes a client gave (admin API, CLI), checked: a bad one is
 /// [`TokenError::InvalidInput`] naming `scopes` (422 on the admin API).
@@ -324,6 +363,12 @@ pub struct TokenUpdate {
     pub allowed_ips: Option<AllowedIps>,
     /// New metadata, replacing the old (empty: none).
     pub meta: Option<Meta>,
+    /// A rate limit of its own (checked by [`rate_limit_input`]);
+    /// `Some(None)`: back to the configured one.
+    pub rate_limit: Option<Option<TokenRateLimit>>,
+    /// A new usage quota, starting a new period now (as
+    /// [`TokenService::set_quota`]); `Some(None)`: unlimited.
+    pub quota: Option<Option<QuotaParams>>,
 }
 
 /// What [`TokenService::create_token`] needs.
@@ -343,6 +388,9 @@ pub struct CreateTokenParams {
     pub allowed_ips: AllowedIps,
     /// Metadata: a JSON object of at most 4 KiB; empty (the default): none.
     pub meta: Meta,
+    /// The token's own rate limit (checked by [`rate_limit_input`]);
+    /// `None` (the default): `[rate_limit] per_token_*`.
+    pub rate_limit: Option<TokenRateLimit>,
 }
 
 /// A usage quota to give a token: `remaining` requests, optionally set back
@@ -469,6 +517,8 @@ pub struct TokenInfo {
     pub rotated_from: Option<TokenId>,
     /// The token that replaced it by a rotation, `null` if none.
     pub rotated_to: Option<TokenId>,
+    /// Its own rate limit, `null` for the configured one.
+    pub rate_limit: Option<TokenRateLimit>,
 }
 
 impl TokenInfo {
@@ -500,6 +550,7 @@ impl TokenInfo {
             meta: record.meta,
             rotated_from: record.rotated_from,
             rotated_to: record.rotated_to,
+            rate_limit: record.rate_limit,
         }
     }
 }
@@ -831,6 +882,7 @@ impl TokenService {
         if let Some(quota) = &params.quota {
             quota.check()?;
         }
+        let rate_limit = params.rate_limit.map(rate_limit_input).transpose()?;
         let token = Token::generate()?;
         let hash = self.hash_new(&token).await?;
         let now = self.clock.now();
@@ -853,6 +905,7 @@ impl TokenService {
             meta: params.meta,
             rotated_from: None,
             rotated_to: None,
+            rate_limit,
         };
         self.store.insert(&record).await?;
         tracing::info!(token_id = %record.id, account_id = %record.account_id, "token created");
@@ -1032,6 +1085,8 @@ impl TokenService {
             ("enabled", update.enabled.is_some()),
             ("allowed_ips", update.allowed_ips.is_some()),
             ("meta", update.meta.is_some()),
+            ("rate_limit", update.rate_limit.is_some()),
+            ("quota", update.quota.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -1041,6 +1096,13 @@ impl TokenService {
             (["enabled"], Some(true)) => AuditAction::Enable,
             _ => AuditAction::Update,
         };
+        if let Some(Some(quota)) = &update.quota {
+            quota.check()?;
+        }
+        let rate_limit = match update.rate_limit {
+            Some(Some(limit)) => Some(Some(rate_limit_input(limit)?)),
+            other => other,
+        };
         let change = RecordUpdate {
             name: update.name,
             scopes: update.scopes,
@@ -1048,6 +1110,7 @@ impl TokenService {
             disabled_at: update.enabled.map(|enabled| (!enabled).then_some(now)),
             allowed_ips: update.allowed_ips,
             meta: update.meta,
+            rate_limit,
             ..RecordUpdate::default()
         };
         let record = match self
@@ -1060,6 +1123,25 @@ impl TokenService {
             UpdateOutcome::NotFound | UpdateOutcome::AlreadyRotated => {
                 return Err(TokenError::NotFound);
             }
+        };
+        // After the record's change, which refused a revoked token: the
+        // quota's own script starts its new period.
+        let record = match update.quota {
+            Some(quota) => {
+                let quota = quota.map(|q| Quota::new(q.remaining, q.refill, now));
+                if !self
+                    .store
+                    .set_quota(token_id, account_id, quota, now)
+                    .await?
+                {
+                    return Err(TokenError::NotFound);
+                }
+                let Some(record) = self.store.get(token_id).await? else {
+                    return Err(TokenError::NotFound);
+                };
+                Box::new(record)
+            }
+            None => record,
         };
         tracing::info!(token_id = %token_id, account_id, enabled = record.disabled_at.is_none(), "token updated");
         self.tell_sinks(token_id, |sink, id| sink.changed(id));
@@ -1256,6 +1338,7 @@ impl TokenService {
             expires_at: record.expires_at,
             has_quota: record.quota.is_some(),
             allowed_ips: record.allowed_ips,
+            rate_limit: record.rate_limit,
         })
     }
 
@@ -1337,6 +1420,7 @@ const CREATED_FIELDS: &[&str] = &[
     "allowed_ips",
     "meta",
     "quota",
+    "rate_limit",
 ];
 
 /// The named fields of a token's JSON (never its hash: [`TokenInfo`] has
@@ -1483,6 +1567,7 @@ mod tests {
             meta: Meta::default(),
             rotated_from: None,
             rotated_to: None,
+            rate_limit: None,
         };
         assert_eq!(
             TokenInfo::from_record(record.clone(), 30).status,

@@ -686,6 +686,7 @@ async fn redis_down_gives_503_for_new_tokens_and_200_for_cached_ones() {
                 allowed_ips: Default::default(),
                 meta: Default::default(),
                 quota: None,
+                rate_limit: None,
             })
             .await
         {
@@ -1230,6 +1231,7 @@ async fn metered(service: &TokenService, remaining: u64) -> (String, tokengate::
                 remaining,
                 refill: None,
             }),
+            rate_limit: None,
         })
         .await
         .unwrap();

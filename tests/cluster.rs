@@ -34,6 +34,7 @@ async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -
                 remaining,
                 refill: None,
             }),
+            rate_limit: None,
         })
         .await
         .unwrap()

@@ -426,6 +426,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> (Authenticator, String) {
                 allowed_ips: Default::default(),
                 meta: Default::default(),
                 quota: None,
+                rate_limit: None,
             })
             .await
             .unwrap();

@@ -426,6 +426,20 @@ async fn changes_reach_a_second_replica_within_a_second() {
     eprintln!("disabled: refused by the other replica after {took:?}");
     let refused = b.get(token).await;
     assert_eq!(refused.json()["error"], "invalid_token");
+    // The reason the client is not told, in the metrics.
+    let metrics = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/metrics", b.admin),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let disabled = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tokengate_invalid_tokens_total{reason=\"disabled\"} "))
+        .unwrap_or_else(|| panic!("no disabled count in {text}"));
+    assert!(disabled.parse::<u64>().unwrap() >= 2, "{disabled}");
 
     assert_eq!(
         patch(&a, id, r#"{"enabled": true}"#).await.status,
@@ -1462,4 +1476,182 @@ fn the_cli_rotates_tokens() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--grace"), "{err}");
+}
+
+/// A token's own rate limit and its quota, at creation and through PATCH,
+/// reach another replica within a second; bad ones are 422 naming them.
+#[tokio::test]
+async fn a_token_limit_and_quota_change_across_replicas() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let a = Replica::start(&redis.url(), &upstream.url(), "");
+    let b = Replica::start(&redis.url(), &upstream.url(), "");
+    let created = a
+        .create(r#"{"name": "slow", "rate_limit": {"requests": 1, "period": "1m", "burst": 2}}"#)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let created = created.json();
+    assert_eq!(
+        created["rate_limit"],
+        serde_json::json!({"requests": 1, "period": "1m", "burst": 2})
+    );
+    let token = created["token"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(b.get(token).await.status, StatusCode::OK);
+    assert_eq!(b.get(token).await.status, StatusCode::OK);
+    let limited = b.get(token).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.json()["error"], "rate_limited");
+
+    // A generous limit of its own: b admits again within a second.
+    let reply = patch(
+        &a,
+        id,
+        r#"{"rate_limit": {"requests": 1000, "period": "1s"}}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(
+        reply.json()["rate_limit"],
+        serde_json::json!({"requests": 1000, "period": "1s", "burst": 1000}),
+        "burst defaults to requests"
+    );
+    seen_within_a_second(&b, token, StatusCode::OK).await;
+    let mut conn = redis.connection().await;
+    let stored: String = redis::cmd("HGET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg("rate_limit")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, "1000 1000000000 1000");
+
+    // A quota through PATCH: used up at once, then removed.
+    let reply = patch(&a, id, r#"{"quota": {"remaining": 0}}"#).await;
+    assert_eq!(reply.json()["quota"]["remaining"], 0);
+    seen_within_a_second(&b, token, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(b.get(token).await.json()["error"], "usage_exceeded");
+    let reply = patch(&a, id, r#"{"quota": null, "rate_limit": null}"#).await;
+    assert_eq!(reply.json()["quota"], serde_json::Value::Null);
+    assert_eq!(reply.json()["rate_limit"], serde_json::Value::Null);
+    seen_within_a_second(&b, token, StatusCode::OK).await;
+
+    // Bad input: 422 naming the field, nothing changed.
+    for (body, field) in [
+        (
+            r#"{"rate_limit": {"requests": 0, "period": "1s"}}"#,
+            "rate_limit.requests",
+        ),
+        (
+            r#"{"rate_limit": {"requests": 5, "period": "2days"}}"#,
+            "rate_limit.period",
+        ),
+        (
+            r#"{"rate_limit": {"requests": 5, "period": "1s", "burst": 20000000}}"#,
+            "rate_limit.burst",
+        ),
+        (
+            r#"{"rate_limit": {"requests": 5, "period": "soon"}}"#,
+            "rate_limit",
+        ),
+        (
+            r#"{"rate_limit": {"requests": 5, "period": "1s", "per": 1}}"#,
+            "rate_limit",
+        ),
+        (r#"{"quota": {"remaining": -1}}"#, "quota"),
+        (
+            r#"{"quota": {"remaining": 1, "refill": {"amount": 0, "interval": "1d"}}}"#,
+            "quota.refill.amount",
+        ),
+    ] {
+        let reply = patch(&a, id, body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(reply.json()["field"], field, "{body}");
+    }
+    let reply = a
+        .create(r#"{"name": "x", "rate_limit": {"requests": 0, "period": "1s"}}"#)
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json()["field"], "rate_limit.requests");
+
+    // The CLI sets both too.
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "update",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--rate-limit",
+            "5/1s",
+            "--burst",
+            "7",
+            "--quota",
+            "100",
+            "--refill",
+            "100/1d",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["rate_limit"],
+        serde_json::json!({"requests": 5, "period": "1s", "burst": 7})
+    );
+    assert_eq!(info["quota"]["remaining"], 100);
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "update",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--rate-limit",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("REQUESTS/PERIOD"), "{err}");
+    let out = cli(
+        &redis,
+        &[
+            "token",
+            "update",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--rate-limit",
+            "0/1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("rate_limit.requests"), "{err}");
+
+    // Revoked: neither changes.
+    let revoke = http(
+        "DELETE",
+        &format!("http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}", a.admin),
+        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+        "",
+    )
+    .await;
+    assert_eq!(revoke.status, StatusCode::OK);
+    let reply = patch(&a, id, r#"{"quota": {"remaining": 5}}"#).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    let after: Option<String> = redis::cmd("HGET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg("quota_remaining")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(after.as_deref(), Some("100"));
 }

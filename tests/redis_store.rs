@@ -24,6 +24,7 @@ async fn create(service: &TokenService, account: &str, days: Option<u32>) -> Cre
             allowed_ips: Default::default(),
             meta: Default::default(),
             quota: None,
+            rate_limit: None,
         })
         .await
         .unwrap()
@@ -91,8 +92,8 @@ async fn no_key_or_value_anywhere_holds_a_plaintext_token() {
     let dump = h.redis.as_ref().unwrap().dump().await;
     assert_eq!(
         dump.len(),
-        20 + 3 + 1 + 1,
-        "records, account sets, expiry index, events stream"
+        20 + 3 + 1 + 1 + 1,
+        "records, account sets, expiry index, events stream, audit trail"
     );
     for created in &tokens {
         let text = created.token.expose_secret();
@@ -221,7 +222,9 @@ async fn cleanup_removes_dead_tokens_from_every_key() {
         keys,
         vec![
             "tokengate:account:acme".to_owned(),
-            // The revocation's event: the stream is capped, not cleaned up.
+            // The audit trail and the revocation's event: the streams are
+            // capped, not cleaned up.
+            "tokengate:audit".to_owned(),
             "tokengate:events".to_owned(),
             format!("tokengate:token:{}", alive.info.id),
         ],
@@ -255,6 +258,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
                 meta: tokengate::Meta::default(),
                 rotated_from: None,
                 rotated_to: None,
+                rate_limit: None,
             })
             .await
             .unwrap();
@@ -263,7 +267,7 @@ async fn cleanup_handles_more_tokens_than_one_batch() {
         h.service.cleanup_expired(Duration::ZERO).await.unwrap(),
         1_200
     );
-    let dump = h.redis.as_ref().unwrap().dump().await;
+    let dump = tokens_left(h.redis.as_ref().unwrap()).await;
     assert!(dump.is_empty(), "{} keys left", dump.len());
 }
 
@@ -275,7 +279,11 @@ async fn key_prefix_is_applied_to_every_key() {
     let created = create(&service, "acme", Some(1)).await;
     service.revoke_token(created.info.id, "acme").await.unwrap();
     let keys: Vec<String> = server.dump().await.into_iter().map(|(k, _)| k).collect();
-    assert_eq!(keys.len(), 4, "record, account, expiry, events: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        5,
+        "record, account, expiry, events, audit: {keys:?}"
+    );
     assert!(keys.iter().all(|k| k.starts_with("team-a/")), "{keys:?}");
 
     // A service with the default prefix on the same Redis sees none of it.
@@ -297,7 +305,7 @@ async fn touch_never_recreates_a_deleted_record() {
         .update_last_accessed(created.info.id, 5)
         .await
         .unwrap();
-    assert!(h.redis.as_ref().unwrap().dump().await.is_empty());
+    assert!(tokens_left(h.redis.as_ref().unwrap()).await.is_empty());
 }
 
 #[tokio::test]
@@ -616,6 +624,7 @@ async fn paging_through_2500_tokens_returns_each_exactly_once() {
                     meta: tokengate::Meta::default(),
                     rotated_from: None,
                     rotated_to: None,
+                    rate_limit: None,
                 })
                 .await
                 .unwrap();
@@ -659,4 +668,11 @@ async fn paging_through_2500_tokens_returns_each_exactly_once() {
             Err(TokenError::InvalidInput { field: "limit", .. })
         ));
     }
+}
+
+/// Every key but the audit trail, which outlives the tokens it tells of.
+async fn tokens_left(redis: &RedisServer) -> Vec<(String, String)> {
+    let mut dump = redis.dump().await;
+    dump.retain(|(key, _)| key != "tokengate:audit");
+    dump
 }

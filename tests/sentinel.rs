@@ -24,6 +24,7 @@ async fn create(service: &TokenService) -> CreatedToken {
             allowed_ips: Default::default(),
             meta: Default::default(),
             quota: None,
+            rate_limit: None,
         })
         .await
         .unwrap()

@@ -711,31 +711,35 @@ async fn health_readiness_metrics_and_openapi_need_no_key() {
 
     // Every documented operation is served (no 404 for the route, no 405).
     let (_, id) = stack.mint("acme").await;
-    for (path, item) in kept["paths"].as_object().unwrap() {
-        let mut methods: Vec<&String> = item
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|m| *m != "parameters")
-            .collect();
-        // A revoked token cannot be changed: DELETE last.
-        methods.sort_by_key(|m| *m == "delete");
-        for method in methods {
-            let concrete = path.replace("{account}", "acme").replace("{id}", &id);
-            let body = match method.as_str() {
-                "post" if path == "/v1/verify" => r#"{"token": "mk_not_a_token"}"#,
-                "post" | "patch" => r#"{"name": "doc"}"#,
-                "put" => r#"{"remaining": 5}"#,
-                _ => "",
-            };
-            let reply = stack.admin(&method.to_uppercase(), &concrete, body).await;
-            assert!(
-                reply.status.is_success(),
-                "{method} {path} -> {}: {:?}",
-                reply.status,
-                reply.body
-            );
-        }
+    let mut operations: Vec<(&String, &String)> = kept["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().unwrap().keys();
+            methods
+                .filter(|m| *m != "parameters")
+                .map(move |m| (path, m))
+        })
+        .collect();
+    // A revoked token cannot be changed or rotated: DELETE last.
+    operations.sort_by_key(|(_, m)| *m == "delete");
+    for (path, method) in operations {
+        let concrete = path.replace("{account}", "acme").replace("{id}", &id);
+        let body = match method.as_str() {
+            "post" if path == "/v1/verify" => r#"{"token": "mk_not_a_token"}"#,
+            "post" if path.ends_with("/rotate") => r#"{"grace": "1h"}"#,
+            "post" | "patch" => r#"{"name": "doc"}"#,
+            "put" => r#"{"remaining": 5}"#,
+            _ => "",
+        };
+        let reply = stack.admin(&method.to_uppercase(), &concrete, body).await;
+        assert!(
+            reply.status.is_success(),
+            "{method} {path} -> {}: {:?}",
+            reply.status,
+            reply.body
+        );
     }
 
     // Redis gone: not ready (but alive).

@@ -67,6 +67,7 @@ async fn create(
             allowed_ips: Default::default(),
             meta: Default::default(),
             quota: None,
+            rate_limit: None,
         })
         .await
         .unwrap()
@@ -321,6 +322,7 @@ async fn input_rules_name_the_field(h: Harness) {
         allowed_ips: Default::default(),
         meta: Default::default(),
         quota: None,
+        rate_limit: None,
     };
     let cases = [
         (params("", "n", None), "account_id"),
@@ -398,6 +400,7 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
                 remaining: 10,
                 refill: Some(daily),
             }),
+            rate_limit: None,
         })
         .await
         .unwrap();

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::InvalidReason;
 use crate::service::AuthContext;
 use crate::settings::{InvalidConfig, in_range, within};
-use crate::store::RevocationSink;
+use crate::store::{RevocationSink, TokenRateLimit};
 use crate::token::{AllowedIps, TokenId};
 
 /// `[cache]`: the validation cache.
@@ -100,6 +100,8 @@ pub(crate) enum Cached {
         allowed_ips: AllowedIps,
         /// Its expiry, as stored (unix seconds).
         expires_at: Option<i64>,
+        /// Its own rate limit, if it has one.
+        rate_limit: Option<TokenRateLimit>,
     },
     /// Not valid (remembered for the negative ttl): a well-formed token of
     /// `id` that the store refused when asked at `checked_at`. A change to
@@ -378,6 +380,7 @@ mod tests {
             has_quota: false,
             allowed_ips: AllowedIps::default(),
             expires_at: None,
+            rate_limit: None,
         }
     }
 

@@ -178,7 +178,21 @@ pub struct AuthStats {
     pub quota_exceeded: u64,
     /// Decisions so far, by outcome (see [`OUTCOMES`]), in that order.
     pub outcomes: [u64; OUTCOMES.len()],
+    /// Invalid tokens presented so far, by reason (see [`INVALID_REASONS`]),
+    /// in that order.
+    pub invalid_tokens: [u64; INVALID_REASONS.len()],
 }
+
+/// The reasons counted in [`AuthStats::invalid_tokens`] (each an
+/// [`InvalidReason::as_str`]): what the client's generic 401 hides.
+pub const INVALID_REASONS: [&str; 6] = [
+    "format",
+    "not_found",
+    "wrong_secret",
+    "revoked",
+    "expired",
+    "disabled",
+];
 
 /// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
 /// admitted as public, then each [`Rejection::code`].
@@ -257,6 +271,7 @@ struct Inner {
     /// the service and the store hold it weakly.
     _sink: Arc<dyn RevocationSink>,
     outcomes: [AtomicU64; OUTCOMES.len()],
+    invalid_tokens: [AtomicU64; INVALID_REASONS.len()],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -321,6 +336,7 @@ impl Authenticator {
                 last_accessed,
                 verify_time,
                 outcomes: Default::default(),
+                invalid_tokens: Default::default(),
                 tasks,
             }),
         })
@@ -372,6 +388,9 @@ impl Authenticator {
             last_accessed_flushes: inner.last_accessed.flushes(),
             quota_exceeded: inner.quotas.exceeded(),
             outcomes: std::array::from_fn(|i| inner.outcomes[i].load(Ordering::Relaxed)),
+            invalid_tokens: std::array::from_fn(|i| {
+                inner.invalid_tokens[i].load(Ordering::Relaxed)
+            }),
         }
     }
 
@@ -485,6 +504,7 @@ impl Authenticator {
                             has_quota: valid.has_quota,
                             allowed_ips: valid.allowed_ips,
                             expires_at: stored_expiry,
+                            rate_limit: valid.rate_limit,
                         })
                     }
                     Err(e) => InvalidReason::from_error(&e)
@@ -519,6 +539,7 @@ impl Authenticator {
                 has_quota,
                 allowed_ips,
                 expires_at,
+                rate_limit,
                 ..
             } => {
                 // Before the limits: a request the token may not make spends
@@ -535,7 +556,9 @@ impl Authenticator {
                     tracing::debug!(token_id = %auth.token_id, client_ip = ip.map(tracing::field::display), "client outside the token's IP allowlist");
                     return Err(Rejection::IpNotAllowed);
                 }
-                inner.limits.check(auth.token_id, &auth.account_id)?;
+                inner
+                    .limits
+                    .check(auth.token_id, &auth.account_id, rate_limit.as_ref())?;
                 let remaining = if has_quota {
                     inner.quotas.spend(auth.token_id).await?
                 } else {
@@ -618,6 +641,9 @@ impl Authenticator {
             reason = reason.as_str(),
             "token rejected"
         );
+        if let Some(i) = INVALID_REASONS.iter().position(|r| *r == reason.as_str()) {
+            self.inner.invalid_tokens[i].fetch_add(1, Ordering::Relaxed);
+        }
         let limits = &self.inner.limits;
         // Every refusal of a well-formed id counts, live or not: counting
         // only wrong secrets would make a 429 tell that an id is live, which

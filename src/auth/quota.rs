@@ -269,6 +269,7 @@ mod tests {
                     remaining: 100,
                     refill: None,
                 }),
+                rate_limit: None,
             })
             .await
             .unwrap();

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Rejection;
 use crate::settings::{InvalidConfig, in_range, within};
-use crate::store::{LimitKey, LimitReport, LimitState, StoreError, TokenStore};
+use crate::store::{LimitKey, LimitReport, LimitState, StoreError, TokenRateLimit, TokenStore};
 use crate::token::TokenId;
 
 /// `[rate_limit]`: per-token and per-client-IP limits.
@@ -265,6 +265,11 @@ pub(crate) struct Limits {
     /// The limiters' clock: nanoseconds are counted from here.
     clock: Instant,
     per_token: Option<Limiter<TokenId>>,
+    /// The limiters of tokens with a limit of their own (the record's
+    /// `rate_limit`), whatever `per_token` says.
+    own: moka::sync::Cache<(TokenId, TokenRateLimit), Arc<Gcra>>,
+    /// For the policies of tokens' own limits.
+    sync_interval: Duration,
     per_account: Option<Limiter<String>>,
     failures: Option<Keyed<IpAddr, FailureState>>,
     /// Refusals per token id, from anywhere (a flood from many IPs
@@ -501,6 +506,14 @@ impl Limits {
                 ),
                 config.max_keys,
             ),
+            // Idle an hour, a token's own limiter starts full again (a
+            // limit whose burst takes longer to refill is that much more
+            // lenient after such a pause).
+            own: moka::sync::Cache::builder()
+                .max_capacity(config.max_keys)
+                .time_to_idle(Duration::from_secs(3_600))
+                .build(),
+            sync_interval: config.sync_interval,
             per_account: Limiter::new(
                 Policy::new(
                     "account",
@@ -535,14 +548,37 @@ impl Limits {
         u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// One request by `token` of `account`: admitted by both limits, or
+    /// One request by `token` of `account`: admitted by both limits (the
+    /// token's `own` one instead of the configured one, if it has one), or
     /// 429 (and then counted by neither).
-    pub(crate) fn check(&self, token: TokenId, account: &str) -> Result<(), Rejection> {
+    pub(crate) fn check(
+        &self,
+        token: TokenId,
+        account: &str,
+        own: Option<&TokenRateLimit>,
+    ) -> Result<(), Rejection> {
         let mut admitted = None;
-        if let Some(limiter) = &self.per_token {
+        if let Some(own) = own {
+            let policy = Policy::new(
+                "token",
+                own.requests,
+                own.period,
+                own.burst,
+                self.sync_interval,
+            );
+            if let Some(policy) = policy {
+                // Keyed by the limit too: a changed limit starts afresh,
+                // here and in the fleet's count.
+                let gcra = self
+                    .own
+                    .get_with((token, *own), || Arc::new(Gcra::default()));
+                self.admit(&policy, &gcra, || LimitKey::OwnLimit(token, *own))?;
+                admitted = Some((policy, gcra));
+            }
+        } else if let Some(limiter) = &self.per_token {
             let gcra = limiter.states.get_with(token, || Arc::new(Gcra::default()));
             self.admit(&limiter.policy, &gcra, || LimitKey::Token(token))?;
-            admitted = Some((&limiter.policy, gcra));
+            admitted = Some((limiter.policy, gcra));
         }
         if let Some(limiter) = &self.per_account {
             // Looked up by &str: no allocation once the account is known.
@@ -555,7 +591,7 @@ impl Limits {
             let key = || LimitKey::Account(account.to_owned());
             if let Err(refused) = self.admit(&limiter.policy, &gcra, key) {
                 if let Some((policy, gcra)) = admitted {
-                    gcra.lock().undo(policy);
+                    gcra.lock().undo(&policy);
                 }
                 return Err(refused);
             }
@@ -857,19 +893,70 @@ mod gcra_tests {
             TokenId::from_uuid(uuid::Uuid::from_u128(1)),
             TokenId::from_uuid(uuid::Uuid::from_u128(2)),
         );
-        assert!(limits.check(a, "acme").is_ok());
-        assert!(limits.check(a, "acme").is_ok());
-        assert!(limits.check(b, "acme").is_ok());
-        let Err(Rejection::RateLimited { policy, .. }) = limits.check(b, "acme") else {
+        assert!(limits.check(a, "acme", None).is_ok());
+        assert!(limits.check(a, "acme", None).is_ok());
+        assert!(limits.check(b, "acme", None).is_ok());
+        let Err(Rejection::RateLimited { policy, .. }) = limits.check(b, "acme", None) else {
             panic!("the account's fourth request must be refused");
         };
         assert_eq!(policy, "account");
         // Another account is not held back; b's own refusal by the account
         // limit did not spend b's token allowance.
-        assert!(limits.check(b, "other").is_ok());
-        let Err(Rejection::RateLimited { policy, .. }) = limits.check(a, "other") else {
+        assert!(limits.check(b, "other", None).is_ok());
+        let Err(Rejection::RateLimited { policy, .. }) = limits.check(a, "other", None) else {
             panic!("token a has spent its burst");
         };
         assert_eq!(policy, "token");
+    }
+
+    #[test]
+    fn a_token_with_its_own_limit_is_held_to_it_alone() {
+        // No configured token limit: only the token's own applies.
+        let limits = Limits::new(
+            &RateLimitConfig {
+                per_token_requests: 0,
+                ..RateLimitConfig::default()
+            },
+            false,
+        );
+        let (a, b) = (
+            TokenId::from_uuid(uuid::Uuid::from_u128(1)),
+            TokenId::from_uuid(uuid::Uuid::from_u128(2)),
+        );
+        let own = TokenRateLimit {
+            requests: 1,
+            period: Duration::from_secs(60),
+            burst: 2,
+        };
+        assert!(limits.check(a, "acme", Some(&own)).is_ok());
+        assert!(limits.check(a, "acme", Some(&own)).is_ok());
+        let Err(Rejection::RateLimited { policy, quota, .. }) = limits.check(a, "acme", Some(&own))
+        else {
+            panic!("a's own burst of 2 is spent");
+        };
+        assert_eq!((policy, quota), ("token", 1));
+        for _ in 0..1_000 {
+            assert!(limits.check(b, "acme", None).is_ok(), "b has no limit");
+        }
+        // A configured limit is replaced, not added to.
+        let limits = Limits::new(
+            &RateLimitConfig {
+                per_token_requests: 1,
+                per_token_period: Duration::from_secs(60),
+                per_token_burst: 1,
+                ..RateLimitConfig::default()
+            },
+            false,
+        );
+        let generous = TokenRateLimit {
+            requests: 100,
+            period: Duration::from_secs(1),
+            burst: 100,
+        };
+        for _ in 0..50 {
+            assert!(limits.check(a, "acme", Some(&generous)).is_ok());
+        }
+        assert!(limits.check(b, "acme", None).is_ok());
+        assert!(limits.check(b, "acme", None).is_err());
     }
 }

@@ -10,20 +10,22 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
+pub mod audit;
 mod cluster;
 mod connection;
 mod memory;
 mod quota;
 mod redis;
 
+use self::audit::{AuditEntry, AuditPage, AuditQuery};
 pub use self::memory::MemoryStore;
 pub use self::quota::{Lease, MAX_QUOTA, Quota, Refill, RefillInterval};
 pub use self::redis::RedisStore;
@@ -192,6 +194,45 @@ pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreErro
     }
 }
 
+/// A token's own rate limit, replacing `[rate_limit] per_token_*` for it
+/// (docs/rate-limits.md, "A token's own limit"). In JSON:
+/// `{"requests": 10, "period": "1s", "burst": 20}`; a `burst` of 0 (or
+/// none) is `requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRateLimit {
+    /// Requests per `period`, 1 to 1,000,000.
+    pub requests: u32,
+    /// 1 ms to 1 day.
+    #[serde(with = "crate::settings::duration")]
+    pub period: Duration,
+    /// Requests at once after being idle, 1 to 10,000,000.
+    #[serde(default)]
+    pub burst: u32,
+}
+
+impl TokenRateLimit {
+    /// As stored (docs/redis-layout.md): `"<requests> <period ns> <burst>"`.
+    pub(crate) fn to_field(self) -> String {
+        format!(
+            "{} {} {}",
+            self.requests,
+            self.period.as_nanos(),
+            self.burst
+        )
+    }
+
+    pub(crate) fn from_field(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let limit = Self {
+            requests: parts.next()?.parse().ok()?,
+            period: Duration::from_nanos(parts.next()?.parse().ok()?),
+            burst: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(limit)
+    }
+}
+
 /// A stored token: everything but the plaintext, which is never stored.
 ///
 /// Times are unix seconds. `Debug` redacts the hash.
@@ -233,6 +274,8 @@ pub struct TokenRecord {
     /// The token that replaced this one by a rotation (this one then
     /// expires at the end of the grace period).
     pub rotated_to: Option<TokenId>,
+    /// The token's own rate limit; `None`: `[rate_limit] per_token_*`.
+    pub rate_limit: Option<TokenRateLimit>,
 }
 
 impl TokenRecord {
@@ -271,6 +314,7 @@ impl fmt::Debug for TokenRecord {
             .field("meta", &self.meta)
             .field("rotated_from", &self.rotated_from)
             .field("rotated_to", &self.rotated_to)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -315,6 +359,8 @@ pub struct RecordUpdate {
     /// Expire no later than this (a rotation's grace): an earlier expiry
     /// stays, so a lifetime is never extended.
     pub expires_by: Option<i64>,
+    /// A new rate limit of its own; `Some(None)`: the configured one.
+    pub rate_limit: Option<Option<TokenRateLimit>>,
     /// The token that replaces this one; refused
     /// ([`UpdateOutcome::AlreadyRotated`]) if one already has.
     pub rotated_to: Option<TokenId>,
@@ -347,6 +393,9 @@ impl RecordUpdate {
         }
         if let Some(to) = self.rotated_to {
             record.rotated_to = Some(to);
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            record.rate_limit = rate_limit;
         }
         record.updated_at = at;
     }
@@ -521,7 +570,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Appends `entry` to the audit trail, giving it the next id (its own
     /// `id` is ignored). The trail keeps the latest entries only
-    /// ([`crate::audit::AUDIT_MAX_LEN`] in Redis).
+    /// ([`audit::AUDIT_MAX_LEN`] in Redis).
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 
     /// Entries of the audit trail, oldest first, as `query` says.
@@ -563,6 +612,9 @@ pub trait TokenStore: Send + Sync + 'static {
 pub enum LimitKey {
     /// The per-token limit.
     Token(TokenId),
+    /// A token's own limit: counted apart from the configured one, and
+    /// afresh when it changes (docs/rate-limits.md, "A token's own limit").
+    OwnLimit(TokenId, TokenRateLimit),
     /// The per-account limit.
     Account(String),
 }

@@ -19,6 +19,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::audit::{
+    AUDIT_MAX_LEN, Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE,
+};
 use super::cluster::{self, ClusterUrl};
 use super::connection::{self, Connection, Connector, MasterConnection, Sentinel};
 use super::{
@@ -26,10 +29,8 @@ use super::{
     RevocationSink,
 };
 use super::{
-    Page, RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome,
-};
-use crate::audit::{
-    AUDIT_MAX_LEN, Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE,
+    Page, RecordUpdate, RevokeOutcome, StoreError, TokenRateLimit, TokenRecord, TokenStore,
+    UpdateOutcome,
 };
 use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
@@ -410,6 +411,13 @@ impl Keys {
     fn limit(&self, key: &LimitKey) -> String {
         match key {
             LimitKey::Token(id) => format!("{}ratelimit:token:{id}", self.prefix),
+            LimitKey::OwnLimit(id, limit) => format!(
+                "{}ratelimit:token:{id}:{}-{}-{}",
+                self.prefix,
+                limit.requests,
+                limit.period.as_nanos(),
+                limit.burst
+            ),
             LimitKey::Account(account) => format!("{}ratelimit:account:{account}", self.prefix),
         }
     }
@@ -1150,6 +1158,10 @@ impl TokenStore for RedisStore {
             let text = if meta.is_empty() { "" } else { meta.as_json() };
             invocation.arg("meta").arg(text);
         }
+        if let Some(rate_limit) = update.rate_limit {
+            let text = rate_limit.map(TokenRateLimit::to_field).unwrap_or_default();
+            invocation.arg("rate_limit").arg(text);
+        }
         if let Some(by) = update.expires_by {
             invocation.arg("expires_by").arg(by);
         }
@@ -1749,6 +1761,9 @@ fn encode(record: &TokenRecord) -> Vec<(&'static str, String)> {
     if let Some(to) = record.rotated_to {
         fields.push(("rotated_to", to.to_string()));
     }
+    if let Some(rate_limit) = record.rate_limit {
+        fields.push(("rate_limit", rate_limit.to_field()));
+    }
     if let Some(quota) = &record.quota {
         fields.push(("quota_remaining", quota.remaining.to_string()));
         fields.push(("quota_refilled_at", quota.refilled_at.to_string()));
@@ -1820,6 +1835,10 @@ fn decode(
             .unwrap_or_default(),
         rotated_from: id_field("rotated_from")?,
         rotated_to: id_field("rotated_to")?,
+        rate_limit: fields
+            .get("rate_limit")
+            .map(|s| TokenRateLimit::from_field(s).ok_or_else(|| corrupt("rate_limit")))
+            .transpose()?,
     }))
 }
 

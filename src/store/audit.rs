@@ -1,4 +1,4 @@
-//! The audit trail: every change made through [`crate::TokenService`]
+//! The audit trail: every change made through `TokenService`
 //! (docs/http-contract.md, "Audit log"; docs/redis-layout.md, "audit").
 //!
 //! An entry says when, who (the [`Actor`]), which account and token, what
