@@ -193,8 +193,9 @@ struct UpdateBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
-    /// How long the old token keeps working: `"24h"`, `"0"`, …
-    grace: String,
+    /// How long the old token keeps working: `"24h"`, `"0"`, … (read as
+    /// any JSON value: a number is a 422 naming it, not a JSON error).
+    grace: serde_json::Value,
 }
 
 /// Tokens in a page of `GET …/tokens` without `limit`.
@@ -722,9 +723,15 @@ where
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let grace = match parse_grace(&body.grace) {
-        Ok(grace) => grace,
-        Err(e) => return token_error(e),
+    let grace = match body.grace.as_str().map(parse_grace) {
+        Some(Ok(grace)) => grace,
+        Some(Err(e)) => return token_error(e),
+        None => {
+            return token_error(TokenError::InvalidInput {
+                field: "grace",
+                reason: "must be a string: a duration such as \"24h\", \"30m\" or \"0\"".to_owned(),
+            });
+        }
     };
     match service.rotate_token(id, account, grace).await {
         Ok(rotated) => {

@@ -1078,7 +1078,7 @@ impl TokenService {
                 ));
             }
         }
-        let given: Vec<&str> = [
+        let mut given: Vec<&str> = [
             ("name", update.name.is_some()),
             ("scopes", update.scopes.is_some()),
             ("expires_at", update.expires_at.is_some()),
@@ -1125,21 +1125,36 @@ impl TokenService {
             }
         };
         // After the record's change, which refused a revoked token: the
-        // quota's own script starts its new period.
+        // quota's own script starts its new period. Should it fail, the
+        // record's change still reaches the caches and the audit trail.
         let record = match update.quota {
             Some(quota) => {
                 let quota = quota.map(|q| Quota::new(q.remaining, q.refill, now));
-                if !self
-                    .store
-                    .set_quota(token_id, account_id, quota, now)
-                    .await?
-                {
-                    return Err(TokenError::NotFound);
-                }
-                let Some(record) = self.store.get(token_id).await? else {
-                    return Err(TokenError::NotFound);
+                let set = match self.store.set_quota(token_id, account_id, quota, now).await {
+                    Ok(true) => self.store.get(token_id).await,
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
                 };
-                Box::new(record)
+                match set {
+                    Ok(Some(record)) => Box::new(record),
+                    failed => {
+                        self.tell_sinks(token_id, |sink, id| sink.changed(id));
+                        let info = TokenInfo::from_record(*record, now);
+                        given.retain(|name| *name != "quota");
+                        if !given.is_empty() {
+                            self.audit(
+                                action,
+                                Some((account_id, token_id)),
+                                fields_of(&info, &given),
+                            )
+                            .await;
+                        }
+                        return Err(match failed {
+                            Err(e) => e.into(),
+                            _ => TokenError::NotFound,
+                        });
+                    }
+                }
             }
             None => record,
         };
@@ -1189,65 +1204,97 @@ impl TokenService {
             return Err(TokenError::Expired);
         }
         let token = Token::generate()?;
-        let record = TokenRecord {
+        let mut record = TokenRecord {
             id: token.id(),
             hash: self.hash_new(&token).await?,
             created_at: now,
             updated_at: now,
             last_accessed: None,
             revoked_at: None,
-            // The credits left now, refilled as before: during the grace
-            // both tokens draw on their own (docs/quotas.md).
-            quota: old
-                .quota
-                .as_ref()
-                .map(|q| Quota::new(q.at(now).remaining, q.refill, now)),
+            // The credits left now, refilled on the same schedule: during
+            // the grace both tokens draw on their own (docs/quotas.md).
+            quota: old.quota.as_ref().map(|q| {
+                let q = q.at(now);
+                Quota::new(q.remaining, q.refill, q.refilled_at)
+            }),
             rotated_from: Some(old.id),
             rotated_to: None,
             ..old.clone()
         };
         self.store.insert(&record).await?;
-        let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        // Whole seconds, rounded up: a grace of 500 ms is 1 s, not 0 (which
+        // would revoke).
+        let grace_secs = i64::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX);
         let link = RecordUpdate {
             rotated_to: Some(record.id),
             expires_by: Some(now.saturating_add(grace_secs)),
             ..RecordUpdate::default()
         };
         let linked = match self.store.update(old.id, account_id, &link, now).await {
-            Ok(UpdateOutcome::Updated(_)) => Ok(()),
-            // A retried script that had run: the link is ours.
-            Ok(UpdateOutcome::AlreadyRotated)
-                if self.store.get(old.id).await?.and_then(|r| r.rotated_to) == Some(record.id) =>
-            {
-                Ok(())
-            }
-            Ok(UpdateOutcome::AlreadyRotated) => Err(TokenError::AlreadyRotated(
-                self.store
-                    .get(old.id)
-                    .await?
-                    .and_then(|r| r.rotated_to)
-                    .unwrap_or(record.id),
-            )),
+            Ok(UpdateOutcome::Updated(linked)) => Ok(*linked),
             Ok(UpdateOutcome::Revoked) => Err(TokenError::Revoked),
             Ok(UpdateOutcome::NotFound) => Err(TokenError::NotFound),
-            Err(e) => Err(e.into()),
+            // Linked to this new token (a retried script that had run, or
+            // a reply lost), or to another (a concurrent rotation).
+            Ok(UpdateOutcome::AlreadyRotated) | Err(_) => match self.store.get(old.id).await {
+                Ok(Some(now_old)) if now_old.rotated_to == Some(record.id) => Ok(now_old),
+                Ok(Some(now_old)) if now_old.rotated_to.is_some() => Err(
+                    TokenError::AlreadyRotated(now_old.rotated_to.unwrap_or(record.id)),
+                ),
+                Ok(_) => Err(TokenError::NotFound),
+                Err(e) => Err(e.into()),
+            },
         };
-        if let Err(e) = linked {
-            // The old token changed meanwhile (or the store failed): the
-            // new one must not outlive the attempt.
-            if let Err(undo) = self.store.revoke(record.id, account_id, now).await {
-                tracing::warn!(token_id = %record.id, error = %undo, "cannot revoke the token of a failed rotation");
+        let linked = match linked {
+            Ok(linked) => linked,
+            Err(e) => {
+                // The old token changed meanwhile (or the store failed): the
+                // new one must not outlive the attempt.
+                if let Err(undo) = self.store.revoke(record.id, account_id, now).await {
+                    tracing::warn!(token_id = %record.id, error = %undo, "cannot revoke the token of a failed rotation");
+                }
+                return Err(e);
             }
-            return Err(e);
+        };
+        // From here the new token exists and is linked: its plaintext is
+        // returned whatever fails next (logged), never lost.
+        //
+        // A change made to the old token while the new one was being made
+        // (disabled, scopes narrowed) is carried over.
+        let follow = RecordUpdate {
+            name: (linked.name != record.name).then(|| linked.name.clone()),
+            scopes: (linked.scopes != record.scopes).then(|| linked.scopes.clone()),
+            disabled_at: (linked.disabled_at != record.disabled_at).then_some(linked.disabled_at),
+            allowed_ips: (linked.allowed_ips != record.allowed_ips)
+                .then(|| linked.allowed_ips.clone()),
+            meta: (linked.meta != record.meta).then(|| linked.meta.clone()),
+            rate_limit: (linked.rate_limit != record.rate_limit).then_some(linked.rate_limit),
+            ..RecordUpdate::default()
+        };
+        if follow != RecordUpdate::default() {
+            match self.store.update(record.id, account_id, &follow, now).await {
+                Ok(UpdateOutcome::Updated(followed)) => record = *followed,
+                other => {
+                    tracing::warn!(token_id = %record.id, outcome = ?other.map(|_| ()), "cannot carry a concurrent change over to the rotated token");
+                }
+            }
         }
+        let mut old_record = linked;
         if grace.is_zero() {
-            self.store.revoke(old.id, account_id, now).await?;
+            match self.store.revoke(old.id, account_id, now).await {
+                Ok(_) => old_record.revoked_at = old_record.revoked_at.or(Some(now)),
+                // It expires now anyway (the link set its expiry to now).
+                Err(e) => {
+                    tracing::warn!(token_id = %old.id, error = %e, "cannot revoke the rotated token; it expires now");
+                }
+            }
             self.tell_sinks(old.id, |sink, id| sink.revoked(id));
         } else {
             self.tell_sinks(old.id, |sink, id| sink.changed(id));
         }
         tracing::info!(token_id = %old.id, new_token_id = %record.id, account_id, grace_secs, "token rotated");
-        let old = self.get_token(old.id, account_id).await?;
+        let old = TokenInfo::from_record(old_record, now);
         let new = TokenInfo::from_record(record, now);
         let mut fields = fields_of(&new, CREATED_FIELDS);
         fields.insert("rotated_from".to_owned(), serde_json::json!(old.id));

@@ -1207,7 +1207,12 @@ async fn rotation_keeps_both_tokens_working_for_the_grace_only() {
 
     // Bad input: 422 naming the field.
     let newest_id = newest.to_owned();
-    for body in [r#"{"grace": "soon"}"#, r#"{"grace": "4000d"}"#, "{}"] {
+    for body in [
+        r#"{"grace": "soon"}"#,
+        r#"{"grace": "4000d"}"#,
+        r#"{"grace": 86400}"#,
+        "{}",
+    ] {
         let reply = rotate(&a, &newest_id, body).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(reply.json()["field"], "grace", "{body}");

@@ -50,6 +50,7 @@ on_both_stores!(
     hmac_tokens_validate_without_bcrypt_and_store_no_usable_value,
     bcrypt_tokens_are_rehashed_to_hmac_on_their_first_successful_use,
     hmac_records_under_another_key_or_none_fail_closed,
+    rotation_keeps_the_quota_schedule_and_rounds_the_grace_up,
 );
 
 async fn create(
@@ -667,4 +668,66 @@ async fn hmac_records_under_another_key_or_none_fail_closed(h: Harness) {
         stored_hash(&h, created.info.id).await,
         hash_key().hash(token)
     );
+}
+
+/// The new token's quota refills on the old one's schedule (not a period
+/// restarted at the rotation), a grace under a second is a second (not a
+/// revocation), and the audit trail tells both sides.
+async fn rotation_keeps_the_quota_schedule_and_rounds_the_grace_up(h: Harness) {
+    let refill = Refill {
+        amount: 100,
+        interval: RefillInterval::Every(DAY as u64),
+    };
+    let created = h
+        .service
+        .create_token(CreateTokenParams {
+            account_id: "acme".into(),
+            name: "metered".into(),
+            expires_in_days: Some(30),
+            quota: Some(QuotaParams {
+                remaining: 40,
+                refill: Some(refill),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    h.clock.advance(3_600);
+    let rotated = h
+        .service
+        .rotate_token(created.info.id, "acme", Duration::from_millis(500))
+        .await
+        .unwrap();
+    let (old, new) = (&rotated.old, &rotated.new.info);
+    let quota = new.quota.unwrap();
+    assert_eq!(quota.remaining, 40);
+    assert_eq!(quota.refilled_at, created.info.created_at, "same schedule");
+    assert_eq!(quota.next_refill_at, Some(created.info.created_at + DAY));
+    assert_eq!(old.status, TokenStatus::Active, "not revoked");
+    assert_eq!(old.expires_at, Some(created.info.created_at + 3_600 + 1));
+    assert_eq!(new.expires_at, created.info.expires_at);
+    assert_eq!(new.rotated_from, Some(old.id));
+    // Both tokens work during the grace; the old one not after it.
+    let secret = rotated.new.token.expose_secret();
+    assert!(h.service.validate_token(secret).await.is_ok());
+    let old_secret = created.token.expose_secret();
+    assert!(h.service.validate_token(old_secret).await.is_ok());
+    h.clock.advance(1);
+    assert!(matches!(
+        h.service.validate_token(old_secret).await,
+        Err(TokenError::Expired)
+    ));
+    let trail = h
+        .service
+        .read_audit(&tokengate::AuditQuery {
+            account: Some("acme".into()),
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let actions: Vec<_> = trail.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["create", "create", "rotate"]);
+    assert_eq!(trail.entries[2].changes["grace_seconds"], 1);
+    assert_eq!(trail.entries[2].actor.kind, "library");
 }

@@ -235,8 +235,10 @@ impl IdentityHeaders {
         if let Ok(value) = HeaderValue::from_bytes(auth.account_id.as_bytes()) {
             headers.insert(self.account_id.clone(), value);
         }
-        let id = auth.token_id.to_string();
-        if let Ok(value) = HeaderValue::from_str(&id) {
+        // Encoded on the stack: no `fmt` machinery, no String.
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = auth.token_id.as_uuid().hyphenated().encode_lower(&mut id);
+        if let Ok(value) = HeaderValue::from_str(id) {
             headers.insert(self.token_id.clone(), value);
         }
         // Scopes are checked to `[a-z0-9:._*-]`: valid header bytes.

@@ -592,19 +592,25 @@ impl Authenticator {
                 peer,
             })
             .await?;
-        self.prepare(&mut request, &decision);
+        self.prepare_with(&mut request, decision);
         Ok(request)
     }
 
     /// Strips and sets identity headers, removes the query-parameter token,
     /// and stores the identity in the extensions.
     pub fn prepare<B>(&self, request: &mut Request<B>, decision: &Decision) {
+        self.prepare_with(request, decision.clone());
+    }
+
+    /// [`Authenticator::prepare`], the identity moved into the extensions
+    /// rather than copied (on every admitted request of the Layer).
+    fn prepare_with<B>(&self, request: &mut Request<B>, decision: Decision) {
         self.inner
             .headers
             .apply(request.headers_mut(), decision.auth());
         self.remove_query_token(request.uri_mut());
-        if let Some(auth) = decision.auth() {
-            request.extensions_mut().insert(auth.clone());
+        if let Decision::Authenticated(auth) = decision {
+            request.extensions_mut().insert(auth);
         }
     }
 

@@ -382,6 +382,42 @@ impl<K: Hash + Eq + Send + Sync + 'static> Limiter<K> {
     }
 }
 
+/// How long a token's own limiter lives idle: until its burst has refilled
+/// (then it is full again, and nothing is lost by dropping it), as the
+/// configured limiters' `time_to_idle`.
+struct OwnRefill;
+
+impl OwnRefill {
+    fn refill(limit: &TokenRateLimit) -> Duration {
+        let interval = limit.period / limit.requests.max(1);
+        interval
+            .saturating_mul(limit.burst.max(1))
+            .max(Duration::from_secs(1))
+    }
+}
+
+impl moka::Expiry<(TokenId, TokenRateLimit), Arc<Gcra>> for OwnRefill {
+    fn expire_after_create(
+        &self,
+        key: &(TokenId, TokenRateLimit),
+        _value: &Arc<Gcra>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Self::refill(&key.1))
+    }
+
+    fn expire_after_read(
+        &self,
+        key: &(TokenId, TokenRateLimit),
+        _value: &Arc<Gcra>,
+        _read_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+        _last_modified_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Self::refill(&key.1))
+    }
+}
+
 /// A GCRA limiter (the generic cell rate algorithm, as `governor` and
 /// Redis's redis-cell use), with what this replica knows of the fleet.
 #[derive(Default)]
@@ -506,12 +542,9 @@ impl Limits {
                 ),
                 config.max_keys,
             ),
-            // Idle an hour, a token's own limiter starts full again (a
-            // limit whose burst takes longer to refill is that much more
-            // lenient after such a pause).
             own: moka::sync::Cache::builder()
                 .max_capacity(config.max_keys)
-                .time_to_idle(Duration::from_secs(3_600))
+                .expire_after(OwnRefill)
                 .build(),
             sync_interval: config.sync_interval,
             per_account: Limiter::new(
@@ -907,6 +940,27 @@ mod gcra_tests {
             panic!("token a has spent its burst");
         };
         assert_eq!(policy, "token");
+    }
+
+    #[test]
+    fn a_token_limiter_lives_until_its_burst_refilled() {
+        let limit = |requests, period, burst| TokenRateLimit {
+            requests,
+            period: Duration::from_secs(period),
+            burst,
+        };
+        assert_eq!(
+            OwnRefill::refill(&limit(1, 86_400, 1)),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            OwnRefill::refill(&limit(10, 60, 20)),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            OwnRefill::refill(&limit(1000, 1, 10)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

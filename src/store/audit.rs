@@ -140,6 +140,17 @@ pub fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// The smallest entry id after `(ms, seq)`, as text: where a read after it
+/// starts (XRANGE's exclusive `(` start needs Redis 6.2). `None` past the
+/// largest possible id.
+pub(crate) fn successor((ms, seq): (u64, u64)) -> Option<String> {
+    match (seq.checked_add(1), ms.checked_add(1)) {
+        (Some(seq), _) => Some(format!("{ms}-{seq}")),
+        (None, Some(ms)) => Some(format!("{ms}-0")),
+        (None, None) => None,
+    }
+}
+
 /// One page of the trail, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditPage {
@@ -184,6 +195,13 @@ mod tests {
         for bad in ["", "-", "1-", "-1", "1", "a-1", "1-b", "1-2-3", "+", "(1-0"] {
             assert_eq!(parse_entry_id(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn reads_start_just_after_an_entry() {
+        assert_eq!(successor((5, 0)).as_deref(), Some("5-1"));
+        assert_eq!(successor((5, u64::MAX)).as_deref(), Some("6-0"));
+        assert_eq!(successor((u64::MAX, u64::MAX)), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use redis::{AsyncCommands, Script};
 
 use super::audit::{
     AUDIT_MAX_LEN, Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE,
+    parse_entry_id, successor,
 };
 use super::cluster::{self, ClusterUrl};
 use super::connection::{self, Connection, Connector, MasterConnection, Sentinel};
@@ -1175,13 +1176,18 @@ impl TokenStore for RedisStore {
         match outcome {
             0 => return Ok(UpdateOutcome::NotFound),
             2 => return Ok(UpdateOutcome::Revoked),
-            3 => return Ok(UpdateOutcome::AlreadyRotated),
             _ => {}
         }
         let record = self.get(id).await?.ok_or_else(|| StoreError::Corrupt {
             id: id.to_string(),
             field: "id",
         })?;
+        // Linked already: by a retry of this very change (whose first run
+        // did it all; the cluster's index and event below are then still
+        // due), or by another rotation.
+        if outcome == 3 && record.rotated_to != update.rotated_to {
+            return Ok(UpdateOutcome::AlreadyRotated);
+        }
         if self.keys.cluster {
             let id = id.to_string();
             let mut pipe = redis::pipe();
@@ -1236,10 +1242,17 @@ impl TokenStore for RedisStore {
     async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         // XRANGE in chunks, filtered by account here: an account's entries
         // are spread through the one stream (docs/redis-layout.md).
-        let mut start = query
-            .after
-            .as_deref()
-            .map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let empty = AuditPage {
+            entries: Vec::new(),
+            next: None,
+        };
+        let mut start = match query.after.as_deref().map(parse_entry_id) {
+            None => "-".to_owned(),
+            Some(after) => match after.and_then(successor) {
+                Some(start) => start,
+                None => return Ok(empty),
+            },
+        };
         let mut entries = Vec::new();
         loop {
             let want = if query.account.is_some() {
@@ -1262,8 +1275,21 @@ impl TokenStore for RedisStore {
                     let next = entries.last().map(|e: &AuditEntry| e.id.clone());
                     return Ok(AuditPage { entries, next });
                 }
-                start = format!("({id}");
+                let after = parse_entry_id(&id).and_then(successor);
                 let entry = decode_audit(id, &fields)?;
+                match after {
+                    Some(after) => start = after,
+                    // The last possible id: nothing can follow.
+                    None => {
+                        if query.wants(&entry) && entries.len() < query.limit {
+                            entries.push(entry);
+                        }
+                        return Ok(AuditPage {
+                            entries,
+                            next: None,
+                        });
+                    }
+                }
                 if query.wants(&entry) {
                     entries.push(entry);
                 }
@@ -1421,11 +1447,6 @@ const RECHECK_BATCH: usize = 500;
 
 /// A stream entry id, `ms-seq`, in order.
 type EntryId = (u64, u64);
-
-fn parse_entry_id(text: &str) -> Option<EntryId> {
-    let (ms, seq) = text.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
 
 fn entry_id_text((ms, seq): EntryId) -> String {
     format!("{ms}-{seq}")
