@@ -130,14 +130,14 @@ struct Lifetimes {
     negative_ttl: Duration,
 }
 
-impl Expiry<Key, Cached> for Lifetimes {
+impl Expiry<Key, Arc<Cached>> for Lifetimes {
     fn expire_after_create(
         &self,
         _key: &Key,
-        value: &Cached,
+        value: &Arc<Cached>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(match value {
+        Some(match &**value {
             Cached::Valid { lifetime, .. } => (*lifetime).min(self.ttl),
             Cached::Invalid { .. } => self.negative_ttl,
         })
@@ -155,7 +155,9 @@ enum Change {
 
 /// The cache and its counters.
 pub(crate) struct AuthCache {
-    entries: moka::future::Cache<Key, Cached>,
+    /// Behind an `Arc`: a hit clones a pointer, not the entry (and the
+    /// futures that carry it stay small).
+    entries: moka::future::Cache<Key, Arc<Cached>>,
     /// Ids revoked or changed within the last ttl: a positive entry for a
     /// revoked one is refused, whenever it was inserted; one for a changed
     /// one is looked up again if it was verified before the change.
@@ -205,7 +207,11 @@ impl AuthCache {
 
     /// The entry for `key`, or the result of `lookup`, run once however many
     /// callers miss on the same key at the same time. Errors are not cached.
-    pub(crate) async fn get_or_lookup<L, F, E>(&self, key: Key, lookup: L) -> Result<Cached, Arc<E>>
+    pub(crate) async fn get_or_lookup<L, F, E>(
+        &self,
+        key: Key,
+        lookup: L,
+    ) -> Result<Arc<Cached>, Arc<E>>
     where
         L: FnOnce() -> F,
         F: Future<Output = Result<Cached, E>>,
@@ -229,17 +235,22 @@ impl AuthCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 // Boxed: this future is large, and every request's future
                 // would otherwise carry (and move) room for it.
-                let entry = Box::pin(self.entries.try_get_with(key, lookup())).await?;
+                let looked_up = lookup();
+                let entry = Box::pin(
+                    self.entries
+                        .try_get_with(key, async { looked_up.await.map(Arc::new) }),
+                )
+                .await?;
                 change = self.change_of(&entry);
                 entry
             }
         };
-        if change == Some(Change::Revoked) && matches!(entry, Cached::Valid { .. }) {
-            let revoked = Cached::Invalid {
+        if change == Some(Change::Revoked) && matches!(*entry, Cached::Valid { .. }) {
+            let revoked = Arc::new(Cached::Invalid {
                 reason: InvalidReason::Revoked,
                 id: entry.id(),
                 checked_at: Instant::now(),
-            };
+            });
             Box::pin(self.entries.insert(key, revoked.clone())).await;
             return Ok(revoked);
         }
@@ -342,7 +353,7 @@ impl RevocationSink for AuthCache {
         rechecked.clear();
         let mut ids = Vec::new();
         for (key, entry) in self.entries.iter() {
-            if let Cached::Valid { auth, .. } = entry {
+            if let Cached::Valid { auth, .. } = &*entry {
                 rechecked.insert(*key);
                 ids.push(auth.token_id);
             }
@@ -446,12 +457,14 @@ mod tests {
         // Revoked, then changed: still revoked.
         cache.revoked(id);
         cache.changed(id);
-        let Ok(Cached::Invalid {
-            reason: InvalidReason::Revoked,
-            ..
-        }) = cache
+        let entry = cache
             .get_or_lookup(key, || async { Ok::<_, ()>(valid(id, 0)) })
             .await
+            .unwrap();
+        let Cached::Invalid {
+            reason: InvalidReason::Revoked,
+            ..
+        } = *entry
         else {
             panic!("a change must not undo a revocation");
         };
