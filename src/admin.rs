@@ -23,8 +23,8 @@ use crate::http_util::{self, Body, percent_decode};
 use crate::metrics::Metrics;
 use crate::service::{
     CreateTokenParams, CreatedToken, MAX_EXPIRES_IN_DAYS, MAX_GRACE, MAX_PAGE, QuotaParams,
-    TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, meta_input,
-    scopes_input,
+    RotatedToken, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input,
+    meta_input, scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
 use crate::store::TokenRateLimit;
@@ -627,7 +627,7 @@ async fn revoke(service: &TokenService, account: &str, id: &str) -> Response<Bod
     }
 }
 
-/// Sets (`Some` body) or removes the token's quota.
+/// `PATCH …/tokens/{id}` (docs/http-contract.md, "Changing a token").
 async fn update<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
@@ -682,6 +682,8 @@ where
     }
 }
 
+/// `PUT …/quota` (`Some` body) or `DELETE …/quota`: sets or removes the
+/// token's quota (docs/quotas.md).
 async fn set_quota<B>(
     service: &TokenService,
     account: &str,
@@ -734,16 +736,21 @@ where
         }
     };
     match service.rotate_token(id, account, grace).await {
-        Ok(rotated) => {
-            let mut value = match serde_json::to_value(CreatedTokenBody::new(&rotated.new)) {
-                Ok(value) => value,
-                Err(e) => return token_error(TokenError::Internal(e.to_string())),
-            };
-            value["old"] = serde_json::json!(rotated.old);
-            http_util::json(StatusCode::CREATED, &value)
-        }
+        Ok(rotated) => match rotated_json(&rotated) {
+            Ok(value) => http_util::json(StatusCode::CREATED, &value),
+            Err(e) => token_error(TokenError::Internal(e.to_string())),
+        },
         Err(e) => token_error(e),
     }
+}
+
+/// The rotated-token JSON of the admin API and `tokengate token rotate
+/// --json`: the new token as at creation (its plaintext this once) and the
+/// old one's record under `old`.
+pub(crate) fn rotated_json(rotated: &RotatedToken) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(CreatedTokenBody::new(&rotated.new))?;
+    value["old"] = serde_json::to_value(&rotated.old)?;
+    Ok(value)
 }
 
 /// A rotation's grace period: a duration such as `"24h"`, `"30m"` or

@@ -872,9 +872,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     e => not_found(e, id, &account),
                 })?;
             if output.json {
-                let mut value = serde_json::to_value(CreatedTokenBody::new(&rotated.new))
-                    .map_err(|e| e.to_string())?;
-                value["old"] = serde_json::json!(rotated.old);
+                let value = crate::admin::rotated_json(&rotated).map_err(|e| e.to_string())?;
                 return Ok(json_line(&value));
             }
             let old = &rotated.old;

@@ -329,6 +329,10 @@ pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
+            // Two hex digits: `from_str_radix` alone would take `%+1`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let hex = std::str::from_utf8(hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
@@ -356,6 +360,9 @@ mod tests {
             "/public/%252e%252e/private",
             "/public/%252f",
             "/public/%25",
+            // Found by tests/fuzz.rs: a sign is not a hex digit.
+            "/public/%+1",
+            "/public/%-1",
         ] {
             assert_eq!(normalize_path(raw), None, "{raw}");
         }

@@ -1607,39 +1607,18 @@ async fn a_token_limit_and_quota_change_across_replicas() {
         serde_json::json!({"requests": 5, "period": "1s", "burst": 7})
     );
     assert_eq!(info["quota"]["remaining"], 100);
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "update",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--rate-limit",
-            "5",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("REQUESTS/PERIOD"), "{err}");
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "update",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--rate-limit",
-            "0/1s",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("rate_limit.requests"), "{err}");
+    // One line on stderr: a usage error (2), or a rule broken (1).
+    for (flag, code, needle) in [
+        ("5", 2, "REQUESTS/PERIOD"),
+        ("0/1s", 1, "rate_limit.requests"),
+    ] {
+        let args = ["token", "update", "--account", "acme", "--id", id];
+        let out = cli(&redis, &[&args[..], &["--rate-limit", flag]].concat());
+        assert_eq!(out.status.code(), Some(code), "{flag}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
 
     // Revoked: neither changes.
     let revoke = http(
