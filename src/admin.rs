@@ -421,13 +421,7 @@ impl Admin {
     /// "Listing"): a page in id order and the cursor of the next.
     async fn list(&self, account: &str, query: Option<&str>) -> Response<Body> {
         let (mut limit, mut cursor, mut status) = (DEFAULT_PAGE, None, None);
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).unwrap_or_default();
+        for (name, value) in query_pairs(query) {
             let bad = |field: &'static str, reason: &str| {
                 token_error(TokenError::InvalidInput {
                     field,
@@ -483,13 +477,7 @@ impl Admin {
             limit: DEFAULT_PAGE,
             ..AuditQuery::default()
         };
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).unwrap_or_default();
+        for (name, value) in query_pairs(query) {
             match name {
                 "account" => audit.account = Some(value),
                 "after" => audit.after = Some(value),
@@ -794,7 +782,7 @@ where
     serde_json::from_slice(&bytes).map_err(|e| {
         // A well-formed body with a field no route takes: 422 naming it,
         // like any other input that breaks a rule.
-        if let Some(field) = unknown_field(&e) {
+        if let Some(field) = field_in(&e, "unknown field `") {
             return http_util::boxed(http_util::error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_input",
@@ -802,7 +790,7 @@ where
                 Some(&field),
             ));
         }
-        if let Some(field) = missing_field(&e) {
+        if let Some(field) = field_in(&e, "missing field `") {
             return http_util::boxed(http_util::error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_input",
@@ -818,20 +806,26 @@ where
     })
 }
 
-/// The required field a well-formed body lacks (serde's "missing field
-/// `name`").
-fn missing_field(e: &serde_json::Error) -> Option<String> {
+/// The field a well-formed body named wrongly: serde's "unknown field
+/// `name`, expected …" (`deny_unknown_fields`) or "missing field `name`",
+/// as `prefix` says; at most 64 characters of it.
+fn field_in(e: &serde_json::Error, prefix: &str) -> Option<String> {
     let message = e.to_string();
-    let (field, _) = message.strip_prefix("missing field `")?.split_once('`')?;
+    let (field, _) = message.strip_prefix(prefix)?.split_once('`')?;
     Some(field.chars().take(64).collect())
 }
 
-/// The field serde's `deny_unknown_fields` refused (its message is
-/// "unknown field `name`, expected …"), at most 64 characters of it.
-fn unknown_field(e: &serde_json::Error) -> Option<String> {
-    let message = e.to_string();
-    let (field, _) = message.strip_prefix("unknown field `")?.split_once('`')?;
-    Some(field.chars().take(64).collect())
+/// A query string's `name=value` pairs, values percent-decoded (a bad
+/// escape reads as empty, which the routes' own rules then refuse).
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name, percent_decode(value).unwrap_or_default())
+        })
 }
 
 /// Every admin route. A request is parsed into one ([`Route::parse`]), then

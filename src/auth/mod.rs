@@ -184,14 +184,15 @@ pub struct AuthStats {
 }
 
 /// The reasons counted in [`AuthStats::invalid_tokens`] (each an
-/// [`InvalidReason::as_str`]): what the client's generic 401 hides.
+/// [`InvalidReason::as_str`], in the enum's order): what the client's
+/// generic 401 hides.
 pub const INVALID_REASONS: [&str; 6] = [
     "format",
     "not_found",
-    "wrong_secret",
     "revoked",
-    "expired",
     "disabled",
+    "expired",
+    "wrong_secret",
 ];
 
 /// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
@@ -647,8 +648,8 @@ impl Authenticator {
             reason = reason.as_str(),
             "token rejected"
         );
-        if let Some(i) = INVALID_REASONS.iter().position(|r| *r == reason.as_str()) {
-            self.inner.invalid_tokens[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.inner.invalid_tokens.get(reason as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
         }
         let limits = &self.inner.limits;
         // Every refusal of a well-formed id counts, live or not: counting
@@ -668,6 +669,26 @@ impl Authenticator {
 enum Miss {
     Refused(Rejection),
     Failed(TokenError),
+}
+
+#[cfg(test)]
+mod invalid_reasons {
+    use super::{INVALID_REASONS, InvalidReason};
+
+    /// The counters are indexed by the enum: the names must follow it.
+    #[test]
+    fn the_names_follow_the_enum() {
+        for reason in [
+            InvalidReason::Format,
+            InvalidReason::NotFound,
+            InvalidReason::Revoked,
+            InvalidReason::Disabled,
+            InvalidReason::Expired,
+            InvalidReason::WrongSecret,
+        ] {
+            assert_eq!(INVALID_REASONS[reason as usize], reason.as_str());
+        }
+    }
 }
 
 #[cfg(test)]
