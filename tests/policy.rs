@@ -1403,6 +1403,21 @@ async fn the_audit_trail_records_every_change_without_secrets() {
     assert!(err.contains("after"), "{err}");
 }
 
+/// `tokengate token rotate` of acme's token `id` with `grace`.
+fn cli_rotate(redis: &RedisServer, id: &str, grace: &str) -> std::process::Output {
+    let args = [
+        "token",
+        "rotate",
+        "--account",
+        "acme",
+        "--id",
+        id,
+        "--grace",
+        grace,
+    ];
+    cli(redis, &args)
+}
+
 /// `tokengate token rotate`: the new token once, the old one's end, and a
 /// bad `--grace` refused as a usage error.
 #[test]
@@ -1422,19 +1437,7 @@ fn the_cli_rotates_tokens() {
     );
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = created["id"].as_str().unwrap();
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "rotate",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--grace",
-            "24h",
-        ],
-    );
+    let out = cli_rotate(&redis, id, "24h");
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -1443,20 +1446,7 @@ fn the_cli_rotates_tokens() {
     );
     assert_eq!(text.matches("mk_").count(), 1, "{text}");
     assert!(text.contains("The old token works until "), "{text}");
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "rotate",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--grace",
-            "1h",
-            "--json",
-        ],
-    );
+    let out = cli_rotate(&redis, id, "1h");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("already rotated"), "{err}");
@@ -1464,19 +1454,7 @@ fn the_cli_rotates_tokens() {
     let out = cli(&redis, &["token", "get", "--account", "acme", "--id", id]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("rotated to:"), "{text}");
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "rotate",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--grace",
-            "soon",
-        ],
-    );
+    let out = cli_rotate(&redis, id, "soon");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
