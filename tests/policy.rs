@@ -364,20 +364,24 @@ fn the_cli_creates_scoped_tokens_and_refuses_bad_scopes_in_one_line() {
     assert!(stderr.contains("a scope is 1–64 characters"), "{stderr}");
 }
 
+/// `method` on acme's token `id` (then `rest` of the path) through
+/// `replica`'s admin API, with the admin key.
+async fn on_token(replica: &Replica, method: &str, id: &str, rest: &str, body: &str) -> HttpReply {
+    let url = format!(
+        "http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}{rest}",
+        replica.admin
+    );
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    http(method, &url, &headers, body).await
+}
+
+/// `PATCH …/tokens/{id}` through `replica`'s admin API.
 async fn patch(replica: &Replica, id: &str, body: &str) -> HttpReply {
-    http(
-        "PATCH",
-        &format!(
-            "http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}",
-            replica.admin
-        ),
-        &[
-            ("authorization", &format!("Bearer {ADMIN_KEY}")),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await
+    on_token(replica, "PATCH", id, "", body).await
 }
 
 /// How long until `replica` answers `token`'s GET /orders with `status`
@@ -460,13 +464,7 @@ async fn changes_reach_a_second_replica_within_a_second() {
     seen_within_a_second(&b, token, StatusCode::OK).await;
 
     // Revoked: never changed again.
-    let revoke = http(
-        "DELETE",
-        &format!("http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}", a.admin),
-        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
-        "",
-    )
-    .await;
+    let revoke = on_token(&a, "DELETE", id, "", "").await;
     assert_eq!(revoke.status, StatusCode::OK);
     let reply = patch(&a, id, r#"{"enabled": true}"#).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
@@ -1069,19 +1067,7 @@ fn the_cli_lists_every_page_and_filters_by_status() {
 
 /// `POST …/tokens/{id}/rotate` through `replica`'s admin API.
 async fn rotate(replica: &Replica, id: &str, body: &str) -> HttpReply {
-    http(
-        "POST",
-        &format!(
-            "http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}/rotate",
-            replica.admin
-        ),
-        &[
-            ("authorization", &format!("Bearer {ADMIN_KEY}")),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await
+    on_token(replica, "POST", id, "/rotate", body).await
 }
 
 /// Rotation: the new token copies the old one's policy, both work during
@@ -1599,13 +1585,7 @@ async fn a_token_limit_and_quota_change_across_replicas() {
     }
 
     // Revoked: neither changes.
-    let revoke = http(
-        "DELETE",
-        &format!("http://127.0.0.1:{}/v1/accounts/acme/tokens/{id}", a.admin),
-        &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
-        "",
-    )
-    .await;
+    let revoke = on_token(&a, "DELETE", id, "", "").await;
     assert_eq!(revoke.status, StatusCode::OK);
     let reply = patch(&a, id, r#"{"quota": {"remaining": 5}}"#).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
