@@ -183,6 +183,7 @@ fn layer(c: &mut Criterion) {
                 vec!["POST".into()]
             },
             scopes: vec![format!("svc{i}:read")],
+            ..Default::default()
         })
         .collect();
     let service = memory_service();

@@ -72,7 +72,7 @@ pub(crate) struct Note {
 impl Note {
     /// The Authenticator decided `result` for a request it started on at
     /// `started`.
-    pub(crate) fn decided(&mut self, result: &Result<Decision, Rejection>, started: Instant) {
+    pub(crate) fn decided(&mut self, result: Result<&Decision, &Rejection>, started: Instant) {
         let name = match result {
             Ok(Decision::Authenticated(_)) => OUTCOMES[0],
             Ok(Decision::Public) => OUTCOMES[1],

@@ -137,7 +137,7 @@ pub(crate) async fn handle<B>(
             peer: Some(peer.ip()),
         })
         .await;
-    note.decided(&decision, started);
+    note.decided(decision.as_ref(), started);
     match decision {
         Ok(decision) => {
             let mut response = Response::new(http_util::empty());

@@ -19,8 +19,9 @@
 //! - [`service`]: [`TokenService`] (create, list, get, revoke, validate,
 //!   clean up), the input rules, `[security]` and [`TokenError`].
 //! - [`auth`]: the [`Authenticator`] every front door shares: sources,
-//!   cache, rate limits, identity headers, public routes, last-accessed
-//!   times, and [`AuthConfig`] for their sections
+//!   cache, rate limits, identity headers, public and scoped routes (with
+//!   method overrides), last-accessed times, the [`TokenWatch`] that ends
+//!   a connection with its token, and [`AuthConfig`] for their sections
 //!   (docs/http-contract.md).
 //! - [`layer`]: the tower [`TokenGateLayer`] for axum, hyper and tonic.
 //!
@@ -119,8 +120,8 @@ mod cli;
 pub use cli::main as cli_main;
 
 pub use auth::{
-    AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, IdentityHeaders, LastAccessed,
-    Rejection,
+    AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, Ended, IdentityHeaders,
+    LastAccessed, Rejection, TokenWatch,
 };
 #[cfg(feature = "server")]
 pub use config::{Config, ConfigError};

@@ -43,10 +43,11 @@ use tokio::net::TcpStream;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthRequest, Authenticator};
+use crate::auth::{AuthRequest, Authenticator, Ended, Grant, TokenWatch};
 use crate::http_util::{self, Body, BoxError};
 use crate::settings::{self, InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys, UpstreamConnector, UpstreamTls};
+use crate::token::TokenId;
 
 /// The config keys of `[proxy]`'s listener certificate.
 pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
@@ -94,6 +95,25 @@ pub struct ProxyConfig {
     /// see only the proxy's port: `GET` / `HEAD` get 200 without a token and
     /// are never forwarded. Unset: none.
     pub health_path: Option<String>,
+    /// What to do with a request that names another method for the
+    /// upstream to run (`X-HTTP-Method-Override`, `?_method=`):
+    /// docs/http-contract.md, "Method overrides".
+    pub method_override: MethodOverride,
+}
+
+/// `[proxy] method_override`: what the proxy does with a request that names
+/// another method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodOverride {
+    /// Pass it on, after checking the scopes of its own method and of
+    /// every method it names (the default: the upstream runs what the
+    /// client asked for, or the request is refused).
+    #[default]
+    Check,
+    /// Remove every override header and `_method` query parameter before
+    /// the check, so the upstream runs the request's own method.
+    Strip,
 }
 
 impl Default for ProxyConfig {
@@ -109,6 +129,7 @@ impl Default for ProxyConfig {
             forward_authorization: false,
             tunnel_idle_timeout: Duration::from_secs(600),
             health_path: None,
+            method_override: MethodOverride::Check,
         }
     }
 }
@@ -320,6 +341,7 @@ pub(crate) struct Proxy {
     tunnel_idle_timeout: Duration,
     client_body_timeout: Duration,
     health_path: Option<String>,
+    strip_method_overrides: bool,
 }
 
 impl Proxy {
@@ -368,6 +390,7 @@ impl Proxy {
             tunnel_idle_timeout: config.tunnel_idle_timeout,
             client_body_timeout: config.client_body_timeout,
             health_path: config.health_path.clone(),
+            strip_method_overrides: config.method_override == MethodOverride::Strip,
         })
     }
 
@@ -399,20 +422,35 @@ impl Proxy {
                 }
             };
         note.client_ip(|| self.auth.client_ip(Some(peer.ip()), request.headers()));
+        // Stripped before the check, so the scopes of the request's own
+        // method are all it needs (docs/http-contract.md, "Method
+        // overrides").
+        if self.strip_method_overrides {
+            let (mut parts, body) = request.into_parts();
+            if crate::auth::strip_method_overrides(&mut parts.headers, &mut parts.uri) {
+                tracing::debug!(%peer, "method override removed");
+            }
+            request = Request::from_parts(parts, body);
+        }
         let started = Instant::now();
-        let decision = self
+        let checked = self
             .auth
-            .check(AuthRequest {
+            .check_granted(AuthRequest {
                 method: request.method(),
                 uri: request.uri(),
                 headers: request.headers(),
                 peer: Some(peer.ip()),
             })
             .await;
-        note.decided(&decision, started);
-        let decision = match decision {
-            Ok(decision) => decision,
-            Err(rejection) => return http_util::boxed(rejection.to_response()),
+        let (decision, grant) = match checked {
+            Ok((decision, grant)) => {
+                note.decided(Ok(&decision), started);
+                (decision, grant)
+            }
+            Err(rejection) => {
+                note.decided(Err(&rejection), started);
+                return http_util::boxed(rejection.to_response());
+            }
         };
         self.auth.remove_query_token(request.uri_mut());
 
@@ -425,6 +463,16 @@ impl Proxy {
                 .get(UPGRADE)
                 .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        // A tunnel ends when its token no longer admits it: watched from
+        // before the request goes upstream, so a change made meanwhile is
+        // not missed (docs/http-contract.md, "Open connections").
+        let tunnel_watch = upgrade
+            .then(|| {
+                decision
+                    .auth()
+                    .map(|auth| self.auth.watch_grant(auth.token_id, &grant))
+            })
+            .flatten();
         let protocol = upgrade
             .then(|| request.headers().get(UPGRADE).cloned())
             .flatten();
@@ -535,7 +583,12 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            return splice(client_upgrade, response, self.tunnel_idle_timeout);
+            return splice(
+                client_upgrade,
+                response,
+                self.tunnel_idle_timeout,
+                tunnel_watch,
+            );
         }
         let (mut parts, body) = response.into_parts();
         http_util::remove_hop_by_hop(&mut parts.headers, false);
@@ -551,6 +604,15 @@ impl Proxy {
             idle: None,
             idle_timeout: self.timeout,
             waiting: false,
+            idle_deadline: None,
+            holder: decision.auth().map(|auth| Holder {
+                auth: self.auth.clone(),
+                token_id: auth.token_id,
+                grant,
+                since: None,
+                frames: 0,
+            }),
+            watch: None,
         };
         Response::from_parts(parts, body.boxed())
     }
@@ -781,12 +843,15 @@ fn is_folded_forwarding(name: &http::HeaderName) -> bool {
 }
 
 /// Answers 101 to the client and copies bytes both ways once both sides have
-/// switched protocols, until either side closes or no byte has moved either
-/// way for `idle` (checked four times per `idle`).
+/// switched protocols, until either side closes, no byte has moved either
+/// way for `idle` (checked four times per `idle`), or the token that opened
+/// it no longer admits it (`watch`; docs/http-contract.md, "Open
+/// connections").
 fn splice(
     client: hyper::upgrade::OnUpgrade,
     mut response: Response<hyper::body::Incoming>,
     idle: Duration,
+    mut watch: Option<TokenWatch>,
 ) -> Response<Body> {
     let upstream = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
@@ -810,8 +875,19 @@ fn splice(
         tokio::pin!(copy);
         let mut ticks = tokio::time::interval(idle / 4);
         let (mut seen, mut since) = (0, tokio::time::Instant::now());
+        let revoked = async {
+            match watch.as_mut() {
+                Some(watch) => (watch.token_id(), watch.ended().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(revoked);
         loop {
             tokio::select! {
+                (token_id, why) = &mut revoked => {
+                    tracing::info!(%token_id, reason = %why, "closed a tunnel: its token no longer admits it");
+                    return;
+                }
                 ended = &mut copy => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "upgraded connection ended");
@@ -990,11 +1066,59 @@ where
     }
 }
 
+/// How long a response must have been streaming before its token is
+/// watched: shorter ones cost no registration, and a revocation still
+/// reaches a long one (server-sent events, a big download) within about a
+/// second (docs/http-contract.md, "Open connections").
+const WATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// What a response body needs to watch the token that admitted its
+/// request, once it has streamed for [`WATCH_AFTER`].
+struct Holder {
+    auth: Authenticator,
+    token_id: TokenId,
+    grant: Grant,
+    /// When the body first waited for the upstream, or took its
+    /// [`FRAMES_PER_LOOK`]th frame.
+    since: Option<tokio::time::Instant>,
+    /// Frames passed on so far.
+    frames: u32,
+}
+
+/// A body the upstream sends faster than the client reads never waits:
+/// every this many frames it looks at the clock instead.
+const FRAMES_PER_LOOK: u32 = 16;
+
+impl Holder {
+    /// Starts watching the token: the watch, or why it already ended.
+    fn watch(self, cx: &mut Context<'_>) -> Result<Watching, (TokenId, Ended)> {
+        let watch = self.auth.watch_grant(self.token_id, &self.grant);
+        let mut watching: Pin<Box<dyn Future<Output = (TokenId, Ended)> + Send>> =
+            Box::pin(watch.into_ended());
+        match watching.as_mut().poll(cx) {
+            Poll::Ready(ended) => Err(ended),
+            Poll::Pending => Ok(std::sync::Mutex::new(watching)),
+        }
+    }
+}
+
+/// The error that cuts a response whose token no longer admits it.
+fn cut((token_id, why): (TokenId, Ended)) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    tracing::info!(%token_id, reason = %why, "cut a streaming response: its token no longer admits it");
+    Poll::Ready(Some(Err("the token no longer admits this response".into())))
+}
+
+/// A watched token's end, as a body polls it. In a `Mutex` only because a
+/// response body must be `Sync`; one task polls it.
+type Watching = std::sync::Mutex<Pin<Box<dyn Future<Output = (TokenId, Ended)> + Send>>>;
+
 pin_project! {
     /// The upstream's response body on its way to the client: fails once
     /// the upstream has sent nothing for `idle_timeout`. Only time spent
     /// waiting for the upstream counts (the clock starts when a poll finds
-    /// nothing), not time the client took to read what came before.
+    /// nothing), not time the client took to read what came before. A body
+    /// still streaming after [`WATCH_AFTER`] also ends, cut short as an
+    /// idle one is, when its token no longer admits the request.
     struct UpstreamBody<B> {
         #[pin]
         inner: B,
@@ -1003,6 +1127,11 @@ pin_project! {
         idle: Option<Pin<Box<tokio::time::Sleep>>>,
         idle_timeout: Duration,
         waiting: bool,
+        // When the current wait times out.
+        idle_deadline: Option<tokio::time::Instant>,
+        // The token to watch (`None` for a public route), until it is.
+        holder: Option<Holder>,
+        watch: Option<Watching>,
     }
 }
 
@@ -1019,27 +1148,71 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some(watch) = this.watch.as_mut() {
+            let watch = watch
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Poll::Ready(ended) = watch.as_mut().poll(cx) {
+                return cut(ended);
+            }
+        }
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             *this.waiting = false;
+            if let Some(holder) = this.holder.as_mut() {
+                holder.frames = holder.frames.wrapping_add(1);
+                if holder.frames.is_multiple_of(FRAMES_PER_LOOK) {
+                    let now = tokio::time::Instant::now();
+                    if now - *holder.since.get_or_insert(now) >= WATCH_AFTER
+                        && let Some(holder) = this.holder.take()
+                    {
+                        match holder.watch(cx) {
+                            Ok(watching) => *this.watch = Some(watching),
+                            Err(ended) => return cut(ended),
+                        }
+                    }
+                }
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if !*this.waiting {
             *this.waiting = true;
-            let deadline = tokio::time::Instant::now() + *this.idle_timeout;
+            let now = tokio::time::Instant::now();
+            let idle_deadline = now + *this.idle_timeout;
+            *this.idle_deadline = Some(idle_deadline);
+            // While the token is not watched yet, the same timer also
+            // wakes the body when it is time to.
+            let deadline = match this.holder.as_mut() {
+                Some(holder) => idle_deadline.min(*holder.since.get_or_insert(now) + WATCH_AFTER),
+                None => idle_deadline,
+            };
             match this.idle.as_mut() {
                 Some(idle) => idle.as_mut().reset(deadline),
                 None => *this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
         }
-        if let Some(idle) = this.idle.as_mut()
-            && idle.as_mut().poll(cx).is_ready()
-        {
-            tracing::warn!(idle = ?this.idle_timeout, "the upstream stopped sending its response body; cut it");
-            return Poll::Ready(Some(Err(
-                "the upstream stopped sending the response body".into()
-            )));
+        loop {
+            let Some(idle) = this.idle.as_mut() else {
+                return Poll::Pending;
+            };
+            if idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let Some(holder) = this.holder.take() else {
+                tracing::warn!(idle = ?this.idle_timeout, "the upstream stopped sending its response body; cut it");
+                return Poll::Ready(Some(Err(
+                    "the upstream stopped sending the response body".into()
+                )));
+            };
+            // Streaming for WATCH_AFTER: watch the token from now on, and
+            // let the timer count the idle time again.
+            match holder.watch(cx) {
+                Ok(watching) => *this.watch = Some(watching),
+                Err(ended) => return cut(ended),
+            }
+            if let Some(deadline) = *this.idle_deadline {
+                idle.as_mut().reset(deadline);
+            }
         }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1134,6 +1307,9 @@ mod tests {
             idle: None,
             idle_timeout: timeout,
             waiting: false,
+            idle_deadline: None,
+            holder: None,
+            watch: None,
         };
         let mut body = std::pin::pin!(body);
         macro_rules! poll {

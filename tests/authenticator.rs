@@ -1097,6 +1097,36 @@ async fn public_routes_skip_auth_only_on_normalized_paths() {
         StatusCode::UNAUTHORIZED,
         "GET only"
     );
+    // Public for GET, but not when it names another method for the
+    // service to run, nor by letter case, nor for HEAD.
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x_method_override", "DELETE"),
+        ("x-http-method", "G ET"),
+    ] {
+        let overridden = Request::get("/health")
+            .header(name, value)
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(
+            gate.send(overridden).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{name}: {value}"
+        );
+    }
+    let overridden = get("/health?_method=PUT");
+    assert_eq!(gate.send(overridden).await.status, StatusCode::UNAUTHORIZED);
+    let named_get = Request::get("/health")
+        .header("x-http-method-override", "get")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(gate.send(named_get).await.status, StatusCode::OK);
+    assert_eq!(
+        gate.send(get("/HEALTH")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let head = Request::head("/health").body(Full::default()).unwrap();
+    assert_eq!(gate.send(head).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

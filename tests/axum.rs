@@ -121,6 +121,7 @@ async fn scopes_in_an_axum_router() {
         path_prefix: "/orders".into(),
         methods: vec!["POST".into()],
         scopes: vec!["orders:write".into()],
+        ..Default::default()
     }];
     let service = redis_service(&server, &config).await;
     let reader = new_scoped_token(&service, "acme", &["orders:read"]).await;
@@ -258,4 +259,182 @@ async fn the_example_listens_where_told_and_names_an_address_it_cannot_bind() {
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).starts_with("account demo"));
+}
+
+/// Issue 21 at the Layer: letter case, HEAD and method overrides cannot
+/// walk around `[[routes]]` (the Layer decides before axum routes, so
+/// `/ADMIN` is refused even though axum itself would answer 404).
+#[tokio::test]
+async fn case_head_and_method_overrides_do_not_walk_around_routes_at_the_layer() {
+    let server = RedisServer::start();
+    let mut config = test_config();
+    let route = |prefix: &str, methods: &[&str], scope: &str| tokengate::auth::ScopedRoute {
+        path_prefix: prefix.into(),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        scopes: vec![scope.into()],
+        ..Default::default()
+    };
+    config.auth.routes = vec![
+        route("/admin", &[], "admin"),
+        route("/orders", &["DELETE"], "orders:delete"),
+        route("/reports", &["GET"], "reports:read"),
+    ];
+    let service = redis_service(&server, &config).await;
+    let reader = new_scoped_token(&service, "acme", &["orders:read"]).await;
+    let auth = Authenticator::new(service, &config.auth).unwrap();
+    let app = Router::new()
+        .fallback(|| async { "reached" })
+        .layer(TokenGateLayer::new(auth));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let call = |method: &str, path: &str, header: Option<(&str, &str)>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {reader}"));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::default()).unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let www = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (response.status(), www)
+        }
+    };
+    let refused = |(status, www): (StatusCode, String), scope: &str| {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{www}");
+        assert!(www.contains(&format!(r#"scope="{scope}""#)), "{www}");
+    };
+    assert_eq!(call("GET", "/orders/1", None).await.0, StatusCode::OK);
+    assert_eq!(call("POST", "/orders/1", None).await.0, StatusCode::OK);
+    for path in ["/ADMIN", "/Admin/users", "/%41dmin"] {
+        refused(call("GET", path, None).await, "admin");
+    }
+    refused(call("HEAD", "/reports/q1", None).await, "reports:read");
+    for header in [
+        "X-HTTP-Method-Override",
+        "X_HTTP_Method",
+        "x.method.override",
+    ] {
+        refused(
+            call("POST", "/orders/1", Some((header, "DELETE"))).await,
+            "orders:delete",
+        );
+    }
+    refused(
+        call("POST", "/orders/1?_method=DELETE", None).await,
+        "orders:delete",
+    );
+}
+
+/// `Authenticator::watch` in a service behind the Layer: an upgraded
+/// connection that selects on the watch is closed within a second of its
+/// token being revoked by another process sharing the Redis.
+#[tokio::test]
+async fn a_service_behind_the_layer_ends_an_upgrade_when_its_token_is_revoked() {
+    use hyper_util::rt::TokioIo;
+    use tokengate::AuthRequest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = RedisServer::start();
+    let config = test_config();
+    let service = redis_service(&server, &config).await;
+    let created = service
+        .create_token(tokengate::CreateTokenParams {
+            account_id: "acme".into(),
+            name: "ws".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = created.token.expose_secret().to_owned();
+    let auth = Authenticator::new(service, &config.auth).unwrap();
+    let watcher = auth.clone();
+    let app = Router::new()
+        .route(
+            "/ws",
+            get(move |mut request: Request<axum::body::Body>| {
+                let watcher = watcher.clone();
+                async move {
+                    let identity = request.extensions().get::<AuthContext>().cloned().unwrap();
+                    let mut watch = watcher.watch(
+                        &identity,
+                        AuthRequest {
+                            method: request.method(),
+                            uri: request.uri(),
+                            headers: request.headers(),
+                            peer: None,
+                        },
+                    );
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(upgrade.await.unwrap());
+                        let mut buf = [0u8; 64];
+                        loop {
+                            tokio::select! {
+                                _ = watch.ended() => return,
+                                read = io.read(&mut buf) => match read {
+                                    Ok(n) if n > 0 => {
+                                        if io.write_all(&buf[..n]).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    _ => return,
+                                },
+                            }
+                        }
+                    });
+                    axum::response::Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "websocket")
+                        .body(axum::body::Body::empty())
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(TokenGateLayer::new(auth));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
+    // Another process revokes it.
+    let other = redis_service(&server, &config).await;
+    other.revoke_token(created.info.id, "acme").await.unwrap();
+    let revoked = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "the upgraded connection outlived its token");
+    eprintln!("closed {:?} after the revocation", revoked.elapsed());
 }

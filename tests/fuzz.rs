@@ -2,7 +2,9 @@
 //! input through the public API: the token parser (against an independent
 //! decoder written here from docs/token-format.md), the token extractor
 //! (headers and query, through the Authenticator), public-route matching and
-//! path normalization, and config loading (TOML and `TOKENGATE_*`).
+//! path normalization, scoped routes against case, HEAD and method
+//! overrides (through the Authenticator), and config loading (TOML and
+//! `TOKENGATE_*`).
 //! Crate-private readers (path normalization itself, forward-auth's original
 //! URI, the admin API's bodies and path segments) have their properties in
 //! `proptests` modules beside the code. docs/fuzzing.md says what runs and
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use tokengate::auth::{PublicRoute, PublicRoutes, RateLimitConfig, SourcesConfig};
+use tokengate::auth::{PublicRoute, PublicRoutes, RateLimitConfig, ScopedRoute, SourcesConfig};
 use tokengate::token::{self, Token, TokenId};
 use tokengate::{
     AuthConfig, AuthRequest, Authenticator, Config, CreateTokenParams, Decision, MemoryStore,
@@ -790,6 +792,17 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("public".to_owned()),
         Just("private".to_owned()),
         Just("p%75blic".to_owned()),
+        // Letter case: public routes stay case-sensitive, scoped ones
+        // ignore it (issue 21).
+        Just("PUBLIC".to_owned()),
+        Just("Public".to_owned()),
+        Just("p%55blic".to_owned()),
+        Just("PRIVATE".to_owned()),
+        Just("Private".to_owned()),
+        Just("pr%49vate".to_owned()),
+        Just("pr\u{131}vate".to_owned()),
+        Just("pr%C4%B1vate".to_owned()),
+        Just("\u{17f}ecret".to_owned()),
         Just("..".to_owned()),
         Just(".".to_owned()),
         Just("%2e%2e".to_owned()),
@@ -919,6 +932,220 @@ fn public_route_is_never_matched_by_arbitrary_bytes() {
             check_public(&routes, &text)?;
             check_public(&routes, &format!("/public/{text}"))
         },
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scoped routes: what a lenient, case-blind service would run.
+
+/// The scoped routes of these properties (issue 21's shape): /private needs
+/// `private` for any method, GET on /reports `reports:read` (HEAD is GET),
+/// DELETE on /orders `orders:delete`.
+fn probed_routes() -> Vec<ScopedRoute> {
+    let route = |prefix: &str, methods: &[&str], scope: &str| ScopedRoute {
+        path_prefix: prefix.into(),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        scopes: vec![scope.into()],
+        ..ScopedRoute::default()
+    };
+    vec![
+        route("/private", &[], "private"),
+        route("/reports", &["GET"], "reports:read"),
+        route("/orders", &["DELETE"], "orders:delete"),
+    ]
+}
+
+/// A path as a case-blind router compares it: ASCII lower case, and the
+/// letters .NET and Java fold into ASCII ones.
+fn case_blind(path: &str) -> String {
+    path.chars()
+        .map(|c| match c {
+            '\u{130}' | '\u{131}' => 'i',
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+/// A request as a client could shape it: a method, a tricky path, and
+/// perhaps a method override in a header (any spelling) or the query.
+#[derive(Debug, Clone)]
+struct Shaped {
+    method: Method,
+    path: String,
+    header: Option<(String, String)>,
+    query: Option<String>,
+}
+
+fn shaped() -> impl Strategy<Value = Shaped> {
+    let method = prop_oneof![
+        Just(Method::GET),
+        Just(Method::HEAD),
+        Just(Method::POST),
+        Just(Method::DELETE),
+        Just(Method::PUT),
+    ];
+    let named = prop_oneof![
+        Just("DELETE".to_owned()),
+        Just("delete".to_owned()),
+        Just("GET".to_owned()),
+        Just("head".to_owned()),
+        Just("PUT, DELETE".to_owned()),
+        Just("%44ELETE".to_owned()),
+        "[A-Za-z]{1,7}",
+    ];
+    let header_name = prop_oneof![
+        Just("x-http-method-override"),
+        Just("X-HTTP-Method"),
+        Just("x-method-override"),
+        Just("X_HTTP_Method_Override"),
+        Just("x.http.method"),
+        Just("X_Method.Override"),
+    ];
+    let query_name = prop_oneof![
+        Just("_method"),
+        Just("_METHOD"),
+        Just("%5Fmethod"),
+        Just("%5fMethod"),
+    ];
+    // Often starting at a scoped prefix, in some letter case.
+    let start = prop_oneof![
+        Just(""),
+        Just("/private"),
+        Just("/PRIVATE"),
+        Just("/reports"),
+        Just("/Reports"),
+        Just("/orders"),
+        Just("/oRDERS"),
+    ];
+    let path = (start, tricky_path()).prop_map(|(start, rest)| format!("{start}{rest}"));
+    (
+        method,
+        path,
+        proptest::option::of((header_name, named.clone())),
+        proptest::option::of((query_name, named)),
+    )
+        .prop_map(|(method, path, header, query)| Shaped {
+            method,
+            path,
+            header: header.map(|(n, v)| (n.to_owned(), v.replace('%', ""))),
+            query: query.map(|(n, v)| format!("{n}={v}")),
+        })
+}
+
+/// The methods a lenient service may run for `shaped`: its own, each one
+/// an override names (upper-cased, comma lists split), and GET for HEAD.
+fn effective_methods(shaped: &Shaped) -> Vec<String> {
+    let mut methods = vec![shaped.method.as_str().to_owned()];
+    let mut add = |value: &str| {
+        for piece in value.split(',') {
+            methods.push(piece.trim().to_ascii_uppercase());
+        }
+    };
+    if let Some((_, value)) = &shaped.header {
+        add(value);
+    }
+    if let Some(pair) = &shaped.query {
+        let value = pair.split_once('=').map_or("", |(_, v)| v);
+        add(&decode(value).unwrap_or_default());
+    }
+    if methods.iter().any(|m| m == "HEAD") {
+        methods.push("GET".into());
+    }
+    methods
+}
+
+/// What docs/http-contract.md "Scopes" promises: a request that a lenient,
+/// case-blind service (any reading of its path, any method it names)
+/// would run under a scoped rule is refused a token without that scope.
+#[test]
+fn a_scoped_route_is_never_walked_around() {
+    let rt = runtime();
+    let (auth, token) = rt.block_on(async {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let created = service
+            .create_token(CreateTokenParams {
+                account_id: "acme".into(),
+                name: "fuzz".into(),
+                scopes: tokengate::Scopes::new(["other"]).unwrap(),
+                ..CreateTokenParams::default()
+            })
+            .await
+            .unwrap();
+        let config = AuthConfig {
+            routes: probed_routes(),
+            rate_limit: RateLimitConfig {
+                per_token_requests: 0,
+                ..RateLimitConfig::default()
+            },
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::new(service, &config).unwrap();
+        (auth, created.token.expose_secret().to_owned())
+    });
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    let (hits, refused) = (AtomicU64::new(0), AtomicU64::new(0));
+    run("scoped_routes_tricks", 2000, shaped(), |shaped| {
+        let mut target = shaped.path.clone();
+        if let Some(query) = &shaped.query {
+            target = format!("{target}?{query}");
+        }
+        // Some tricks are not a request target at all: nothing to check.
+        let Ok(uri) = target.parse::<Uri>() else {
+            return Ok(());
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, bearer.clone());
+        if let Some((name, value)) = &shaped.header {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                return Ok(());
+            };
+            headers.insert(name, value);
+        }
+        let decision = rt.block_on(auth.check(AuthRequest {
+            method: &shaped.method,
+            uri: &uri,
+            headers: &headers,
+            peer: None,
+        }));
+        let methods = effective_methods(&shaped);
+        let scoped = readings(uri.path()).iter().any(|reading| {
+            let path = case_blind(reading);
+            under(&path, "/private")
+                || (under(&path, "/reports") && methods.iter().any(|m| m == "GET"))
+                || (under(&path, "/orders") && methods.iter().any(|m| m == "DELETE"))
+        });
+        if decision.is_err() {
+            refused.fetch_add(1, Ordering::Relaxed);
+        }
+        if scoped {
+            hits.fetch_add(1, Ordering::Relaxed);
+            prop_assert!(
+                matches!(decision, Err(Rejection::InsufficientScope { .. })),
+                "{:?} ran as {:?} under a scoped route: {:?}",
+                shaped,
+                methods,
+                decision
+            );
+        }
+        Ok(())
+    });
+    eprintln!(
+        "fuzz scoped_routes_tricks: {} under a scoped route, {} refused",
+        hits.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(
+        hits.load(Ordering::Relaxed) > 0,
+        "the generator never hit a scoped route"
     );
 }
 

@@ -39,7 +39,7 @@ scopes = ["reports:read", "orders:read"]
 struct Stack {
     redis: RedisServer,
     upstream: Upstream,
-    _tokengate: Tokengate,
+    tokengate: Tokengate,
     proxy: u16,
     forward_auth: u16,
     admin: u16,
@@ -52,14 +52,20 @@ impl Stack {
 
     /// With `extra` after the routes (more config).
     async fn start_with(extra: &str) -> Self {
+        Self::start_routes(ROUTES, "", extra).await
+    }
+
+    /// With `routes` for [`ROUTES`], `proxy` added to `[proxy]` and `extra`
+    /// at the end.
+    async fn start_routes(routes: &str, proxy_keys: &str, extra: &str) -> Self {
         let redis = RedisServer::start();
         let upstream = Upstream::start().await;
         let (proxy, forward_auth, admin) = (free_port(), free_port(), free_port());
         let config = format!(
             "[redis]\nurl = \"{redis}\"\n[security]\nbcrypt_cost = 4\n\
-             [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n\
+             [proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"{upstream}\"\n{proxy_keys}\n\
              [forward_auth]\nlisten = \"127.0.0.1:{forward_auth}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{ROUTES}\n{extra}",
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{routes}\n{extra}",
             redis = redis.url(),
             upstream = upstream.url(),
         );
@@ -71,7 +77,7 @@ impl Stack {
         Self {
             redis,
             upstream,
-            _tokengate: tokengate,
+            tokengate,
             proxy,
             forward_auth,
             admin,
@@ -265,19 +271,7 @@ async fn nginx_auth_request_enforces_scopes_on_the_original_request() {
     let stack = Stack::start().await;
     let reader = stack.mint(&["orders:read"]).await;
     let port = free_port();
-    let snippet = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/integrations/nginx.conf"
-    ))
-    .unwrap()
-    .replace(
-        "127.0.0.1:8082",
-        &format!("127.0.0.1:{}", stack.forward_auth),
-    )
-    .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
-    .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-    .replace("server_name api.example.com;", "server_name _;");
-    let _nginx = Nginx::start(&snippet, port);
+    let _nginx = Nginx::start(&nginx_snippet(&stack, port), port);
     assert_admitted(
         &send("GET", port, "/orders/7", &reader).await,
         Some("orders:read"),
@@ -317,6 +311,576 @@ async fn nginx_auth_request_enforces_scopes_on_the_original_request() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("x-token-scopes"), Some("orders:read"));
     assert_insufficient(&check("PUT", "/orders/7").await, "orders:write");
+}
+
+/// The route table of issue 21's probes: /admin needs admin, DELETE on
+/// /orders orders:delete, GET on /reports reports:read.
+const PROBED: &str = r#"
+[[routes]]
+path_prefix = "/admin"
+scopes = ["admin"]
+
+[[routes]]
+path_prefix = "/orders"
+methods = ["DELETE"]
+scopes = ["orders:delete"]
+
+[[routes]]
+path_prefix = "/reports"
+methods = ["GET"]
+scopes = ["reports:read"]
+"#;
+
+/// Every scope [`PROBED`] names: what a path not in normal form needs.
+const EVERY_PROBED_SCOPE: &str = "admin orders:delete reports:read";
+
+/// `method path` through `port` with `token` and `headers`.
+async fn send_with(
+    method: &str,
+    port: u16,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> HttpReply {
+    let auth = format!("Bearer {token}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    http(method, &format!("http://127.0.0.1:{port}{path}"), &all, "").await
+}
+
+/// A stack with [`PROBED`], real nginx `auth_request` in front of its
+/// forward-auth, and a token holding only orders:read.
+struct Probed {
+    stack: Stack,
+    nginx_port: u16,
+    _nginx: Nginx,
+    reader: String,
+}
+
+impl Probed {
+    async fn start() -> Self {
+        let stack = Stack::start_routes(PROBED, "", "").await;
+        let reader = stack.mint(&["orders:read"]).await;
+        let nginx_port = free_port();
+        let nginx = Nginx::start(&nginx_snippet(&stack, nginx_port), nginx_port);
+        Self {
+            stack,
+            nginx_port,
+            _nginx: nginx,
+            reader,
+        }
+    }
+
+    /// Through the proxy, with the reader's token.
+    async fn proxy(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+        send_with(method, self.stack.proxy, path, &self.reader, headers).await
+    }
+
+    /// Forward-auth asked directly, as Traefik, Caddy and Envoy ask (the
+    /// original method and URI in `X-Forwarded-Method` / `-Uri`).
+    async fn forward_auth(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> HttpReply {
+        let mut all = vec![("x-forwarded-method", method), ("x-forwarded-uri", uri)];
+        all.extend_from_slice(headers);
+        send_with("GET", self.stack.forward_auth, "/", &self.reader, &all).await
+    }
+
+    /// Through nginx: refused with nginx's own 403 page, the upstream
+    /// never reached.
+    async fn nginx_refuses(&self, method: &str, path: &str, headers: &[(&str, &str)]) {
+        let reply = send_with(method, self.nginx_port, path, &self.reader, headers).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} {headers:?}: {:?}",
+            reply.body
+        );
+        assert!(
+            reply.seen_names().is_empty(),
+            "{method} {path} {headers:?}: the upstream was reached: {:?}",
+            reply.body
+        );
+    }
+
+    /// Refused at all three: 403 naming `scope` from the proxy and
+    /// forward-auth, nginx's 403 without reaching the upstream.
+    async fn refused_everywhere(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        scope: &str,
+    ) {
+        let reply = self.proxy(method, path, headers).await;
+        if method == "HEAD" {
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+            let www = reply.header("www-authenticate").unwrap_or_default();
+            assert!(www.contains(&format!(r#"scope="{scope}""#)), "{www}");
+        } else {
+            assert_insufficient(&reply, scope);
+        }
+        let reply = self.forward_auth(method, path, headers).await;
+        assert_insufficient(&reply, scope);
+        self.nginx_refuses(method, path, headers).await;
+    }
+}
+
+/// Issue 21, point 1: `/ADMIN` needs what `/admin` needs, at the proxy,
+/// at forward-auth and behind nginx; every other path trick stays refused.
+#[tokio::test]
+async fn letter_case_does_not_walk_around_a_route() {
+    let probed = Probed::start().await;
+    let p = probed.stack.proxy;
+    assert_admitted(
+        &probed.proxy("GET", "/administrator", &[]).await,
+        Some("orders:read"),
+    );
+    for path in ["/admin", "/ADMIN", "/Admin/users", "/aDmIn/x", "/%41DMIN"] {
+        probed.refused_everywhere("GET", path, &[], "admin").await;
+    }
+    probed
+        .refused_everywhere("DELETE", "/ORDERS/1", &[], "orders:delete")
+        .await;
+    // Letters that Unicode-aware routers fold into ASCII: every scope.
+    probed
+        .refused_everywhere("GET", "/adm%C4%B1n", &[], EVERY_PROBED_SCOPE)
+        .await;
+    // Every other path trick stays refused.
+    for path in [
+        "//admin",
+        "/./admin",
+        "/x/../admin",
+        "/admin%2Fx",
+        "/admin;x=1",
+        "/%2e/admin",
+    ] {
+        assert_insufficient(&probed.proxy("GET", path, &[]).await, EVERY_PROBED_SCOPE);
+        assert_insufficient(
+            &probed.forward_auth("GET", path, &[]).await,
+            EVERY_PROBED_SCOPE,
+        );
+    }
+    probed
+        .refused_everywhere("GET", "/%61dmin", &[], "admin")
+        .await;
+    let absolute = raw_request(
+        p,
+        &format!(
+            "GET http://127.0.0.1:{p}/ADMIN HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            probed.reader
+        ),
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
+}
+
+/// Issue 21, point 2: a route for GET covers HEAD, at all three.
+#[tokio::test]
+async fn head_does_not_walk_around_a_get_route() {
+    let probed = Probed::start().await;
+    assert_insufficient(
+        &probed.proxy("GET", "/reports/q1", &[]).await,
+        "reports:read",
+    );
+    probed
+        .refused_everywhere("HEAD", "/reports/q1", &[], "reports:read")
+        .await;
+    probed
+        .refused_everywhere("HEAD", "/Reports/q1", &[], "reports:read")
+        .await;
+    // Other methods are not GET.
+    assert_admitted(
+        &probed.proxy("POST", "/reports/q1", &[]).await,
+        Some("orders:read"),
+    );
+}
+
+/// The override headers, in spellings frameworks read as one of them.
+const OVERRIDE_HEADERS: [&str; 6] = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "x-http-method-override",
+    "X_HTTP_Method_Override",
+    "X.Method.Override",
+];
+
+/// Issue 21, point 3: a request naming another method (a header in any
+/// spelling, `_method` in the query) needs the scopes of both, at all
+/// three; a token holding both passes, override and all.
+#[tokio::test]
+async fn method_overrides_do_not_walk_around_a_route() {
+    let probed = Probed::start().await;
+    assert_admitted(
+        &probed.proxy("POST", "/orders/1", &[]).await,
+        Some("orders:read"),
+    );
+    for header in OVERRIDE_HEADERS {
+        for value in ["DELETE", "delete"] {
+            let headers = [(header, value)];
+            assert_insufficient(
+                &probed.proxy("POST", "/orders/1", &headers).await,
+                "orders:delete",
+            );
+            assert_insufficient(
+                &probed.forward_auth("POST", "/orders/1", &headers).await,
+                "orders:delete",
+            );
+        }
+    }
+    // nginx drops names with `_` or `.` (ignore_invalid_headers), so
+    // those never reach the upstream.
+    for header in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    ] {
+        probed
+            .nginx_refuses("POST", "/orders/1", &[(header, "DELETE")])
+            .await;
+    }
+    for path in [
+        "/orders/1?_method=DELETE",
+        "/orders/1?a=1&_method=delete",
+        "/orders/1?%5Fmethod=DELETE",
+        "/orders/1?_METHOD=DELETE",
+    ] {
+        probed
+            .refused_everywhere("POST", path, &[], "orders:delete")
+            .await;
+    }
+    // A value that is not a method: every scope.
+    probed
+        .refused_everywhere(
+            "POST",
+            "/orders/1",
+            &[("X-HTTP-Method-Override", "DEL ETE")],
+            EVERY_PROBED_SCOPE,
+        )
+        .await;
+    // A GET turned into a DELETE needs both: a token with only the
+    // DELETE scope lacks the GET one.
+    let deleter = probed.stack.mint(&["orders:delete"]).await;
+    let reply = send_with(
+        "GET",
+        probed.stack.proxy,
+        "/reports/q1",
+        &deleter,
+        &[("X-HTTP-Method-Override", "DELETE")],
+    )
+    .await;
+    assert_insufficient(&reply, "reports:read");
+    // Holding what both need, it passes with the override.
+    let reply = send_with(
+        "POST",
+        probed.stack.proxy,
+        "/orders/1?_method=DELETE",
+        &deleter,
+        &[("X-HTTP-Method-Override", "DELETE")],
+    )
+    .await;
+    assert_admitted(&reply, Some("orders:delete"));
+    assert_eq!(reply.seen("x-http-method-override"), ["DELETE"]);
+    assert_eq!(reply.json()["uri"], "/orders/1?_method=DELETE");
+}
+
+/// Sends `request` as raw bytes on a new connection to `port` and reads
+/// until the connection closes (send `Connection: close`).
+async fn raw_request(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// docs/integrations/nginx.conf, pointed at `stack` and listening on
+/// `port`.
+fn nginx_snippet(stack: &Stack, port: u16) -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/nginx.conf"
+    ))
+    .unwrap()
+    .replace(
+        "127.0.0.1:8082",
+        &format!("127.0.0.1:{}", stack.forward_auth),
+    )
+    .replace("127.0.0.1:3000", &stack.upstream.addr.to_string())
+    .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+    .replace("server_name api.example.com;", "server_name _;")
+}
+
+/// `[proxy] method_override = "strip"`: the override goes, in every
+/// spelling and the query, so the upstream runs the request's own method
+/// and only its scopes are needed; forward-auth, which cannot strip,
+/// still checks both.
+#[tokio::test]
+async fn the_proxy_strips_method_overrides_when_told() {
+    let stack = Stack::start_routes(PROBED, "method_override = \"strip\"", "").await;
+    let reader = stack.mint(&["orders:read"]).await;
+    let reply = send_with(
+        "POST",
+        stack.proxy,
+        "/orders/1?a=1&_method=DELETE&b=2",
+        &reader,
+        &[
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X_Method_Override", "DELETE"),
+            ("X-HTTP-Method", "DELETE"),
+        ],
+    )
+    .await;
+    assert_admitted(&reply, Some("orders:read"));
+    let json = reply.json();
+    assert_eq!(json["method"], "POST");
+    assert_eq!(json["uri"], "/orders/1?a=1&b=2");
+    for name in reply.seen_names() {
+        assert!(
+            !name.to_ascii_lowercase().contains("method"),
+            "{name} arrived"
+        );
+    }
+    let auth = format!("Bearer {reader}");
+    let reply = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/", stack.forward_auth),
+        &[
+            ("authorization", auth.as_str()),
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/orders/1"),
+            ("x-http-method-override", "DELETE"),
+        ],
+        "",
+    )
+    .await;
+    assert_insufficient(&reply, "orders:delete");
+}
+
+/// The WebSocket handshake for `/ws`, bearing `token`.
+fn websocket_handshake(token: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+}
+
+/// A WebSocket tunnel through `port`'s proxy to the echoing upstream, open
+/// and echoing.
+async fn open_tunnel(port: u16, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(websocket_handshake(token).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(echoes(&mut stream).await, "a new tunnel does not echo");
+    stream
+}
+
+/// Whether `stream` echoes a ping within a second.
+async fn echoes(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut echo = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut echo)).await,
+        Ok(Ok(_))
+    ) && &echo == b"ping"
+}
+
+/// How long until `stream`, pinged every 50 ms, stops echoing and is
+/// closed (fails past `limit`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    loop {
+        if !echoes(stream).await {
+            // Closed, not merely slow: the read ends.
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut rest))
+                    .await
+                    .is_ok();
+            assert!(closed, "the tunnel stopped echoing but stayed open");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the tunnel still carries traffic after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 21, point 4: a WebSocket tunnel opened through one replica is
+/// closed within a second of its token being revoked, disabled, given
+/// scopes that no longer cover the route, or rotated with no grace through
+/// another replica, and at the second its (changed) expiry comes; the
+/// log names the token. A tunnel of another token stays open throughout.
+#[tokio::test]
+async fn open_tunnels_are_closed_within_a_second_on_every_replica() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let routes = "[[routes]]\npath_prefix = \"/ws\"\nscopes = [\"chat\"]\n";
+    let a = Replica::start(&redis.url(), &upstream.url(), routes);
+    let b = Replica::start(&redis.url(), &upstream.url(), routes);
+    let mint = || async {
+        let created = a.create(r#"{"name": "chat", "scopes": ["chat"]}"#).await;
+        assert_eq!(created.status, StatusCode::CREATED);
+        let json = created.json();
+        (
+            json["token"].as_str().unwrap().to_owned(),
+            json["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (bystander, _) = mint().await;
+    let mut untouched = open_tunnel(b.proxy, &bystander).await;
+
+    // A rotation without grace expires the old token, then revokes it: the
+    // other replica may hear of either first.
+    let changes: [(&[&str], &str, &str); 5] = [
+        (&["reason=revoked"], "DELETE", ""),
+        (&["reason=disabled"], "PATCH", r#"{"enabled": false}"#),
+        (
+            &["reason=insufficient_scope"],
+            "PATCH",
+            r#"{"scopes": ["chat:read"]}"#,
+        ),
+        (
+            &["reason=ip_not_allowed"],
+            "PATCH",
+            r#"{"allowed_ips": ["10.9.8.0/24"]}"#,
+        ),
+        (
+            &["reason=revoked", "reason=expired"],
+            "POST",
+            r#"{"grace": "0s"}"#,
+        ),
+    ];
+    for (reasons, method, body) in changes {
+        let (token, id) = mint().await;
+        let mut tunnel = open_tunnel(b.proxy, &token).await;
+        let rest = if method == "POST" { "/rotate" } else { "" };
+        let reply = on_token(&a, method, &id, rest, body).await;
+        assert!(reply.status.is_success(), "{method}: {:?}", reply.body);
+        let took = closed_within(&mut tunnel, Duration::from_secs(1)).await;
+        eprintln!("{method} {body}: tunnel closed by the other replica after {took:?}");
+        let log = b.tokengate.log();
+        assert!(
+            log.lines().any(|l| l.contains("closed a tunnel")
+                && l.contains(&id)
+                && reasons.iter().any(|r| l.contains(r))),
+            "{reasons:?}: no log line naming {id}:\n{log}"
+        );
+        assert!(
+            echoes(&mut untouched).await,
+            "another token's tunnel was closed"
+        );
+    }
+
+    // Expiry, moved closer by a PATCH: closed as that second begins.
+    let (token, id) = mint().await;
+    let mut tunnel = open_tunnel(b.proxy, &token).await;
+    let at = unix_now() + 2;
+    let reply = patch(&a, &id, &format!(r#"{{"expires_at": {at}}}"#)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    closed_within(&mut tunnel, Duration::from_secs(4)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now >= at as f64 && now < at as f64 + 1.0,
+        "closed at {now}, expiry {at}"
+    );
+    assert!(
+        b.tokengate
+            .log()
+            .lines()
+            .any(|l| l.contains("closed a tunnel")
+                && l.contains(&id)
+                && l.contains("reason=expired"))
+    );
+    assert!(echoes(&mut untouched).await);
+}
+
+/// A response still streaming (server-sent events) when its token is
+/// revoked is cut within a second, like a tunnel; one on a token that
+/// stays valid streams on.
+#[tokio::test]
+async fn a_streaming_response_is_cut_within_a_second_of_a_revocation() {
+    use http_body_util::BodyExt;
+    let stack = Stack::start_routes("", "", "").await;
+    let token = stack.mint(&[]).await;
+    let other = stack.mint(&[]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let open = |token: &str| {
+        let request = http::Request::get(format!("http://127.0.0.1:{}/events", stack.proxy))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        client.request(request)
+    };
+    let mut events = open(&token).await.unwrap();
+    let mut others = open(&other).await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    // Past the second after which a stream is watched.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let frame = events.body_mut().frame().await.unwrap().unwrap();
+        assert!(frame.is_data());
+    }
+    let id = tokengate::token::parse(&token).unwrap().to_string();
+    let revoked = stack
+        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{id}"), "")
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let revoked_at = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.body_mut().frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return revoked_at.elapsed(),
+            }
+        }
+    })
+    .await
+    .expect("the stream went on after its token was revoked");
+    eprintln!("stream cut {ended:?} after the revocation");
+    assert!(ended < Duration::from_secs(1), "cut after {ended:?}");
+    // The other token's stream goes on.
+    for _ in 0..3 {
+        let frame = others.body_mut().frame().await.unwrap().unwrap();
+        assert!(frame.is_data());
+    }
+    assert!(
+        stack
+            .tokengate
+            .log()
+            .lines()
+            .any(|l| l.contains("cut a streaming response") && l.contains(&id)),
+        "{}",
+        stack.tokengate.log()
+    );
 }
 
 #[test]

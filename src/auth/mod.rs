@@ -45,10 +45,12 @@ mod cache;
 mod extract;
 mod headers;
 mod last_accessed;
+mod method_override;
 mod quota;
 mod rate_limit;
 mod rejection;
 mod routes;
+mod sessions;
 mod timing;
 
 pub use self::cache::CacheConfig;
@@ -59,11 +61,17 @@ pub use self::extract::{ClientIpConfig, SourcesConfig};
 pub(crate) use self::headers::folds_to;
 pub use self::headers::{HeadersConfig, IdentityHeaders, fold_header_name};
 pub use self::last_accessed::{LastAccessed, LastAccessedConfig};
+use self::method_override::Named;
+#[cfg(feature = "server")]
+pub(crate) use self::method_override::strip as strip_method_overrides;
 use self::quota::Quotas;
 use self::rate_limit::Limits;
 pub use self::rate_limit::RateLimitConfig;
 pub use self::rejection::{InvalidReason, Rejection};
+use self::routes::Need;
 pub use self::routes::{PublicRoute, PublicRoutes, ScopedRoute, ScopedRoutes};
+use self::sessions::Sessions;
+pub use self::sessions::{Ended, TokenWatch};
 use self::timing::VerifyTime;
 
 /// When to retry after the store failed to answer.
@@ -142,6 +150,15 @@ impl Decision {
     }
 }
 
+/// What a front door keeps of an admitted request to watch a connection
+/// that outlives it ([`Authenticator::watch_grant`]): what the request
+/// needed, and from where it came.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grant {
+    need: Need,
+    client: Option<IpAddr>,
+}
+
 /// A token [`Authenticator::verify`] admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,12 +227,7 @@ pub const OUTCOMES: [&str; 10] = [
     "ip_not_allowed",
 ];
 
-fn outcome_index(result: &Result<Decision, Rejection>) -> usize {
-    let name = match result {
-        Ok(Decision::Authenticated(_)) => "authenticated",
-        Ok(Decision::Public) => "public",
-        Err(rejection) => rejection.code(),
-    };
+fn outcome_index(name: &str) -> usize {
     OUTCOMES.iter().position(|o| *o == name).unwrap_or(0)
 }
 
@@ -226,26 +238,35 @@ struct Changes {
     cache: Arc<AuthCache>,
     quotas: Arc<Quotas>,
     limits: Arc<Limits>,
+    sessions: Arc<Sessions>,
 }
 
 impl RevocationSink for Changes {
     fn revoked(&self, id: token::TokenId) {
         self.cache.revoked(id);
         self.quotas.forget(id);
+        self.sessions.revoked(id);
     }
     fn changed(&self, id: token::TokenId) {
         self.cache.changed(id);
         self.quotas.forget(id);
         self.limits.forget_refusals(id);
+        self.sessions.changed(id);
     }
     fn unsubscribed(&self) {
         self.cache.unsubscribed();
+        self.sessions.set_feed_down(true);
     }
     fn caught_up(&self) {
         self.cache.caught_up();
+        self.sessions.set_feed_down(false);
     }
     fn recheck(&self) -> Vec<token::TokenId> {
-        self.cache.recheck()
+        let mut ids = self.cache.recheck();
+        ids.extend(self.sessions.ids());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -266,6 +287,8 @@ struct Inner {
     headers: IdentityHeaders,
     routes: PublicRoutes,
     scoped_routes: ScopedRoutes,
+    /// Connections that outlive their request, watched for changes.
+    sessions: Arc<Sessions>,
     last_accessed: LastAccessed,
     verify_time: Arc<VerifyTime>,
     /// The cache and the quotas, told of token changes: held here, for
@@ -281,6 +304,7 @@ impl Drop for Inner {
         for task in &self.tasks {
             task.abort();
         }
+        self.sessions.stop();
     }
 }
 
@@ -303,16 +327,25 @@ impl Authenticator {
         let quotas = Arc::new(Quotas::new(service.clone(), config.rate_limit.max_keys));
         let store = service.store().clone();
         let limits = Arc::new(Limits::new(&config.rate_limit, store.shares_limits()));
+        let sessions = Arc::new(Sessions::new(service.clone()));
         let sink: Arc<dyn RevocationSink> = Arc::new(Changes {
             cache: cache.clone(),
             quotas: quotas.clone(),
             limits: limits.clone(),
+            sessions: sessions.clone(),
         });
         service.add_revocation_sink(Arc::downgrade(&sink));
         let (last_accessed, flusher) =
             LastAccessed::start(service.store().clone(), &config.last_accessed);
         let verify_time = VerifyTime::calibrated(service.hash_kind(), service.bcrypt_cost());
-        let mut tasks = vec![flusher];
+        let mut tasks = vec![
+            flusher,
+            tokio::spawn(sessions::patrol(
+                Arc::downgrade(&sessions),
+                config.cache.ttl,
+                config.cache.degraded_ttl,
+            )),
+        ];
         tasks.extend(store.watch_revocations(Arc::downgrade(&sink)));
         if store.shares_limits() {
             tasks.push(tokio::spawn(rate_limit::reconcile(
@@ -334,6 +367,7 @@ impl Authenticator {
                 headers,
                 routes: PublicRoutes::new(&config.public_routes),
                 scoped_routes: ScopedRoutes::new(&config.routes),
+                sessions,
                 last_accessed,
                 verify_time,
                 outcomes: Default::default(),
@@ -397,15 +431,37 @@ impl Authenticator {
 
     /// Decides on one request.
     pub async fn check(&self, request: AuthRequest<'_>) -> Result<Decision, Rejection> {
-        let result = self.decide(request).await;
-        self.inner.outcomes[outcome_index(&result)].fetch_add(1, Ordering::Relaxed);
+        let result = self.decide(request).await.map(|(decision, _)| decision);
+        self.count(result.as_ref());
         result
     }
 
-    async fn decide(&self, request: AuthRequest<'_>) -> Result<Decision, Rejection> {
+    /// [`Authenticator::check`], also returning what a front door needs to
+    /// watch a connection that outlives the request
+    /// ([`Authenticator::watch_grant`]).
+    #[cfg(feature = "server")]
+    pub(crate) async fn check_granted(
+        &self,
+        request: AuthRequest<'_>,
+    ) -> Result<(Decision, Grant), Rejection> {
+        let result = self.decide(request).await;
+        self.count(result.as_ref().map(|(decision, _)| decision));
+        result
+    }
+
+    fn count(&self, result: Result<&Decision, &Rejection>) {
+        let index = outcome_index(match result {
+            Ok(Decision::Authenticated(_)) => "authenticated",
+            Ok(Decision::Public) => "public",
+            Err(rejection) => rejection.code(),
+        });
+        self.inner.outcomes[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn decide(&self, request: AuthRequest<'_>) -> Result<(Decision, Grant), Rejection> {
         let inner = &self.inner;
-        if inner.routes.is_public(request.method, request.uri.path()) {
-            return Ok(Decision::Public);
+        if self.is_public(&request) {
+            return Ok((Decision::Public, Grant::default()));
         }
         let ip = inner.client_ip.resolve(request.peer, request.headers);
         inner.limits.check_ip(ip)?;
@@ -414,11 +470,66 @@ impl Authenticator {
             Presented::Garbage => return Err(self.failed(ip, None, InvalidReason::Format)),
             Presented::Token(token) => token,
         };
-        let needed = inner
-            .scoped_routes
-            .needed(request.method, request.uri.path());
-        let admitted = self.admit(&token, ip, needed).await?;
-        Ok(Decision::Authenticated(admitted.auth))
+        let need = self.need(&request);
+        let admitted = self
+            .admit(&token, ip, inner.scoped_routes.scopes(&need))
+            .await?;
+        Ok((
+            Decision::Authenticated(admitted.auth),
+            Grant { need, client: ip },
+        ))
+    }
+
+    /// Whether a request skips authentication: a public route for its
+    /// method, and for every method a method override names (a public
+    /// `GET /health` must not become a tokenless `DELETE /health`).
+    fn is_public(&self, request: &AuthRequest<'_>) -> bool {
+        let (routes, path) = (&self.inner.routes, request.uri.path());
+        if !routes.is_public(request.method, path) {
+            return false;
+        }
+        match Named::of(request.headers, request.uri) {
+            Named::None => true,
+            Named::Methods(methods) => methods.iter().all(|m| routes.is_public(m, path)),
+            Named::Unreadable => false,
+        }
+    }
+
+    /// What the route table asks of a request: for its method and path,
+    /// and for every method a method override names (docs/http-contract.md,
+    /// "Method overrides").
+    fn need(&self, request: &AuthRequest<'_>) -> Need {
+        let routes = &self.inner.scoped_routes;
+        if routes.is_empty() {
+            return Need::Nothing;
+        }
+        let named = Named::of(request.headers, request.uri);
+        if let Named::Methods(methods) = &named {
+            tracing::debug!(method = %request.method, named = ?methods, "method override: the scopes of every method named are needed");
+        }
+        routes.need(request.method, request.uri.path(), &named)
+    }
+
+    /// Watches the token that admitted a request, for a connection that
+    /// outlives it (a WebSocket or other upgrade, a stream of events):
+    /// [`TokenWatch::ended`] completes when the token is revoked, disabled
+    /// or expires, or no longer holds a scope (or allows the client
+    /// address) that `request` needed, here or on any replica sharing the
+    /// store (docs/http-contract.md, "Open connections"). `auth` is the
+    /// identity [`Authenticator::check`] gave `request`.
+    pub fn watch(&self, auth: &AuthContext, request: AuthRequest<'_>) -> TokenWatch {
+        let grant = Grant {
+            need: self.need(&request),
+            client: self.inner.client_ip.resolve(request.peer, request.headers),
+        };
+        self.watch_grant(auth.token_id, &grant)
+    }
+
+    /// [`Authenticator::watch`], from what [`Authenticator::check_granted`]
+    /// kept of the request.
+    pub(crate) fn watch_grant(&self, token_id: token::TokenId, grant: &Grant) -> TokenWatch {
+        let needed: Arc<[String]> = self.inner.scoped_routes.scopes(&grant.need).into();
+        self.inner.sessions.open(token_id, needed, grant.client)
     }
 
     /// Checks a token for a service that asks in its own code (the admin
@@ -437,11 +548,11 @@ impl Authenticator {
             Ok(()) => self.admit(token, client, needed).await,
             Err(limited) => Err(limited),
         };
-        let outcome = result
-            .as_ref()
-            .map(|v| Decision::Authenticated(v.auth.clone()))
-            .map_err(Clone::clone);
-        self.inner.outcomes[outcome_index(&outcome)].fetch_add(1, Ordering::Relaxed);
+        let index = outcome_index(match &result {
+            Ok(_) => "authenticated",
+            Err(rejection) => rejection.code(),
+        });
+        self.inner.outcomes[index].fetch_add(1, Ordering::Relaxed);
         result
     }
 
@@ -720,6 +831,6 @@ mod future_sizes {
             peer: None,
         });
         let size = std::mem::size_of_val(&check);
-        assert!(size <= 1_250, "the check future grew to {size} bytes");
+        assert!(size <= 1_300, "the check future grew to {size} bytes");
     }
 }

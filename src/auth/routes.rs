@@ -10,12 +10,21 @@
 //! `/public/%2e%2e/private`, `/public/%252e%252e/private` and `//private`
 //! are not public, whatever the service behind would make of them. For the
 //! same reason such a path needs every scope that any scoped route names.
+//!
+//! Scoped routes match without regard to ASCII letter case unless a rule
+//! says `case_sensitive = true` (many frameworks route `/ADMIN` to
+//! `/admin`), and a rule for GET covers HEAD (every framework answers HEAD
+//! with the GET handler). Public routes do neither: matching them more
+//! loosely would make more paths public, not fewer.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 use serde::{Deserialize, Serialize};
 
+use super::method_override::Named;
 use crate::http_util::normalize_path;
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::{MAX_SCOPES, is_valid_scope};
@@ -66,13 +75,19 @@ fn check_prefix_and_methods(
 }
 
 /// Whether the normalized `path` is `prefix` (trailing `/` trimmed) or
-/// below it, on a segment boundary.
-fn under(prefix: &str, path: &str) -> bool {
-    prefix.is_empty()
-        || path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
+/// below it, on a segment boundary; letter case counts only when
+/// `case_sensitive`.
+fn under(prefix: &str, path: &str, case_sensitive: bool) -> bool {
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = if case_sensitive {
+        head == prefix
+    } else {
+        head.eq_ignore_ascii_case(prefix)
+    };
+    same && (path.len() == prefix.len() || prefix.is_empty() || path[prefix.len()] == b'/')
 }
 
 fn methods_of(names: &[String]) -> Vec<Method> {
@@ -82,22 +97,38 @@ fn methods_of(names: &[String]) -> Vec<Method> {
         .collect()
 }
 
+/// The methods a scoped rule applies to: those named, and HEAD wherever
+/// GET is (RFC 9110 §9.3.2: HEAD is GET without the content, and
+/// frameworks answer it with the GET handler, side effects included).
+fn scoped_methods_of(names: &[String]) -> Vec<Method> {
+    let mut methods = methods_of(names);
+    if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+        methods.push(Method::HEAD);
+    }
+    methods
+}
+
 /// `[[routes]]`: the scopes a request needs (docs/http-contract.md,
 /// "Scopes").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopedRoute {
-    /// Matches this path and everything below it, on the normalized path;
-    /// the most specific (longest) matching prefix wins.
+    /// Matches this path and everything below it, on the normalized path,
+    /// without regard to ASCII letter case unless `case_sensitive`; the
+    /// most specific (longest) matching prefix wins.
     pub path_prefix: String,
-    /// Methods that match; empty: any method. For one prefix, a route that
-    /// names the method wins over one that does not.
+    /// Methods that match; empty: any method. GET covers HEAD too. For one
+    /// prefix, a route that names the method wins over one that does not.
     #[serde(default)]
     pub methods: Vec<String>,
     /// Scopes the token needs, every one of them; empty: none (an exception
     /// below a scoped prefix).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Match the prefix's letter case exactly (`/Admin` is then not
+    /// `/admin`): only for an upstream known to route case-sensitively.
+    #[serde(default)]
+    pub case_sensitive: bool,
 }
 
 impl ScopedRoute {
@@ -123,21 +154,35 @@ impl ScopedRoute {
         Ok(())
     }
 
-    /// Two routes for one prefix and one method (or both for any method)
-    /// would leave the choice to their order: refused.
+    /// Two routes that can match the same request with the same prefix
+    /// length (one prefix, or two that differ only in letter case where
+    /// either ignores it) and the same method (GET covering HEAD) would
+    /// leave the choice to their order: refused.
     pub fn check_overlaps(routes: &[ScopedRoute]) -> Result<(), InvalidConfig> {
         for (i, a) in routes.iter().enumerate() {
             for b in &routes[..i] {
-                let same_prefix =
-                    a.path_prefix.trim_end_matches('/') == b.path_prefix.trim_end_matches('/');
-                let (ma, mb) = (methods_of(&a.methods), methods_of(&b.methods));
+                let (pa, pb) = (
+                    a.path_prefix.trim_end_matches('/'),
+                    b.path_prefix.trim_end_matches('/'),
+                );
+                let same_prefix = if a.case_sensitive && b.case_sensitive {
+                    pa == pb
+                } else {
+                    pa.eq_ignore_ascii_case(pb)
+                };
+                let (ma, mb) = (scoped_methods_of(&a.methods), scoped_methods_of(&b.methods));
                 let same_methods =
                     (ma.is_empty() && mb.is_empty()) || ma.iter().any(|m| mb.contains(m));
                 if same_prefix && same_methods {
+                    let head = if ma.contains(&Method::HEAD) && mb.contains(&Method::HEAD) {
+                        " (a route for GET applies to HEAD too)"
+                    } else {
+                        ""
+                    };
                     return Err(invalid(
                         "routes",
                         format!(
-                            "two routes for path_prefix {:?} and the same methods",
+                            "two routes for path_prefix {:?} and the same methods{head}",
                             a.path_prefix
                         ),
                     ));
@@ -148,18 +193,40 @@ impl ScopedRoute {
     }
 }
 
+/// What a request needs of its token, resolved by [`ScopedRoutes::scopes`]:
+/// small and cheap to copy on the hot path, and kept by a connection that
+/// outlives its request (docs/http-contract.md, "Open connections").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// No rule matches: any valid token.
+    #[default]
+    Nothing,
+    /// One rule's scopes (an index into the table).
+    Rule(usize),
+    /// Every scope any rule names: a path not in normal form, or a method
+    /// override that names no readable method.
+    All,
+    /// The scopes of several rules at once: a request that a method
+    /// override makes another method's too.
+    Union(Arc<[String]>),
+}
+
 /// The configured scoped routes, most specific first, indexed by the first
-/// segment of their prefix: a request looks at the rules under its own
-/// first segment and those for `/`, not at the whole table.
+/// segment of their prefix (in lower case): a request looks at the rules
+/// under its own first segment and those for `/`, not at the whole table.
 #[derive(Debug, Clone, Default)]
 pub struct ScopedRoutes {
     rules: Vec<ScopeRule>,
-    /// First segment → indexes into `rules`, in order.
+    /// First segment, lower-cased → indexes into `rules`, in order.
     by_segment: HashMap<String, Vec<usize>>,
+    /// The longest key of `by_segment`: a longer segment matches none.
+    longest_segment: usize,
     /// Rules for `/` (every path), in order.
     root: Vec<usize>,
     /// Every scope any route names: what a path not in normal form needs.
     all: Vec<String>,
+    /// Whether any rule ignores letter case.
+    caseless: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +234,14 @@ struct ScopeRule {
     prefix: String,
     methods: Vec<Method>,
     scopes: Vec<String>,
+    case_sensitive: bool,
+}
+
+impl ScopeRule {
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && under(&self.prefix, path, self.case_sensitive)
+    }
 }
 
 impl ScopedRoutes {
@@ -176,8 +251,9 @@ impl ScopedRoutes {
             .iter()
             .map(|r| ScopeRule {
                 prefix: r.path_prefix.trim_end_matches('/').to_owned(),
-                methods: methods_of(&r.methods),
+                methods: scoped_methods_of(&r.methods),
                 scopes: r.scopes.clone(),
+                case_sensitive: r.case_sensitive,
             })
             .collect();
         // Longest prefix first; for one prefix, named methods first.
@@ -187,13 +263,18 @@ impl ScopedRoutes {
         for (i, rule) in rules.iter().enumerate() {
             match first_segment(&rule.prefix) {
                 "" => root.push(i),
-                segment => by_segment.entry(segment.to_owned()).or_default().push(i),
+                segment => by_segment
+                    .entry(segment.to_ascii_lowercase())
+                    .or_default()
+                    .push(i),
             }
         }
         let mut all: Vec<String> = rules.iter().flat_map(|r| r.scopes.clone()).collect();
         all.sort_unstable();
         all.dedup();
         Self {
+            longest_segment: by_segment.keys().map(String::len).max().unwrap_or(0),
+            caseless: rules.iter().any(|r| !r.case_sensitive),
             rules,
             by_segment,
             root,
@@ -208,22 +289,116 @@ impl ScopedRoutes {
 
     /// The scopes a request with this method and raw path needs.
     pub fn needed(&self, method: &Method, raw_path: &str) -> &[String] {
-        if self.rules.is_empty() {
-            return &[];
+        match self.need(method, raw_path, &Named::None) {
+            Need::Nothing => &[],
+            Need::Rule(i) => &self.rules[i].scopes,
+            // `Union` comes of method overrides only.
+            Need::All | Need::Union(_) => &self.all,
         }
-        let Some(path) = normalize_path(raw_path) else {
-            return &self.all;
+    }
+
+    /// The scopes `need` stands for.
+    pub(crate) fn scopes<'a>(&'a self, need: &'a Need) -> &'a [String] {
+        match need {
+            Need::Nothing => &[],
+            Need::Rule(i) => self.rules.get(*i).map_or(&self.all, |r| &r.scopes),
+            Need::All => &self.all,
+            Need::Union(scopes) => scopes,
+        }
+    }
+
+    /// What a request with this method and raw path needs, and, when it
+    /// names other methods in a method override (`named`), what those
+    /// need too.
+    pub(crate) fn need(&self, method: &Method, raw_path: &str, named: &Named) -> Need {
+        if self.rules.is_empty() {
+            return Need::Nothing;
+        }
+        let Some(path) = self.readable(raw_path) else {
+            return Need::All;
         };
-        let own = self.by_segment.get(first_segment(&path));
+        let own = self.rule_for(method, &path);
+        let others = match named {
+            Named::None => return own.map_or(Need::Nothing, Need::Rule),
+            Named::Unreadable => return Need::All,
+            Named::Methods(methods) => methods,
+        };
+        let mut rules = vec![own];
+        for other in others {
+            let rule = self.rule_for(other, &path);
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+        if let [only] = rules[..] {
+            return only.map_or(Need::Nothing, Need::Rule);
+        }
+        // The route's own scopes first, then what the others add.
+        let mut union: Vec<String> = Vec::new();
+        for scope in rules
+            .into_iter()
+            .flatten()
+            .flat_map(|i| &self.rules[i].scopes)
+        {
+            if !union.contains(scope) {
+                union.push(scope.clone());
+            }
+        }
+        if union.is_empty() {
+            Need::Nothing
+        } else {
+            Need::Union(union.into())
+        }
+    }
+
+    /// The path to match on: normalized, and, where a rule ignores case,
+    /// without a letter that a Unicode-aware router folds into an ASCII
+    /// one (`ı` → `I`, `ſ` → `S`, `K` (Kelvin) → `k`, `İ` → `i`: .NET's
+    /// `OrdinalIgnoreCase` and Java's `equalsIgnoreCase` read `/admın` as
+    /// `/admin`). `None`: needs every scope.
+    fn readable<'a>(&self, raw_path: &'a str) -> Option<Cow<'a, str>> {
+        let path = normalize_path(raw_path)?;
+        if self.caseless
+            && !path.is_ascii()
+            && path
+                .chars()
+                .any(|c| matches!(c, '\u{130}' | '\u{131}' | '\u{17f}' | '\u{212a}'))
+        {
+            return None;
+        }
+        Some(path)
+    }
+
+    /// The first rule (most specific) matching a normalized path.
+    fn rule_for(&self, method: &Method, path: &str) -> Option<usize> {
+        let segment = first_segment(path);
+        let mut buffer = [0u8; 64];
+        let own = (segment.len() <= self.longest_segment)
+            .then(|| lower_case(segment, &mut buffer))
+            .and_then(|key| self.by_segment.get(&*key));
         own.into_iter()
             .flatten()
             .chain(&self.root)
-            .map(|&i| &self.rules[i])
-            .find(|r| {
-                under(&r.prefix, &path) && (r.methods.is_empty() || r.methods.contains(method))
-            })
-            .map_or(&[], |r| &r.scopes)
+            .copied()
+            .find(|&i| self.rules[i].matches(method, path))
     }
+}
+
+/// `segment` in ASCII lower case: borrowed when it has no upper-case
+/// letter, else written to `buffer` when it fits (no allocation on the
+/// request path).
+fn lower_case<'a>(segment: &'a str, buffer: &'a mut [u8; 64]) -> Cow<'a, str> {
+    if !segment.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(segment);
+    }
+    if let Some(out) = buffer.get_mut(..segment.len()) {
+        out.copy_from_slice(segment.as_bytes());
+        out.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(out) {
+            return Cow::Borrowed(lower);
+        }
+    }
+    Cow::Owned(segment.to_ascii_lowercase())
 }
 
 /// `orders` of `/orders/7`; empty for `/` and `` (a trimmed `/`).
@@ -260,7 +435,7 @@ impl PublicRoutes {
             return false;
         };
         self.rules.iter().any(|(prefix, methods)| {
-            under(prefix, &path) && (methods.is_empty() || methods.contains(method))
+            under(prefix, &path, true) && (methods.is_empty() || methods.contains(method))
         })
     }
 }
@@ -329,7 +504,120 @@ mod tests {
             path_prefix: prefix.into(),
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            case_sensitive: false,
         }
+    }
+
+    /// The table of issue 21's probes.
+    fn probed() -> ScopedRoutes {
+        ScopedRoutes::new(&[
+            scoped("/admin", &[], &["admin"]),
+            scoped("/orders", &["DELETE"], &["orders:delete"]),
+            scoped("/reports", &["GET"], &["reports:read"]),
+        ])
+    }
+
+    #[test]
+    fn prefixes_match_without_regard_to_case_unless_told() {
+        let r = probed();
+        for path in ["/ADMIN", "/Admin/users", "/aDmIn", "/%41dmin", "/admin/"] {
+            assert_eq!(r.needed(&Method::GET, path), ["admin"], "{path}");
+        }
+        assert!(r.needed(&Method::GET, "/ADMINX").is_empty());
+        assert_eq!(r.needed(&Method::DELETE, "/ORDERS/1"), ["orders:delete"]);
+        // Letters a Unicode-aware router folds into ASCII ones: every scope.
+        for path in ["/adm\u{131}n", "/adm%C4%B1n", "/x/\u{212a}ey"] {
+            assert_eq!(
+                r.needed(&Method::GET, path),
+                ["admin", "orders:delete", "reports:read"],
+                "{path}"
+            );
+        }
+        // Other letters outside ASCII are just letters.
+        assert!(r.needed(&Method::GET, "/stra%C3%9Fe").is_empty());
+
+        let exact = ScopedRoutes::new(&[ScopedRoute {
+            case_sensitive: true,
+            ..scoped("/Admin", &[], &["admin"])
+        }]);
+        assert_eq!(exact.needed(&Method::GET, "/Admin/x"), ["admin"]);
+        assert!(exact.needed(&Method::GET, "/admin").is_empty());
+        assert!(exact.needed(&Method::GET, "/ADMIN").is_empty());
+        // With no rule ignoring case, no letter is special.
+        assert!(exact.needed(&Method::GET, "/adm%C4%B1n").is_empty());
+        // A long first segment, upper-cased, still finds its rule.
+        let long = format!("/{}", "a".repeat(80));
+        let table = ScopedRoutes::new(&[scoped(&long, &[], &["long"])]);
+        assert_eq!(table.needed(&Method::GET, &long.to_uppercase()), ["long"]);
+    }
+
+    #[test]
+    fn a_route_for_get_covers_head() {
+        let r = probed();
+        assert_eq!(r.needed(&Method::HEAD, "/reports/q1"), ["reports:read"]);
+        assert_eq!(r.needed(&Method::HEAD, "/REPORTS/q1"), ["reports:read"]);
+        assert!(r.needed(&Method::POST, "/reports/q1").is_empty());
+        // A rule of its own for HEAD beside one for GET is ambiguous.
+        let both = [
+            scoped("/reports", &["GET"], &["x"]),
+            scoped("/reports", &["HEAD"], &[]),
+        ];
+        let e = ScopedRoute::check_overlaps(&both).unwrap_err().to_string();
+        assert!(e.contains("applies to HEAD too"), "{e}");
+        // Prefixes that differ only in case overlap, unless both are exact.
+        let cased = [scoped("/a", &[], &["x"]), scoped("/A", &[], &["y"])];
+        assert!(ScopedRoute::check_overlaps(&cased).is_err());
+        let exact = cased.map(|r| ScopedRoute {
+            case_sensitive: true,
+            ..r
+        });
+        assert!(ScopedRoute::check_overlaps(&exact).is_ok());
+        // Public routes stay as written: GET does not make HEAD public.
+        let public = PublicRoutes::new(&[PublicRoute {
+            path_prefix: "/health".into(),
+            methods: vec!["GET".into()],
+        }]);
+        assert!(!public.is_public(&Method::HEAD, "/health"));
+        assert!(!public.is_public(&Method::GET, "/HEALTH"));
+    }
+
+    #[test]
+    fn a_method_override_needs_the_scopes_of_both_methods() {
+        let r = probed();
+        let need = |method: Method, path: &str, named: Named| {
+            r.scopes(&r.need(&method, path, &named)).to_vec()
+        };
+        let delete = || Named::Methods(vec![Method::DELETE]);
+        assert_eq!(need(Method::POST, "/orders/1", delete()), ["orders:delete"]);
+        assert_eq!(
+            need(Method::GET, "/reports/q1", delete()),
+            ["reports:read"],
+            "the route's own scopes, and nothing for DELETE"
+        );
+        assert_eq!(
+            need(
+                Method::POST,
+                "/reports/q1",
+                Named::Methods(vec![Method::HEAD])
+            ),
+            ["reports:read"]
+        );
+        assert_eq!(
+            need(Method::POST, "/orders/1", Named::Unreadable),
+            ["admin", "orders:delete", "reports:read"]
+        );
+        let table = ScopedRoutes::new(&[
+            scoped("/orders", &["DELETE"], &["orders:delete"]),
+            scoped("/orders", &[], &["orders:read"]),
+        ]);
+        assert_eq!(
+            table.scopes(&table.need(&Method::GET, "/orders/1", &delete())),
+            ["orders:read", "orders:delete"]
+        );
+        assert_eq!(
+            table.scopes(&table.need(&Method::GET, "/orders/1", &Named::None)),
+            ["orders:read"]
+        );
     }
 
     #[test]

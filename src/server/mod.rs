@@ -47,7 +47,7 @@ use self::workers::{Door, Front, Workers};
 pub use crate::admin::{AdminConfig, AdminKey};
 pub use crate::forward_auth::ForwardAuthConfig;
 pub use crate::metrics::MetricsConfig;
-pub use crate::proxy::{ProxyConfig, Upstream};
+pub use crate::proxy::{MethodOverride, ProxyConfig, Upstream};
 
 /// How often the listeners' certificate and key files are checked for a
 /// change (SIGHUP reloads at once). A stat of two files: cheap enough to do

@@ -5,7 +5,9 @@
 //!   (the body is read in streaming fashion and only counted);
 //! - `/slow?ms=N`: answers after N ms;
 //! - `/ws` with `Upgrade`: 101, then echoes every byte on the upgraded
-//!   connection.
+//!   connection;
+//! - `/events`: a server-sent-events stream, `data: N` every 100 ms, until
+//!   the client goes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -92,7 +95,13 @@ impl Upstream {
     }
 }
 
-async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type Reply = Response<BoxBody<Bytes, Infallible>>;
+
+fn full(body: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
+    Full::new(body.into()).boxed()
+}
+
+async fn handle(mut request: Request<Incoming>) -> Result<Reply, Infallible> {
     let path = request.uri().path().to_owned();
     if path == "/slow" {
         let ms: u64 = request
@@ -120,7 +129,21 @@ async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>,
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
-            .body(Full::default())
+            .body(full(Bytes::new()))
+            .unwrap();
+        return Ok(response);
+    }
+    if path == "/events" {
+        let ticks = futures_util::stream::unfold(0u64, |n| async move {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let frame = hyper::body::Frame::data(Bytes::from(format!("data: {n}\n\n")));
+            Some((Ok::<_, Infallible>(frame), n + 1))
+        });
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(StreamBody::new(ticks).boxed())
             .unwrap();
         return Ok(response);
     }
@@ -140,5 +163,5 @@ async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>,
         }
     }
     let reply = json!({ "method": method, "uri": uri, "headers": headers, "body_bytes": bytes });
-    Ok(Response::new(Full::new(Bytes::from(reply.to_string()))))
+    Ok(Response::new(full(reply.to_string())))
 }

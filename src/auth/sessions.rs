@@ -1,0 +1,521 @@
+//! Connections that outlive the request a token admitted: a WebSocket (or
+//! any other upgrade) tunnel, a response still streaming, a Layer
+//! service's own long-lived work. Each holds a [`TokenWatch`], which ends
+//! when the token no longer admits what the connection was opened for
+//! (docs/http-contract.md, "Open connections"):
+//!
+//! - a revocation ends it on receipt, here or from another replica;
+//! - any other change (disabled, new scopes, a new allowlist, a new expiry,
+//!   a rotation's grace) makes the token's record be read again, and ends
+//!   it when the record no longer covers the request's method and path;
+//! - its expiry ends it at that second.
+//!
+//! A watch opened reads the record at once: a change made between the
+//! request's check and the watch is not missed. The records of watched
+//! tokens are read again every `[cache] ttl` (every `degraded_ttl` while
+//! the revocation feed is down); a record the store cannot return then
+//! ends the connection when the feed is down (fail closed, as a request
+//! would get 503), and is tried again next round while it is up.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::service::TokenService;
+use crate::store::TokenRecord;
+use crate::token::TokenId;
+
+/// Why a watched connection was ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ended {
+    /// The token was revoked (or deleted).
+    Revoked,
+    /// The token was disabled.
+    Disabled,
+    /// The token expired.
+    Expired,
+    /// The token no longer holds a scope the request needed.
+    InsufficientScope,
+    /// The client is outside the token's new IP allowlist.
+    IpNotAllowed,
+    /// The store could not vouch for the token while the revocation feed
+    /// was down.
+    Unverified,
+    /// The Authenticator was dropped.
+    Stopped,
+}
+
+impl Ended {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::Unverified => "unverified",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open { expires_at: Option<i64> },
+    Ended(Ended),
+}
+
+/// One watched connection.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    /// The scopes its request needed.
+    needed: Arc<[String]>,
+    /// The client, for the token's allowlist.
+    client: Option<IpAddr>,
+    state: watch::Sender<State>,
+}
+
+impl Entry {
+    fn end(&self, why: Ended) {
+        self.state.send_if_modified(|state| {
+            let open = matches!(state, State::Open { .. });
+            if open {
+                *state = State::Ended(why);
+            }
+            open
+        });
+    }
+
+    /// Ends it unless `record` still admits its request; else takes the
+    /// record's expiry.
+    fn judge(&self, record: &TokenRecord, now: i64) {
+        let why = if record.revoked_at.is_some() {
+            Some(Ended::Revoked)
+        } else if record.is_expired_at(now) {
+            Some(Ended::Expired)
+        } else if record.disabled_at.is_some() {
+            Some(Ended::Disabled)
+        } else if record.scopes.first_missing(&self.needed).is_some() {
+            Some(Ended::InsufficientScope)
+        } else if !record.allowed_ips.allows(self.client) {
+            Some(Ended::IpNotAllowed)
+        } else {
+            None
+        };
+        match why {
+            Some(why) => self.end(why),
+            None => {
+                let open = State::Open {
+                    expires_at: record.expires_at,
+                };
+                self.state.send_if_modified(|state| {
+                    let changed = matches!(state, State::Open { .. }) && *state != open;
+                    if changed {
+                        *state = open;
+                    }
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// The watched connections, by token.
+pub(crate) struct Sessions {
+    service: TokenService,
+    open: Mutex<HashMap<TokenId, Vec<Arc<Entry>>>>,
+    next_id: AtomicU64,
+    /// Whether the revocation feed is down.
+    feed_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    pub(crate) fn new(service: TokenService) -> Self {
+        Self {
+            service,
+            open: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            feed_down: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenId, Vec<Arc<Entry>>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Watches `token_id` for a connection whose request needed `needed`
+    /// from `client`, and reads its record at once (in the background).
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        token_id: TokenId,
+        needed: Arc<[String]>,
+        client: Option<IpAddr>,
+    ) -> TokenWatch {
+        let (state, receiver) = watch::channel(State::Open { expires_at: None });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(token_id)
+            .or_default()
+            .push(Arc::new(Entry {
+                id,
+                needed,
+                client,
+                state,
+            }));
+        self.spawn_recheck(token_id);
+        TokenWatch {
+            sessions: self.clone(),
+            token_id,
+            id,
+            state: receiver,
+        }
+    }
+
+    fn close(&self, token_id: TokenId, id: u64) {
+        let mut open = self.lock();
+        if let Some(entries) = open.get_mut(&token_id) {
+            entries.retain(|e| e.id != id);
+            if entries.is_empty() {
+                open.remove(&token_id);
+            }
+        }
+    }
+
+    fn entries(&self, token_id: TokenId) -> Vec<Arc<Entry>> {
+        self.lock().get(&token_id).cloned().unwrap_or_default()
+    }
+
+    /// The tokens watched now.
+    pub(crate) fn ids(&self) -> Vec<TokenId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// `token_id` was revoked: ends its connections now.
+    pub(crate) fn revoked(&self, token_id: TokenId) {
+        for entry in self.entries(token_id) {
+            entry.end(Ended::Revoked);
+        }
+    }
+
+    /// `token_id` changed otherwise: its record is read again.
+    pub(crate) fn changed(self: &Arc<Self>, token_id: TokenId) {
+        if self.lock().contains_key(&token_id) {
+            self.spawn_recheck(token_id);
+        }
+    }
+
+    /// The revocation feed went down (`true`) or caught up.
+    pub(crate) fn set_feed_down(&self, down: bool) {
+        self.feed_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Ends every connection: the Authenticator is gone.
+    pub(crate) fn stop(&self) {
+        let open = std::mem::take(&mut *self.lock());
+        for entry in open.values().flatten() {
+            entry.end(Ended::Stopped);
+        }
+    }
+
+    fn spawn_recheck(self: &Arc<Self>, token_id: TokenId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let sessions = self.clone();
+        runtime.spawn(async move { sessions.recheck(token_id).await });
+    }
+
+    /// Reads `token_id`'s record and judges its connections by it.
+    async fn recheck(&self, token_id: TokenId) {
+        let read = self.service.store().get(token_id).await;
+        let entries = self.entries(token_id);
+        match read {
+            Ok(Some(record)) => {
+                let now = self.service.now();
+                for entry in &entries {
+                    entry.judge(&record, now);
+                }
+            }
+            Ok(None) => entries.iter().for_each(|e| e.end(Ended::Revoked)),
+            Err(e) if self.feed_down.load(Ordering::Relaxed) => {
+                tracing::warn!(token_id = %token_id, error = %e, "cannot re-check a token with open connections while the revocation feed is down: ending them");
+                entries.iter().for_each(|e| e.end(Ended::Unverified));
+            }
+            Err(e) => {
+                tracing::debug!(token_id = %token_id, error = %e, "cannot re-check a token with open connections; next round tries again");
+            }
+        }
+    }
+
+    /// How long until the service's clock reaches `expires_at` (zero once
+    /// it has). The clock counts whole seconds: when it is the system's,
+    /// the wait ends as that second begins.
+    fn until(&self, expires_at: i64) -> Duration {
+        let now = self.service.now();
+        let Ok(ahead) = u64::try_from(expires_at.saturating_sub(now)) else {
+            return Duration::ZERO;
+        };
+        if ahead == 0 {
+            return Duration::ZERO;
+        }
+        let whole = Duration::from_secs(ahead);
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let into_second = if i64::try_from(system.as_secs()) == Ok(now) {
+            Duration::from_nanos(u64::from(system.subsec_nanos()))
+        } else {
+            Duration::ZERO
+        };
+        whole
+            .saturating_sub(into_second)
+            .max(Duration::from_millis(10))
+    }
+}
+
+/// Re-reads the records of every watched token every `every` (every
+/// `degraded` while the revocation feed is down), until the sessions are
+/// gone.
+pub(crate) async fn patrol(sessions: Weak<Sessions>, every: Duration, degraded: Duration) {
+    let mut since_full = Duration::ZERO;
+    loop {
+        tokio::time::sleep(degraded).await;
+        since_full += degraded;
+        let Some(sessions) = sessions.upgrade() else {
+            return;
+        };
+        if !sessions.feed_down.load(Ordering::Relaxed) && since_full < every {
+            continue;
+        }
+        since_full = Duration::ZERO;
+        for token_id in sessions.ids() {
+            sessions.recheck(token_id).await;
+        }
+    }
+}
+
+/// Watches the token behind a connection that outlives its request
+/// ([`crate::Authenticator::watch`]): [`TokenWatch::ended`] completes when
+/// the token no longer admits that request, on this replica or any other
+/// (docs/http-contract.md, "Open connections"). Dropping it stops watching.
+pub struct TokenWatch {
+    sessions: Arc<Sessions>,
+    token_id: TokenId,
+    id: u64,
+    state: watch::Receiver<State>,
+}
+
+impl std::fmt::Debug for TokenWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenWatch")
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenWatch {
+    /// The token watched.
+    pub fn token_id(&self) -> TokenId {
+        self.token_id
+    }
+
+    /// Completes when the token no longer admits the request (revoked,
+    /// disabled, expired, or without a scope or address it needed), with
+    /// why. Cancel-safe: call it again in a `select!` loop.
+    pub async fn ended(&mut self) -> Ended {
+        loop {
+            let state = *self.state.borrow_and_update();
+            let expires_at = match state {
+                State::Ended(why) => return why,
+                State::Open { expires_at } => expires_at,
+            };
+            let wait = expires_at.map(|at| self.sessions.until(at));
+            if wait == Some(Duration::ZERO) {
+                return Ended::Expired;
+            }
+            let expiry = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = self.state.changed() => {
+                    if changed.is_err() {
+                        return Ended::Stopped;
+                    }
+                }
+                () = expiry => {}
+            }
+        }
+    }
+
+    /// [`TokenWatch::ended`], owning the watch (for a body or a task that
+    /// holds it).
+    #[cfg(feature = "server")]
+    pub(crate) async fn into_ended(mut self) -> (TokenId, Ended) {
+        let why = self.ended().await;
+        (self.token_id, why)
+    }
+}
+
+impl Drop for TokenWatch {
+    fn drop(&mut self) {
+        self.sessions.close(self.token_id, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::service::{Clock, CreateTokenParams, TokenUpdate};
+    use crate::store::MemoryStore;
+    use crate::token::Scopes;
+
+    struct Fixed(std::sync::atomic::AtomicI64);
+
+    impl Clock for Fixed {
+        fn now(&self) -> i64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    async fn token(service: &TokenService, scopes: &[&str], days: Option<u32>) -> TokenId {
+        service
+            .create_token(CreateTokenParams {
+                account_id: "acme".into(),
+                name: "t".into(),
+                expires_in_days: days,
+                scopes: Scopes::new(scopes.iter().copied()).unwrap(),
+                allowed_ips: Default::default(),
+                meta: Default::default(),
+                quota: None,
+                rate_limit: None,
+            })
+            .await
+            .unwrap()
+            .info
+            .id
+    }
+
+    fn needed(scopes: &[&str]) -> Arc<[String]> {
+        scopes.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    async fn within_a_second(watch: &mut TokenWatch) -> Option<Ended> {
+        tokio::time::timeout(Duration::from_secs(1), watch.ended())
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn a_revocation_ends_every_watch_of_the_token_and_no_other() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let (a, b) = (
+            token(&service, &[], None).await,
+            token(&service, &[], None).await,
+        );
+        let mut first = sessions.open(a, needed(&[]), None);
+        let mut second = sessions.open(a, needed(&[]), None);
+        let mut other = sessions.open(b, needed(&[]), None);
+        assert_eq!(sessions.ids().len(), 2);
+        sessions.revoked(a);
+        assert_eq!(within_a_second(&mut first).await, Some(Ended::Revoked));
+        assert_eq!(within_a_second(&mut second).await, Some(Ended::Revoked));
+        assert_eq!(within_a_second(&mut other).await, None);
+        drop((first, second));
+        assert_eq!(sessions.ids(), vec![b]);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_judged_by_the_record() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let id = token(&service, &["orders:read", "reports:read"], None).await;
+        let mut orders = sessions.open(id, needed(&["orders:read"]), None);
+        let mut reports = sessions.open(id, needed(&["reports:read"]), None);
+        let update = TokenUpdate {
+            scopes: Some(Scopes::new(["orders:*"]).unwrap()),
+            ..TokenUpdate::default()
+        };
+        service.update_token(id, "acme", update).await.unwrap();
+        sessions.changed(id);
+        assert_eq!(
+            within_a_second(&mut reports).await,
+            Some(Ended::InsufficientScope)
+        );
+        assert_eq!(within_a_second(&mut orders).await, None);
+        let disable = TokenUpdate {
+            enabled: Some(false),
+            ..TokenUpdate::default()
+        };
+        service.update_token(id, "acme", disable).await.unwrap();
+        sessions.changed(id);
+        assert_eq!(within_a_second(&mut orders).await, Some(Ended::Disabled));
+    }
+
+    #[tokio::test]
+    async fn expiry_ends_a_watch_at_its_second() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let id = token(&service, &[], None).await;
+        let mut watch = sessions.open(id, needed(&[]), None);
+        let at = service.now() + 2;
+        let update = TokenUpdate {
+            expires_at: Some(Some(at)),
+            ..TokenUpdate::default()
+        };
+        service.update_token(id, "acme", update).await.unwrap();
+        sessions.changed(id);
+        let ended = tokio::time::timeout(Duration::from_secs(3), watch.ended()).await;
+        assert_eq!(ended, Ok(Ended::Expired));
+        assert!(service.now() >= at, "ended before its expiry");
+    }
+
+    #[tokio::test]
+    async fn a_record_read_after_a_change_judges_expiry_by_the_service_clock() {
+        let clock = Arc::new(Fixed(std::sync::atomic::AtomicI64::new(1_000_000)));
+        let service = TokenService::new(Arc::new(MemoryStore::new()))
+            .with_bcrypt_cost(4)
+            .with_clock(clock.clone());
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let id = token(&service, &[], Some(1)).await;
+        let mut watch = sessions.open(id, needed(&[]), None);
+        assert_eq!(within_a_second(&mut watch).await, None);
+        clock.0.fetch_add(86_400, Ordering::Relaxed);
+        sessions.changed(id);
+        assert_eq!(within_a_second(&mut watch).await, Some(Ended::Expired));
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_every_watch() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let id = token(&service, &[], None).await;
+        let mut watch = sessions.open(id, needed(&[]), None);
+        sessions.stop();
+        assert_eq!(within_a_second(&mut watch).await, Some(Ended::Stopped));
+    }
+}
