@@ -822,6 +822,38 @@ async fn open_tunnels_are_closed_within_a_second_on_every_replica() {
     assert!(echoes(&mut untouched).await);
 }
 
+/// While the revocation feed is down, a tunnel whose token the store
+/// cannot vouch for is ended, as a request would get 503: Redis gone, the
+/// tunnel closes within about two `degraded_ttl`s, logged as unverified.
+#[tokio::test]
+async fn tunnels_the_store_cannot_vouch_for_end_while_the_feed_is_down() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let replica = Replica::start(
+        &redis.url(),
+        &upstream.url(),
+        "[cache]\nttl = \"2s\"\nnegative_ttl = \"1s\"\ndegraded_ttl = \"1s\"\n",
+    );
+    let created = replica.create(r#"{"name": "chat"}"#).await;
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    let mut tunnel = open_tunnel(replica.proxy, &token).await;
+    // With the feed up, rounds of re-checks (every ttl) leave it open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        echoes(&mut tunnel).await,
+        "closed while its token was valid"
+    );
+    redis.stop();
+    let took = closed_within(&mut tunnel, Duration::from_secs(4)).await;
+    eprintln!("Redis gone: tunnel closed after {took:?}");
+    let log = replica.tokengate.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("closed a tunnel") && l.contains("reason=unverified")),
+        "{log}"
+    );
+}
+
 /// A response still streaming (server-sent events) when its token is
 /// revoked is cut within a second, like a tunnel; one on a token that
 /// stays valid streams on.

@@ -47,6 +47,7 @@ pub(crate) enum Named {
 
 impl Named {
     /// The methods named by `headers` and the query of `uri`.
+    #[inline]
     pub(crate) fn of(headers: &HeaderMap, uri: &Uri) -> Self {
         let mut named = Self::None;
         // One pass over the names, comparing lengths first: this runs on
@@ -58,7 +59,11 @@ impl Named {
                 }
             }
         }
-        if let Some(query) = uri.query() {
+        // `_method` has an underscore, as it is or encoded (`%5F`): a
+        // query with neither (`?page=2`) is not looked into.
+        if let Some(query) = uri.query()
+            && query.bytes().any(|b| b == b'_' || b == b'%')
+        {
             for pair in query.split(['&', ';']) {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 if is_override_param(key) {

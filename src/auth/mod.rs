@@ -343,7 +343,7 @@ impl Authenticator {
             tokio::spawn(sessions::patrol(
                 Arc::downgrade(&sessions),
                 config.cache.ttl,
-                config.cache.degraded_ttl,
+                config.cache.degraded_ttl.min(config.cache.ttl),
             )),
         ];
         tasks.extend(store.watch_revocations(Arc::downgrade(&sink)));
@@ -483,6 +483,7 @@ impl Authenticator {
     /// Whether a request skips authentication: a public route for its
     /// method, and for every method a method override names (a public
     /// `GET /health` must not become a tokenless `DELETE /health`).
+    #[inline]
     fn is_public(&self, request: &AuthRequest<'_>) -> bool {
         let (routes, path) = (&self.inner.routes, request.uri.path());
         if !routes.is_public(request.method, path) {
@@ -498,12 +499,17 @@ impl Authenticator {
     /// What the route table asks of a request: for its method and path,
     /// and for every method a method override names (docs/http-contract.md,
     /// "Method overrides").
+    #[inline]
     fn need(&self, request: &AuthRequest<'_>) -> Need {
         let routes = &self.inner.scoped_routes;
         if routes.is_empty() {
             return Need::Nothing;
         }
-        let named = Named::of(request.headers, request.uri);
+        let named = if routes.by_method() {
+            Named::of(request.headers, request.uri)
+        } else {
+            Named::None
+        };
         if let Named::Methods(methods) = &named {
             tracing::debug!(method = %request.method, named = ?methods, "method override: the scopes of every method named are needed");
         }

@@ -77,16 +77,14 @@ fn check_prefix_and_methods(
 /// Whether the normalized `path` is `prefix` (trailing `/` trimmed) or
 /// below it, on a segment boundary; letter case counts only when
 /// `case_sensitive`.
+#[inline]
 fn under(prefix: &str, path: &str, case_sensitive: bool) -> bool {
     let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
     let Some(head) = path.get(..prefix.len()) else {
         return false;
     };
-    let same = if case_sensitive {
-        head == prefix
-    } else {
-        head.eq_ignore_ascii_case(prefix)
-    };
+    // Most paths are in the prefix's own case: one memcmp.
+    let same = head == prefix || (!case_sensitive && head.eq_ignore_ascii_case(prefix));
     same && (path.len() == prefix.len() || prefix.is_empty() || path[prefix.len()] == b'/')
 }
 
@@ -218,7 +216,7 @@ pub(crate) enum Need {
 pub struct ScopedRoutes {
     rules: Vec<ScopeRule>,
     /// First segment, lower-cased → indexes into `rules`, in order.
-    by_segment: HashMap<String, Vec<usize>>,
+    by_segment: HashMap<String, Vec<usize>, Fnv>,
     /// The longest key of `by_segment`: a longer segment matches none.
     longest_segment: usize,
     /// Rules for `/` (every path), in order.
@@ -227,6 +225,9 @@ pub struct ScopedRoutes {
     all: Vec<String>,
     /// Whether any rule ignores letter case.
     caseless: bool,
+    /// Whether any rule names methods (else a method override changes
+    /// nothing a request needs).
+    by_method: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +239,7 @@ struct ScopeRule {
 }
 
 impl ScopeRule {
+    #[inline]
     fn matches(&self, method: &Method, path: &str) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && under(&self.prefix, path, self.case_sensitive)
@@ -258,7 +260,7 @@ impl ScopedRoutes {
             .collect();
         // Longest prefix first; for one prefix, named methods first.
         rules.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.methods.is_empty()));
-        let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_segment: HashMap<String, Vec<usize>, Fnv> = HashMap::default();
         let mut root = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             match first_segment(&rule.prefix) {
@@ -275,6 +277,7 @@ impl ScopedRoutes {
         Self {
             longest_segment: by_segment.keys().map(String::len).max().unwrap_or(0),
             caseless: rules.iter().any(|r| !r.case_sensitive),
+            by_method: rules.iter().any(|r| !r.methods.is_empty()),
             rules,
             by_segment,
             root,
@@ -285,6 +288,12 @@ impl ScopedRoutes {
     /// Whether no route is configured.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether what a request needs may depend on its method: else no
+    /// method override can change it, and none need be read.
+    pub(crate) fn by_method(&self) -> bool {
+        self.by_method
     }
 
     /// The scopes a request with this method and raw path needs.
@@ -381,6 +390,32 @@ impl ScopedRoutes {
             .chain(&self.root)
             .copied()
             .find(|&i| self.rules[i].matches(method, path))
+    }
+}
+
+/// FNV-1a, for the segment index: a lookup hashes a few bytes of the path
+/// on every request, and SipHash's resistance to flooding buys nothing for
+/// a table fixed at start-up (a lookup never inserts).
+#[derive(Debug, Clone, Copy, Default)]
+struct Fnv;
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

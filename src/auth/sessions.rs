@@ -244,8 +244,9 @@ impl Sessions {
         runtime.spawn(async move { sessions.recheck(token_id).await });
     }
 
-    /// Reads `token_id`'s record and judges its connections by it.
-    async fn recheck(&self, token_id: TokenId) {
+    /// Reads `token_id`'s record and judges its connections by it; `false`
+    /// when the store could not answer.
+    async fn recheck(&self, token_id: TokenId) -> bool {
         let read = self.service.store().get(token_id).await;
         let entries = self.entries(token_id);
         match read {
@@ -254,15 +255,28 @@ impl Sessions {
                 for entry in &entries {
                     entry.judge(&record, now);
                 }
+                true
             }
-            Ok(None) => entries.iter().for_each(|e| e.end(Ended::Revoked)),
-            Err(e) if self.feed_down.load(Ordering::Relaxed) => {
-                tracing::warn!(token_id = %token_id, error = %e, "cannot re-check a token with open connections while the revocation feed is down: ending them");
-                entries.iter().for_each(|e| e.end(Ended::Unverified));
+            Ok(None) => {
+                entries.iter().for_each(|e| e.end(Ended::Revoked));
+                true
             }
             Err(e) => {
-                tracing::debug!(token_id = %token_id, error = %e, "cannot re-check a token with open connections; next round tries again");
+                if self.feed_down.load(Ordering::Relaxed) {
+                    tracing::warn!(token_id = %token_id, error = %e, "cannot re-check a token with open connections while the revocation feed is down: ending them");
+                    entries.iter().for_each(|e| e.end(Ended::Unverified));
+                } else {
+                    tracing::debug!(token_id = %token_id, error = %e, "cannot re-check a token with open connections; next round tries again");
+                }
+                false
             }
+        }
+    }
+
+    /// Ends the connections of `token_id`: the store could not vouch for it.
+    fn unverified(&self, token_id: TokenId) {
+        for entry in self.entries(token_id) {
+            entry.end(Ended::Unverified);
         }
     }
 
@@ -292,10 +306,16 @@ impl Sessions {
     }
 }
 
+/// The shortest time between two rounds of [`patrol`].
+const PATROL_MIN: Duration = Duration::from_millis(250);
+
 /// Re-reads the records of every watched token every `every` (every
 /// `degraded` while the revocation feed is down), until the sessions are
 /// gone.
 pub(crate) async fn patrol(sessions: Weak<Sessions>, every: Duration, degraded: Duration) {
+    // `degraded_ttl` may be 0 (trust nothing cached while the feed is
+    // down): a round then comes every PATROL_MIN, not in a busy loop.
+    let degraded = degraded.max(PATROL_MIN);
     let mut since_full = Duration::ZERO;
     loop {
         tokio::time::sleep(degraded).await;
@@ -307,8 +327,14 @@ pub(crate) async fn patrol(sessions: Weak<Sessions>, every: Duration, degraded: 
             continue;
         }
         since_full = Duration::ZERO;
-        for token_id in sessions.ids() {
-            sessions.recheck(token_id).await;
+        let mut ids = sessions.ids().into_iter();
+        while let Some(token_id) = ids.next() {
+            // The store not answering while the feed is down: the rest
+            // cannot be vouched for either, and each read would wait for
+            // its timeout.
+            if !sessions.recheck(token_id).await && sessions.feed_down.load(Ordering::Relaxed) {
+                ids.by_ref().for_each(|id| sessions.unverified(id));
+            }
         }
     }
 }
