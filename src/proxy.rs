@@ -578,11 +578,19 @@ impl Proxy {
                 return self.send_failed(e, watch.as_deref(), client.peer);
             }
         };
-        note.upstream(Some(response.status()), sending.elapsed());
+        let answered = Instant::now();
+        note.upstream(Some(response.status()), answered - sending);
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
+            // Ended while the upstream answered: the client is told as a
+            // new request would be, not given a tunnel that closes at once.
+            if let Some(why) = tunnel_watch.as_ref().and_then(TokenWatch::has_ended) {
+                let token_id = tunnel_watch.as_ref().map(TokenWatch::token_id);
+                tracing::info!(token_id = token_id.map(tracing::field::display), reason = %why, "refused a tunnel: its token no longer admits it");
+                return http_util::boxed(self.auth.refusal(&grant, why).to_response());
+            }
             return splice(
                 client_upgrade,
                 response,
@@ -609,7 +617,7 @@ impl Proxy {
                 auth: self.auth.clone(),
                 token_id: auth.token_id,
                 grant,
-                since: None,
+                since: tokio::time::Instant::from_std(answered),
                 frames: 0,
             }),
             watch: None,
@@ -1078,16 +1086,16 @@ struct Holder {
     auth: Authenticator,
     token_id: TokenId,
     grant: Grant,
-    /// When the body first waited for the upstream, or took its
-    /// [`FRAMES_PER_LOOK`]th frame.
-    since: Option<tokio::time::Instant>,
+    /// When the response began (its headers came).
+    since: tokio::time::Instant,
     /// Frames passed on so far.
     frames: u32,
 }
 
-/// A body the upstream sends faster than the client reads never waits:
-/// every this many frames it looks at the clock instead.
-const FRAMES_PER_LOOK: u32 = 16;
+/// A body the upstream sends faster than the client reads never waits for
+/// it: from this frame on, each frame looks at the clock instead (a short
+/// response, of fewer frames, reads no clock).
+const FRAMES_BEFORE_LOOKING: u32 = 4;
 
 impl Holder {
     /// Starts watching the token: the watch, or why it already ended.
@@ -1153,22 +1161,22 @@ where
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Poll::Ready(ended) = watch.as_mut().poll(cx) {
+                // Done: never polled again.
+                *this.watch = None;
                 return cut(ended);
             }
         }
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             *this.waiting = false;
             if let Some(holder) = this.holder.as_mut() {
-                holder.frames = holder.frames.wrapping_add(1);
-                if holder.frames.is_multiple_of(FRAMES_PER_LOOK) {
-                    let now = tokio::time::Instant::now();
-                    if now - *holder.since.get_or_insert(now) >= WATCH_AFTER
-                        && let Some(holder) = this.holder.take()
-                    {
-                        match holder.watch(cx) {
-                            Ok(watching) => *this.watch = Some(watching),
-                            Err(ended) => return cut(ended),
-                        }
+                holder.frames = holder.frames.saturating_add(1);
+                if holder.frames >= FRAMES_BEFORE_LOOKING
+                    && holder.since.elapsed() >= WATCH_AFTER
+                    && let Some(holder) = this.holder.take()
+                {
+                    match holder.watch(cx) {
+                        Ok(watching) => *this.watch = Some(watching),
+                        Err(ended) => return cut(ended),
                     }
                 }
             }
@@ -1181,8 +1189,8 @@ where
             *this.idle_deadline = Some(idle_deadline);
             // While the token is not watched yet, the same timer also
             // wakes the body when it is time to.
-            let deadline = match this.holder.as_mut() {
-                Some(holder) => idle_deadline.min(*holder.since.get_or_insert(now) + WATCH_AFTER),
+            let deadline = match this.holder.as_ref() {
+                Some(holder) => idle_deadline.min(holder.since + WATCH_AFTER),
                 None => idle_deadline,
             };
             match this.idle.as_mut() {
@@ -1329,6 +1337,64 @@ mod tests {
         assert!(poll!().is_pending());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(matches!(poll!(), Poll::Ready(Some(true))));
+    }
+
+    /// A body the upstream sends faster than the client reads never waits,
+    /// yet it is watched once it has streamed for a second, and cut when
+    /// its token is revoked.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_waits_is_still_watched_and_cut() {
+        let service = crate::service::TokenService::new(std::sync::Arc::new(
+            crate::store::MemoryStore::new(),
+        ))
+        .with_bcrypt_cost(4);
+        let created = service
+            .create_token(crate::service::CreateTokenParams {
+                account_id: "acme".into(),
+                name: "stream".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let auth =
+            Authenticator::new(service.clone(), &crate::auth::AuthConfig::default()).unwrap();
+        let always = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x")))
+        });
+        let body = UpstreamBody {
+            inner: StreamBody::new(always),
+            idle: None,
+            idle_timeout: Duration::from_secs(30),
+            waiting: false,
+            idle_deadline: None,
+            holder: Some(Holder {
+                auth,
+                token_id: created.info.id,
+                grant: Grant::default(),
+                since: tokio::time::Instant::now(),
+                frames: 0,
+            }),
+            watch: None,
+        };
+        let mut body = std::pin::pin!(body);
+        macro_rules! poll {
+            () => {
+                std::future::poll_fn(|cx| {
+                    Poll::Ready(body.as_mut().poll_frame(cx).map(|f| f.map(|r| r.is_err())))
+                })
+                .await
+            };
+        }
+        for _ in 0..10 {
+            assert!(matches!(poll!(), Poll::Ready(Some(false))));
+        }
+        assert!(body.watch.is_none(), "watched before a second");
+        tokio::time::advance(WATCH_AFTER).await;
+        assert!(matches!(poll!(), Poll::Ready(Some(false))));
+        assert!(body.watch.is_some(), "not watched after a second");
+        service.revoke_token(created.info.id, "acme").await.unwrap();
+        assert!(matches!(poll!(), Poll::Ready(Some(true))), "not cut");
+        assert!(body.watch.is_none());
     }
 
     #[test]

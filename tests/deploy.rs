@@ -379,6 +379,84 @@ fn the_integration_yaml_files_parse() {
     }
 }
 
+/// Envoy's `ext_authz` sends the check only the headers
+/// `allowed_headers` lists: every spelling of a method override must be
+/// among them (else a client's override is never checked), and none of the
+/// original-request headers tokengate believes from a trusted proxy (else a
+/// client names the method that is checked: `X-Forwarded-Method: GET` on a
+/// DELETE).
+#[test]
+fn the_envoy_snippet_passes_method_overrides_and_no_original_request_header() {
+    let documents = yaml_documents("docs/integrations/envoy.yaml");
+    let filter = documents[0]["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .expect("the ext_authz filter");
+    let patterns = filter["typed_config"]["http_service"]["authorization_request"]
+        ["allowed_headers"]["patterns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // Envoy's StringMatcher, for the kinds the snippet may use.
+    let allowed = |name: &str| {
+        patterns.iter().any(|p| {
+            let fold = |s: &str| {
+                if p["ignore_case"] == true {
+                    s.to_ascii_lowercase()
+                } else {
+                    s.to_owned()
+                }
+            };
+            let name = fold(name);
+            let text = |key: &str| p[key].as_str().map(fold);
+            if let Some(exact) = text("exact") {
+                name == exact
+            } else if let Some(prefix) = text("prefix") {
+                name.starts_with(&prefix)
+            } else if let Some(suffix) = text("suffix") {
+                name.ends_with(&suffix)
+            } else if let Some(contains) = text("contains") {
+                name.contains(&contains)
+            } else {
+                panic!("a pattern this test cannot read: {p}")
+            }
+        })
+    };
+    let mut spellings = Vec::new();
+    for words in [
+        &["x", "http", "method", "override"][..],
+        &["x", "http", "method"],
+        &["x", "method", "override"],
+    ] {
+        let mut names = vec![words[0].to_owned()];
+        for word in &words[1..] {
+            names = names
+                .iter()
+                .flat_map(|n| ["-", "_", "."].map(|sep| format!("{n}{sep}{word}")))
+                .collect();
+        }
+        spellings.extend(names);
+    }
+    assert_eq!(spellings.len(), 27 + 9 + 9);
+    for name in &spellings {
+        assert!(allowed(name), "{name} does not reach the check");
+        assert!(allowed(&name.to_ascii_uppercase()), "{name} upper-cased");
+    }
+    for name in [
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-original-method",
+        "x-original-uri",
+        "x_forwarded_method",
+        "x-forwarded-host",
+    ] {
+        assert!(!allowed(name), "{name} reaches the check");
+    }
+    assert!(allowed("authorization"));
+}
+
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     let unit = read("deploy/systemd/tokengate.service");

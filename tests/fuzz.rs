@@ -989,6 +989,10 @@ fn shaped() -> impl Strategy<Value = Shaped> {
         Just(Method::POST),
         Just(Method::DELETE),
         Just(Method::PUT),
+        // Frameworks upper-case a method before routing.
+        Just(Method::from_bytes(b"get").unwrap()),
+        Just(Method::from_bytes(b"head").unwrap()),
+        Just(Method::from_bytes(b"Delete").unwrap()),
     ];
     let named = prop_oneof![
         Just("DELETE".to_owned()),
@@ -1012,6 +1016,11 @@ fn shaped() -> impl Strategy<Value = Shaped> {
         Just("_METHOD"),
         Just("%5Fmethod"),
         Just("%5fMethod"),
+        // PHP reads these as `_method`.
+        Just(".method"),
+        Just("[method"),
+        Just("+_method"),
+        Just("%20.Method"),
     ];
     // Often starting at a scoped prefix, in some letter case.
     let start = prop_oneof![
@@ -1041,7 +1050,7 @@ fn shaped() -> impl Strategy<Value = Shaped> {
 /// The methods a lenient service may run for `shaped`: its own, each one
 /// an override names (upper-cased, comma lists split), and GET for HEAD.
 fn effective_methods(shaped: &Shaped) -> Vec<String> {
-    let mut methods = vec![shaped.method.as_str().to_owned()];
+    let mut methods = vec![shaped.method.as_str().to_ascii_uppercase()];
     let mut add = |value: &str| {
         for piece in value.split(',') {
             methods.push(piece.trim().to_ascii_uppercase());

@@ -39,7 +39,7 @@ scopes = ["reports:read", "orders:read"]
 struct Stack {
     redis: RedisServer,
     upstream: Upstream,
-    tokengate: Tokengate,
+    _tokengate: Tokengate,
     proxy: u16,
     forward_auth: u16,
     admin: u16,
@@ -77,7 +77,7 @@ impl Stack {
         Self {
             redis,
             upstream,
-            tokengate,
+            _tokengate: tokengate,
             proxy,
             forward_auth,
             admin,
@@ -544,10 +544,26 @@ async fn method_overrides_do_not_walk_around_a_route() {
         "/orders/1?a=1&_method=delete",
         "/orders/1?%5Fmethod=DELETE",
         "/orders/1?_METHOD=DELETE",
+        // Keys PHP folds into `_method` (Laravel, Symfony).
+        "/orders/1?.method=DELETE",
+        "/orders/1?[method=DELETE",
+        "/orders/1?+_method=DELETE",
     ] {
         probed
             .refused_everywhere("POST", path, &[], "orders:delete")
             .await;
+    }
+    // A method in lower case, which frameworks upper-case before routing
+    // (nginx refuses such a request line itself).
+    for (method, path, scope) in [
+        ("delete", "/orders/1", "orders:delete"),
+        ("Delete", "/ORDERS/1", "orders:delete"),
+        ("head", "/reports/q1", "reports:read"),
+        ("get", "/reports/q1", "reports:read"),
+    ] {
+        let reply = probed.proxy(method, path, &[]).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_insufficient(&probed.forward_auth(method, path, &[]).await, scope);
     }
     // A value that is not a method: every scope.
     probed
@@ -672,14 +688,17 @@ fn websocket_handshake(token: &str) -> String {
 /// A WebSocket tunnel through `port`'s proxy to the echoing upstream, open
 /// and echoing.
 async fn open_tunnel(port: u16, token: &str) -> tokio::net::TcpStream {
+    open_tunnel_with(port, token, "").await
+}
+
+/// [`open_tunnel`], with `extra` header lines in the handshake.
+async fn open_tunnel_with(port: u16, token: &str, extra: &str) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    stream
-        .write_all(websocket_handshake(token).as_bytes())
-        .await
-        .unwrap();
+    let handshake = websocket_handshake(token).replacen("\r\n\r\n", &format!("\r\n{extra}\r\n"), 1);
+    stream.write_all(handshake.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -739,7 +758,8 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> D
 async fn open_tunnels_are_closed_within_a_second_on_every_replica() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let routes = "[[routes]]\npath_prefix = \"/ws\"\nscopes = [\"chat\"]\n";
+    let routes = "[[routes]]\npath_prefix = \"/ws\"\nscopes = [\"chat\"]\n\
+                  [[routes]]\npath_prefix = \"/ws\"\nmethods = [\"DELETE\"]\nscopes = [\"chat:admin\"]\n";
     let a = Replica::start(&redis.url(), &upstream.url(), routes);
     let b = Replica::start(&redis.url(), &upstream.url(), routes);
     let mint = || async {
@@ -796,6 +816,29 @@ async fn open_tunnels_are_closed_within_a_second_on_every_replica() {
         );
     }
 
+    // Opened with a method override, it needed what DELETE needs too:
+    // losing that scope ends it.
+    let created = a
+        .create(r#"{"name": "chat", "scopes": ["chat", "chat:admin"]}"#)
+        .await;
+    let json = created.json();
+    let (token, id) = (
+        json["token"].as_str().unwrap(),
+        json["id"].as_str().unwrap(),
+    );
+    let mut tunnel = open_tunnel_with(b.proxy, token, "X-HTTP-Method-Override: DELETE\r\n").await;
+    let reply = patch(&a, id, r#"{"scopes": ["chat"]}"#).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    closed_within(&mut tunnel, Duration::from_secs(1)).await;
+    assert!(
+        b.tokengate
+            .log()
+            .lines()
+            .any(|l| l.contains("closed a tunnel")
+                && l.contains(id)
+                && l.contains("reason=insufficient_scope"))
+    );
+
     // Expiry, moved closer by a PATCH: closed as that second begins.
     let (token, id) = mint().await;
     let mut tunnel = open_tunnel(b.proxy, &token).await;
@@ -820,6 +863,44 @@ async fn open_tunnels_are_closed_within_a_second_on_every_replica() {
                 && l.contains("reason=expired"))
     );
     assert!(echoes(&mut untouched).await);
+}
+
+/// A token revoked while the upstream is answering its handshake gets the
+/// refusal a new request would get, not a `101` and a tunnel.
+#[tokio::test]
+async fn a_handshake_whose_token_is_revoked_meanwhile_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let a = Replica::start(&redis.url(), &upstream.url(), "");
+    let b = Replica::start(&redis.url(), &upstream.url(), "");
+    let json = a.create(r#"{"name": "chat"}"#).await.json();
+    let (token, id) = (
+        json["token"].as_str().unwrap(),
+        json["id"].as_str().unwrap(),
+    );
+    // b caches the token first, so the handshake is admitted at once.
+    assert_eq!(b.get(token).await.status, StatusCode::OK);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", b.proxy))
+        .await
+        .unwrap();
+    let handshake = websocket_handshake(token).replacen("GET /ws ", "GET /ws?ms=800 ", 1);
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        on_token(&a, "DELETE", id, "", "").await.status,
+        StatusCode::OK
+    );
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        use tokio::io::AsyncReadExt;
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(b.tokengate.log().contains("refused a tunnel"));
 }
 
 /// While the revocation feed is down, a tunnel whose token the store
@@ -854,19 +935,28 @@ async fn tunnels_the_store_cannot_vouch_for_end_while_the_feed_is_down() {
     );
 }
 
-/// A response still streaming (server-sent events) when its token is
-/// revoked is cut within a second, like a tunnel; one on a token that
-/// stays valid streams on.
+/// A response still streaming (server-sent events) through one replica
+/// when its token is revoked through another is cut within a second, like
+/// a tunnel; one on a token that stays valid streams on.
 #[tokio::test]
 async fn a_streaming_response_is_cut_within_a_second_of_a_revocation() {
     use http_body_util::BodyExt;
-    let stack = Stack::start_routes("", "", "").await;
-    let token = stack.mint(&[]).await;
-    let other = stack.mint(&[]).await;
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let a = Replica::start(&redis.url(), &upstream.url(), "");
+    let b = Replica::start(&redis.url(), &upstream.url(), "");
+    let mint = || async {
+        let json = a.create(r#"{"name": "events"}"#).await.json();
+        (
+            json["token"].as_str().unwrap().to_owned(),
+            json["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let ((token, id), (other, _)) = (mint().await, mint().await);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let open = |token: &str| {
-        let request = http::Request::get(format!("http://127.0.0.1:{}/events", stack.proxy))
+        let request = http::Request::get(format!("http://127.0.0.1:{}/events", b.proxy))
             .header("authorization", format!("Bearer {token}"))
             .body(http_body_util::Full::default())
             .unwrap();
@@ -881,10 +971,7 @@ async fn a_streaming_response_is_cut_within_a_second_of_a_revocation() {
         let frame = events.body_mut().frame().await.unwrap().unwrap();
         assert!(frame.is_data());
     }
-    let id = tokengate::token::parse(&token).unwrap().to_string();
-    let revoked = stack
-        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{id}"), "")
-        .await;
+    let revoked = on_token(&a, "DELETE", &id, "", "").await;
     assert_eq!(revoked.status, StatusCode::OK);
     let revoked_at = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(2), async {
@@ -904,14 +991,11 @@ async fn a_streaming_response_is_cut_within_a_second_of_a_revocation() {
         let frame = others.body_mut().frame().await.unwrap().unwrap();
         assert!(frame.is_data());
     }
+    let log = b.tokengate.log();
     assert!(
-        stack
-            .tokengate
-            .log()
-            .lines()
+        log.lines()
             .any(|l| l.contains("cut a streaming response") && l.contains(&id)),
-        "{}",
-        stack.tokengate.log()
+        "{log}"
     );
 }
 

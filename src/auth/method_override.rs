@@ -9,11 +9,14 @@
 //!
 //! Fail closed: the headers are recognised in every spelling the identity
 //! headers are (any case, `_` or `.` for `-`), the query parameter under any
-//! case and percent-encoding of its name, with `&` or `;` between pairs,
-//! anywhere in the query and whatever the request's own method; a value
-//! that is not a method (`DEL ETE`, too many of them) needs every scope any
-//! route names. A `_method` in a form body is not read: the gateway does
-//! not buffer bodies (forward-auth never sees them).
+//! case and percent-encoding of its name and in the spellings PHP folds
+//! into `_method` (`.method`, `[method`, ` _method`), with `&` or `;`
+//! between pairs, anywhere in the query and whatever the request's own
+//! method; a value that is not a method (`DEL ETE`, too many of them) needs
+//! every scope any route names. A request's own method in lower case
+//! (`delete`, which frameworks upper-case) counts as named too. A
+//! `_method` in a form body is not read: the gateway does not buffer
+//! bodies (forward-auth never sees them).
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 
@@ -59,10 +62,15 @@ impl Named {
                 }
             }
         }
-        // `_method` has an underscore, as it is or encoded (`%5F`): a
-        // query with neither (`?page=2`) is not looked into.
+        // Every spelling of `_method` has `method` in it, in some letter
+        // case, unless a letter is percent-encoded: a query with neither
+        // (`?page=2`) is not looked into.
         if let Some(query) = uri.query()
-            && query.bytes().any(|b| b == b'_' || b == b'%')
+            && (query.contains('%')
+                || query
+                    .as_bytes()
+                    .windows(6)
+                    .any(|w| w.eq_ignore_ascii_case(b"method")))
         {
             for pair in query.split(['&', ';']) {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -79,7 +87,7 @@ impl Named {
 
     /// Adds the methods of one value (`DELETE`, or `PUT, DELETE` when a
     /// proxy joined repeated headers); an empty value names none.
-    fn add(&mut self, value: &[u8]) {
+    pub(crate) fn add(&mut self, value: &[u8]) {
         for piece in value.split(|&b| b == b',') {
             let piece = piece.trim_ascii();
             if piece.is_empty() || *self == Self::Unreadable {
@@ -105,13 +113,22 @@ fn is_override_header(name: &HeaderName) -> bool {
     matches!(name.len(), 13 | 17 | 22) && HEADERS.iter().any(|h| folds_to(name, h.as_bytes()))
 }
 
-/// Whether a query key is `_method`, in any case, once decoded.
+/// Whether a query key is `_method`, in any case, once decoded and folded
+/// as PHP folds keys (leading spaces dropped; a space, `.` or `[` read as
+/// `_`): Laravel and Symfony see `.method` and `+_method` as `_method`.
 fn is_override_param(key: &str) -> bool {
     if key.eq_ignore_ascii_case(QUERY_PARAM) {
         return true;
     }
-    (key.contains('%') || key.contains('+'))
-        && decode(key).is_some_and(|k| k.eq_ignore_ascii_case(QUERY_PARAM))
+    let Some(decoded) = decode(key) else {
+        // Not a key anyone reads as `_method`.
+        return false;
+    };
+    let folded = decoded.trim_start_matches(' ');
+    folded.len() == QUERY_PARAM.len()
+        && folded.bytes().zip(QUERY_PARAM.bytes()).all(|(a, b)| {
+            (matches!(a, b' ' | b'.' | b'[') && b == b'_') || a.eq_ignore_ascii_case(&b)
+        })
 }
 
 /// A query key or value decoded as forms encode it (`+` is a space).
@@ -209,6 +226,11 @@ mod tests {
             "/orders/1?%5Fmethod=DELETE",
             "/orders/1?_method=%44ELETE",
             "/orders/1?_method=+DELETE+",
+            "/orders/1?.method=DELETE",
+            "/orders/1?[method=DELETE",
+            "/orders/1?+_method=DELETE",
+            "/orders/1?%20_method=DELETE",
+            "/orders/1?_m%65thod=DELETE",
         ] {
             assert_eq!(
                 named(&[], uri),
@@ -227,6 +249,16 @@ mod tests {
             Named::Methods(vec![Method::PUT, Method::DELETE, Method::PATCH])
         );
         assert_eq!(named(&[("x-http-method", "")], "/o?_method"), Named::None);
+        // PHP drops leading spaces: ` method` is `method`, not `_method`.
+        for uri in [
+            "/o?method=DELETE",
+            "/o?+method=DELETE",
+            "/o?_methods=DELETE",
+            "/o?x_method=DELETE",
+            "/o?_method[]=DELETE",
+        ] {
+            assert_eq!(named(&[], uri), Named::None, "{uri}");
+        }
     }
 
     #[test]
@@ -256,7 +288,7 @@ mod tests {
         headers.insert("x-http-method-override", "DELETE".parse().unwrap());
         headers.insert("x_method_override", "DELETE".parse().unwrap());
         headers.insert("x-kept", "1".parse().unwrap());
-        let mut uri: Uri = "/orders/1?a=1&_method=DELETE;b=2&%5fMETHOD=PUT"
+        let mut uri: Uri = "/orders/1?a=1&_method=DELETE;b=2&%5fMETHOD=PUT&.method=GET"
             .parse()
             .unwrap();
         assert!(strip(&mut headers, &mut uri));

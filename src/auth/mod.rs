@@ -157,6 +157,8 @@ impl Decision {
 pub(crate) struct Grant {
     need: Need,
     client: Option<IpAddr>,
+    /// The token's expiry, as the check saw it.
+    expires_at: Option<i64>,
 }
 
 /// A token [`Authenticator::verify`] admitted.
@@ -476,7 +478,11 @@ impl Authenticator {
             .await?;
         Ok((
             Decision::Authenticated(admitted.auth),
-            Grant { need, client: ip },
+            Grant {
+                need,
+                client: ip,
+                expires_at: admitted.expires_at,
+            },
         ))
     }
 
@@ -505,11 +511,17 @@ impl Authenticator {
         if routes.is_empty() {
             return Need::Nothing;
         }
-        let named = if routes.by_method() {
-            Named::of(request.headers, request.uri)
-        } else {
-            Named::None
-        };
+        if !routes.by_method() {
+            // No rule names a method: what a request needs is its path's.
+            return routes.need(request.method, request.uri.path(), &Named::None);
+        }
+        let mut named = Named::of(request.headers, request.uri);
+        // `delete` is not DELETE to the route table, but frameworks
+        // upper-case the method before routing: it needs what both need.
+        let own = request.method.as_str();
+        if own.bytes().any(|b| b.is_ascii_lowercase()) {
+            named.add(own.as_bytes());
+        }
         if let Named::Methods(methods) = &named {
             tracing::debug!(method = %request.method, named = ?methods, "method override: the scopes of every method named are needed");
         }
@@ -521,21 +533,66 @@ impl Authenticator {
     /// [`TokenWatch::ended`] completes when the token is revoked, disabled
     /// or expires, or no longer holds a scope (or allows the client
     /// address) that `request` needed, here or on any replica sharing the
-    /// store (docs/http-contract.md, "Open connections"). `auth` is the
-    /// identity [`Authenticator::check`] gave `request`.
+    /// store (docs/http-contract.md, "Open connections").
+    ///
+    /// `auth` is the identity [`Authenticator::check`] gave `request`, and
+    /// `request` is what it was given: the method, the URI as the Layer saw
+    /// it (under axum's `nest`, the `OriginalUri`), the headers and the
+    /// same peer (`None` ends a token with an IP allowlist at once). The
+    /// scopes re-checked are what `[[routes]]` asks of it; for scopes a
+    /// route requires in code (`RequireScopes`), use
+    /// [`Authenticator::watch_scopes`].
     pub fn watch(&self, auth: &AuthContext, request: AuthRequest<'_>) -> TokenWatch {
         let grant = Grant {
             need: self.need(&request),
             client: self.inner.client_ip.resolve(request.peer, request.headers),
+            expires_at: None,
         };
         self.watch_grant(auth.token_id, &grant)
+    }
+
+    /// [`Authenticator::watch`] with the scopes to re-check given (every
+    /// one of them is needed), and the client address the token's
+    /// allowlist must keep admitting (`None` ends a token with an
+    /// allowlist at once).
+    pub fn watch_scopes<S: AsRef<str>>(
+        &self,
+        auth: &AuthContext,
+        scopes: &[S],
+        client: Option<IpAddr>,
+    ) -> TokenWatch {
+        let needed: Arc<[String]> = scopes.iter().map(|s| s.as_ref().to_owned()).collect();
+        self.inner
+            .sessions
+            .open(auth.token_id, needed, client, None)
+    }
+
+    /// What a request answered now would get, for a token whose watch
+    /// ended for `why` (the proxy's answer to a handshake its token stopped
+    /// admitting while the upstream answered).
+    #[cfg(feature = "server")]
+    pub(crate) fn refusal(&self, grant: &Grant, why: Ended) -> Rejection {
+        match why {
+            Ended::Revoked => Rejection::InvalidToken(InvalidReason::Revoked),
+            Ended::Disabled => Rejection::InvalidToken(InvalidReason::Disabled),
+            Ended::Expired => Rejection::InvalidToken(InvalidReason::Expired),
+            Ended::InsufficientScope => Rejection::InsufficientScope {
+                scope: self.inner.scoped_routes.scopes(&grant.need).join(" "),
+            },
+            Ended::IpNotAllowed => Rejection::IpNotAllowed,
+            Ended::Unverified | Ended::Stopped => Rejection::Unavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
+        }
     }
 
     /// [`Authenticator::watch`], from what [`Authenticator::check_granted`]
     /// kept of the request.
     pub(crate) fn watch_grant(&self, token_id: token::TokenId, grant: &Grant) -> TokenWatch {
         let needed: Arc<[String]> = self.inner.scoped_routes.scopes(&grant.need).into();
-        self.inner.sessions.open(token_id, needed, grant.client)
+        self.inner
+            .sessions
+            .open(token_id, needed, grant.client, grant.expires_at)
     }
 
     /// Checks a token for a service that asks in its own code (the admin
@@ -814,7 +871,9 @@ mod future_sizes {
     /// polled: its size is copied on each request (memmove was 13-15% of a
     /// cache hit's profile, docs/performance.md). Rarely used awaits are
     /// boxed, and the cache holds its entries behind an `Arc`, to keep it
-    /// small; this keeps them so (2,200 bytes, then 1,288, now 1,032).
+    /// small; this keeps them so. The admission is 1,032 bytes; the check
+    /// around it 1,280, with what a front door keeps to watch a connection
+    /// that outlives the request (`Grant`).
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let service = crate::service::TokenService::new(std::sync::Arc::new(

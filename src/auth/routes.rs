@@ -296,7 +296,9 @@ impl ScopedRoutes {
         self.by_method
     }
 
-    /// The scopes a request with this method and raw path needs.
+    /// The scopes a request with this method and raw path needs. Method
+    /// overrides are the Authenticator's to read (docs/http-contract.md,
+    /// "Method overrides"): this is what the method and path alone need.
     pub fn needed(&self, method: &Method, raw_path: &str) -> &[String] {
         match self.need(method, raw_path, &Named::None) {
             Need::Nothing => &[],

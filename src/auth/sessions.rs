@@ -80,12 +80,14 @@ enum State {
 /// One watched connection.
 #[derive(Debug)]
 struct Entry {
-    id: u64,
     /// The scopes its request needed.
     needed: Arc<[String]>,
     /// The client, for the token's allowlist.
     client: Option<IpAddr>,
     state: watch::Sender<State>,
+    /// The newest read judged (see [`Sessions::seq`]): an older read that
+    /// finishes later is not applied over it.
+    judged: AtomicU64,
 }
 
 impl Entry {
@@ -99,9 +101,12 @@ impl Entry {
         });
     }
 
-    /// Ends it unless `record` still admits its request; else takes the
-    /// record's expiry.
-    fn judge(&self, record: &TokenRecord, now: i64) {
+    /// Ends it unless `record` (read as number `seq`) still admits its
+    /// request; else takes the record's expiry.
+    fn judge(&self, record: &TokenRecord, now: i64, seq: u64) {
+        if self.judged.fetch_max(seq, Ordering::Relaxed) > seq {
+            return;
+        }
         let why = if record.revoked_at.is_some() {
             Some(Ended::Revoked)
         } else if record.is_expired_at(now) {
@@ -133,11 +138,16 @@ impl Entry {
     }
 }
 
+type Open = HashMap<TokenId, HashMap<u64, Arc<Entry>>>;
+
 /// The watched connections, by token.
 pub(crate) struct Sessions {
     service: TokenService,
-    open: Mutex<HashMap<TokenId, Vec<Arc<Entry>>>>,
+    open: Mutex<Open>,
     next_id: AtomicU64,
+    /// Numbers the record reads, in the order they start: Redis answers
+    /// each key's reads in order, so a later number saw a newer record.
+    seq: AtomicU64,
     /// Whether the revocation feed is down.
     feed_down: AtomicBool,
 }
@@ -148,40 +158,52 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// How long a first read that failed waits before it is tried again (then
+/// twice as long, up to the patrol's own rounds).
+const FIRST_READ_RETRY: Duration = Duration::from_millis(250);
+
 impl Sessions {
     pub(crate) fn new(service: TokenService) -> Self {
         Self {
             service,
             open: Mutex::default(),
             next_id: AtomicU64::new(0),
+            seq: AtomicU64::new(1),
             feed_down: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenId, Vec<Arc<Entry>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Watches `token_id` for a connection whose request needed `needed`
-    /// from `client`, and reads its record at once (in the background).
+    /// from `client`, the token expiring at `expires_at` as last known,
+    /// and reads its record at once (in the background): a change made
+    /// before this call, which its events may not have reached, is seen.
     pub(crate) fn open(
         self: &Arc<Self>,
         token_id: TokenId,
         needed: Arc<[String]>,
         client: Option<IpAddr>,
+        expires_at: Option<i64>,
     ) -> TokenWatch {
-        let (state, receiver) = watch::channel(State::Open { expires_at: None });
+        let (state, receiver) = watch::channel(State::Open { expires_at });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            needed,
+            client,
+            state,
+            judged: AtomicU64::new(0),
+        });
         self.lock()
             .entry(token_id)
             .or_default()
-            .push(Arc::new(Entry {
-                id,
-                needed,
-                client,
-                state,
-            }));
-        self.spawn_recheck(token_id);
+            .insert(id, entry.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sessions = self.clone();
+            runtime.spawn(async move { sessions.first_read(token_id, &entry).await });
+        }
         TokenWatch {
             sessions: self.clone(),
             token_id,
@@ -190,10 +212,35 @@ impl Sessions {
         }
     }
 
+    /// The first read of a new watch's record: only that watch is judged,
+    /// and a read the store fails is tried again soon while the watch
+    /// lives (else the next patrol round, up to `cache.ttl` away, would be
+    /// the first look).
+    async fn first_read(&self, token_id: TokenId, entry: &Entry) {
+        let mut wait = FIRST_READ_RETRY;
+        loop {
+            match self.read(token_id).await {
+                Ok((record, seq)) => return self.judge(entry, record.as_ref(), seq),
+                Err(e) if self.feed_down.load(Ordering::Relaxed) => {
+                    tracing::warn!(token_id = %token_id, error = %e, "cannot check a token with an open connection while the revocation feed is down: ending it");
+                    return entry.end(Ended::Unverified);
+                }
+                Err(e) => {
+                    tracing::debug!(token_id = %token_id, error = %e, "cannot check a token with an open connection; trying again");
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(8));
+            if entry.state.is_closed() {
+                return; // the connection is gone
+            }
+        }
+    }
+
     fn close(&self, token_id: TokenId, id: u64) {
         let mut open = self.lock();
         if let Some(entries) = open.get_mut(&token_id) {
-            entries.retain(|e| e.id != id);
+            entries.remove(&id);
             if entries.is_empty() {
                 open.remove(&token_id);
             }
@@ -201,7 +248,10 @@ impl Sessions {
     }
 
     fn entries(&self, token_id: TokenId) -> Vec<Arc<Entry>> {
-        self.lock().get(&token_id).cloned().unwrap_or_default()
+        self.lock()
+            .get(&token_id)
+            .map(|entries| entries.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The tokens watched now.
@@ -218,8 +268,12 @@ impl Sessions {
 
     /// `token_id` changed otherwise: its record is read again.
     pub(crate) fn changed(self: &Arc<Self>, token_id: TokenId) {
-        if self.lock().contains_key(&token_id) {
-            self.spawn_recheck(token_id);
+        if !self.lock().contains_key(&token_id) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sessions = self.clone();
+            runtime.spawn(async move { sessions.recheck(token_id).await });
         }
     }
 
@@ -231,34 +285,39 @@ impl Sessions {
     /// Ends every connection: the Authenticator is gone.
     pub(crate) fn stop(&self) {
         let open = std::mem::take(&mut *self.lock());
-        for entry in open.values().flatten() {
+        for entry in open.values().flat_map(HashMap::values) {
             entry.end(Ended::Stopped);
         }
     }
 
-    fn spawn_recheck(self: &Arc<Self>, token_id: TokenId) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let sessions = self.clone();
-        runtime.spawn(async move { sessions.recheck(token_id).await });
+    /// Reads `token_id`'s record, numbered.
+    async fn read(
+        &self,
+        token_id: TokenId,
+    ) -> Result<(Option<TokenRecord>, u64), crate::store::StoreError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let record = self.service.store().get(token_id).await?;
+        Ok((record, seq))
+    }
+
+    /// Judges `entry` by a record read as number `seq` (`None`: deleted).
+    fn judge(&self, entry: &Entry, record: Option<&TokenRecord>, seq: u64) {
+        match record {
+            Some(record) => entry.judge(record, self.service.now(), seq),
+            None => entry.end(Ended::Revoked),
+        }
     }
 
     /// Reads `token_id`'s record and judges its connections by it; `false`
     /// when the store could not answer.
     async fn recheck(&self, token_id: TokenId) -> bool {
-        let read = self.service.store().get(token_id).await;
+        let read = self.read(token_id).await;
         let entries = self.entries(token_id);
         match read {
-            Ok(Some(record)) => {
-                let now = self.service.now();
+            Ok((record, seq)) => {
                 for entry in &entries {
-                    entry.judge(&record, now);
+                    self.judge(entry, record.as_ref(), seq);
                 }
-                true
-            }
-            Ok(None) => {
-                entries.iter().for_each(|e| e.end(Ended::Revoked));
                 true
             }
             Err(e) => {
@@ -364,6 +423,17 @@ impl TokenWatch {
         self.token_id
     }
 
+    /// Why the token no longer admits the request, if it has already
+    /// stopped (without waiting).
+    pub fn has_ended(&self) -> Option<Ended> {
+        match *self.state.borrow() {
+            State::Ended(why) => Some(why),
+            State::Open { expires_at } => expires_at
+                .is_some_and(|at| self.sessions.until(at).is_zero())
+                .then_some(Ended::Expired),
+        }
+    }
+
     /// Completes when the token no longer admits the request (revoked,
     /// disabled, expired, or without a scope or address it needed), with
     /// why. Cancel-safe: call it again in a `select!` loop.
@@ -463,9 +533,9 @@ mod tests {
             token(&service, &[], None).await,
             token(&service, &[], None).await,
         );
-        let mut first = sessions.open(a, needed(&[]), None);
-        let mut second = sessions.open(a, needed(&[]), None);
-        let mut other = sessions.open(b, needed(&[]), None);
+        let mut first = sessions.open(a, needed(&[]), None, None);
+        let mut second = sessions.open(a, needed(&[]), None, None);
+        let mut other = sessions.open(b, needed(&[]), None, None);
         assert_eq!(sessions.ids().len(), 2);
         sessions.revoked(a);
         assert_eq!(within_a_second(&mut first).await, Some(Ended::Revoked));
@@ -480,8 +550,8 @@ mod tests {
         let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
         let sessions = Arc::new(Sessions::new(service.clone()));
         let id = token(&service, &["orders:read", "reports:read"], None).await;
-        let mut orders = sessions.open(id, needed(&["orders:read"]), None);
-        let mut reports = sessions.open(id, needed(&["reports:read"]), None);
+        let mut orders = sessions.open(id, needed(&["orders:read"]), None, None);
+        let mut reports = sessions.open(id, needed(&["reports:read"]), None, None);
         let update = TokenUpdate {
             scopes: Some(Scopes::new(["orders:*"]).unwrap()),
             ..TokenUpdate::default()
@@ -507,7 +577,7 @@ mod tests {
         let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
         let sessions = Arc::new(Sessions::new(service.clone()));
         let id = token(&service, &[], None).await;
-        let mut watch = sessions.open(id, needed(&[]), None);
+        let mut watch = sessions.open(id, needed(&[]), None, None);
         let at = service.now() + 2;
         let update = TokenUpdate {
             expires_at: Some(Some(at)),
@@ -528,7 +598,7 @@ mod tests {
             .with_clock(clock.clone());
         let sessions = Arc::new(Sessions::new(service.clone()));
         let id = token(&service, &[], Some(1)).await;
-        let mut watch = sessions.open(id, needed(&[]), None);
+        let mut watch = sessions.open(id, needed(&[]), None, None);
         assert_eq!(within_a_second(&mut watch).await, None);
         clock.0.fetch_add(86_400, Ordering::Relaxed);
         sessions.changed(id);
@@ -536,11 +606,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn has_ended_tells_without_waiting() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let sessions = Arc::new(Sessions::new(service.clone()));
+        let id = token(&service, &[], None).await;
+        let watch = sessions.open(id, needed(&[]), None, None);
+        assert_eq!(watch.has_ended(), None);
+        sessions.revoked(id);
+        assert_eq!(watch.has_ended(), Some(Ended::Revoked));
+        let expired = sessions.open(id, needed(&[]), None, Some(service.now() - 1));
+        assert_eq!(expired.has_ended(), Some(Ended::Expired));
+    }
+
+    /// Two reads finishing out of order: the older one is not applied over
+    /// the newer (a shortened expiry is not undone).
+    #[tokio::test]
+    async fn an_older_read_never_overrides_a_newer_one() {
+        let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
+        let id = token(&service, &[], None).await;
+        let mut record = service.store().get(id).await.unwrap().unwrap();
+        let (state, receiver) = watch::channel(State::Open { expires_at: None });
+        let entry = Entry {
+            needed: needed(&[]),
+            client: None,
+            state,
+            judged: AtomicU64::new(0),
+        };
+        let now = service.now();
+        record.expires_at = Some(now + 10);
+        entry.judge(&record, now, 2);
+        record.expires_at = None;
+        entry.judge(&record, now, 1);
+        assert_eq!(
+            *receiver.borrow(),
+            State::Open {
+                expires_at: Some(now + 10)
+            }
+        );
+        entry.judge(&record, now, 3);
+        assert_eq!(*receiver.borrow(), State::Open { expires_at: None });
+    }
+
+    #[tokio::test]
     async fn stopping_ends_every_watch() {
         let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
         let sessions = Arc::new(Sessions::new(service.clone()));
         let id = token(&service, &[], None).await;
-        let mut watch = sessions.open(id, needed(&[]), None);
+        let mut watch = sessions.open(id, needed(&[]), None, None);
         sessions.stop();
         assert_eq!(within_a_second(&mut watch).await, Some(Ended::Stopped));
     }

@@ -4,8 +4,8 @@
 //! - any path: 200 `{"method", "uri", "headers": [[name, value], …], "body_bytes"}`
 //!   (the body is read in streaming fashion and only counted);
 //! - `/slow?ms=N`: answers after N ms;
-//! - `/ws` with `Upgrade`: 101, then echoes every byte on the upgraded
-//!   connection;
+//! - `/ws` with `Upgrade`: 101 (after `ms` milliseconds with `?ms=N`),
+//!   then echoes every byte on the upgraded connection;
 //! - `/events`: a server-sent-events stream, `data: N` every 100 ms, until
 //!   the client goes.
 
@@ -103,13 +103,13 @@ fn full(body: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
 
 async fn handle(mut request: Request<Incoming>) -> Result<Reply, Infallible> {
     let path = request.uri().path().to_owned();
-    if path == "/slow" {
+    if path == "/slow" || path == "/ws" {
         let ms: u64 = request
             .uri()
             .query()
             .and_then(|q| q.strip_prefix("ms="))
             .and_then(|n| n.parse().ok())
-            .unwrap_or(1_000);
+            .unwrap_or(if path == "/ws" { 0 } else { 1_000 });
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if path == "/ws" && request.headers().contains_key("upgrade") {
