@@ -110,7 +110,10 @@ impl Named {
 /// Whether `name` is an override header, in any spelling.
 fn is_override_header(name: &HeaderName) -> bool {
     let name = name.as_str().as_bytes();
-    matches!(name.len(), 13 | 17 | 22) && HEADERS.iter().any(|h| folds_to(name, h.as_bytes()))
+    // Length and first letter first: `authorization` is 13 bytes too.
+    matches!(name.len(), 13 | 17 | 22)
+        && name[0].eq_ignore_ascii_case(&b'x')
+        && HEADERS.iter().any(|h| folds_to(name, h.as_bytes()))
 }
 
 /// Whether a query key is `_method`, in any case, once decoded and folded

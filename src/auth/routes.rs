@@ -206,7 +206,7 @@ pub(crate) enum Need {
     All,
     /// The scopes of several rules at once: a request that a method
     /// override makes another method's too.
-    Union(Arc<[String]>),
+    Union(Arc<Vec<String>>),
 }
 
 /// The configured scoped routes, most specific first, indexed by the first
@@ -225,9 +225,6 @@ pub struct ScopedRoutes {
     all: Vec<String>,
     /// Whether any rule ignores letter case.
     caseless: bool,
-    /// Whether any rule names methods (else a method override changes
-    /// nothing a request needs).
-    by_method: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -238,13 +235,6 @@ struct ScopeRule {
     case_sensitive: bool,
 }
 
-impl ScopeRule {
-    #[inline]
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && under(&self.prefix, path, self.case_sensitive)
-    }
-}
 
 impl ScopedRoutes {
     /// From `[[routes]]` (checked by [`ScopedRoute::validate`]).
@@ -277,7 +267,6 @@ impl ScopedRoutes {
         Self {
             longest_segment: by_segment.keys().map(String::len).max().unwrap_or(0),
             caseless: rules.iter().any(|r| !r.case_sensitive),
-            by_method: rules.iter().any(|r| !r.methods.is_empty()),
             rules,
             by_segment,
             root,
@@ -288,12 +277,6 @@ impl ScopedRoutes {
     /// Whether no route is configured.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
-    }
-
-    /// Whether what a request needs may depend on its method: else no
-    /// method override can change it, and none need be read.
-    pub(crate) fn by_method(&self) -> bool {
-        self.by_method
     }
 
     /// The scopes a request with this method and raw path needs. Method
@@ -322,21 +305,37 @@ impl ScopedRoutes {
     /// names other methods in a method override (`named`), what those
     /// need too.
     pub(crate) fn need(&self, method: &Method, raw_path: &str, named: &Named) -> Need {
+        self.need_lazily(method, raw_path, || named.clone())
+    }
+
+    /// [`ScopedRoutes::need`], reading the methods a request names (`named`)
+    /// only when a rule over its path names methods: else the method cannot
+    /// change what it needs, and the common request reads no header for it.
+    pub(crate) fn need_lazily(
+        &self,
+        method: &Method,
+        raw_path: &str,
+        named: impl FnOnce() -> Named,
+    ) -> Need {
         if self.rules.is_empty() {
             return Need::Nothing;
         }
         let Some(path) = self.readable(raw_path) else {
             return Need::All;
         };
-        let own = self.rule_for(method, &path);
-        let others = match named {
+        let (own, by_method) = self.rule_for(method, &path);
+        if !by_method {
+            return own.map_or(Need::Nothing, Need::Rule);
+        }
+        let named = named();
+        let others = match &named {
             Named::None => return own.map_or(Need::Nothing, Need::Rule),
             Named::Unreadable => return Need::All,
             Named::Methods(methods) => methods,
         };
         let mut rules = vec![own];
         for other in others {
-            let rule = self.rule_for(other, &path);
+            let (rule, _) = self.rule_for(other, &path);
             if !rules.contains(&rule) {
                 rules.push(rule);
             }
@@ -358,7 +357,7 @@ impl ScopedRoutes {
         if union.is_empty() {
             Need::Nothing
         } else {
-            Need::Union(union.into())
+            Need::Union(Arc::new(union))
         }
     }
 
@@ -380,18 +379,31 @@ impl ScopedRoutes {
         Some(path)
     }
 
-    /// The first rule (most specific) matching a normalized path.
-    fn rule_for(&self, method: &Method, path: &str) -> Option<usize> {
+    /// The first rule (most specific) matching a normalized path and
+    /// method, and whether any rule over the path names methods.
+    fn rule_for(&self, method: &Method, path: &str) -> (Option<usize>, bool) {
         let segment = first_segment(path);
         let mut buffer = [0u8; 64];
         let own = (segment.len() <= self.longest_segment)
             .then(|| lower_case(segment, &mut buffer))
             .and_then(|key| self.by_segment.get(&*key));
-        own.into_iter()
-            .flatten()
-            .chain(&self.root)
-            .copied()
-            .find(|&i| self.rules[i].matches(method, path))
+        let (mut found, mut by_method) = (None, false);
+        // Most specific first: the first rule over the path for any method
+        // decides for every method no rule before it names.
+        for &i in own.into_iter().flatten().chain(&self.root) {
+            let rule = &self.rules[i];
+            if !under(&rule.prefix, path, rule.case_sensitive) {
+                continue;
+            }
+            if rule.methods.is_empty() {
+                return (found.or(Some(i)), by_method);
+            }
+            by_method = true;
+            if found.is_none() && rule.methods.contains(method) {
+                found = Some(i);
+            }
+        }
+        (found, by_method)
     }
 }
 
