@@ -235,7 +235,6 @@ struct ScopeRule {
     case_sensitive: bool,
 }
 
-
 impl ScopedRoutes {
     /// From `[[routes]]` (checked by [`ScopedRoute::validate`]).
     pub fn new(routes: &[ScopedRoute]) -> Self {
