@@ -364,6 +364,63 @@ async fn negative_entries_expire_after_the_negative_ttl() {
     assert_eq!(gate.server.calls("hgetall").await, 2);
 }
 
+/// A cached entry never outlives its token's expiry, even by the part of
+/// a second its whole-second lifetime was rounded by: from the moment the
+/// clock reaches `expires_at`, the token is refused, from the cache, with
+/// no store read (so every replica refuses from the same second).
+#[tokio::test]
+async fn a_cached_token_is_refused_from_its_expiry_second() {
+    let harness = support::Harness::redis().await;
+    let server = harness.redis.as_ref().unwrap();
+    let created = harness
+        .service
+        .create_token(tokengate::CreateTokenParams {
+            account_id: "acme".into(),
+            name: "expiring".into(),
+            expires_in_days: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = created.token.expose_secret().to_owned();
+    let auth = Authenticator::new(harness.service.clone(), &test_config().auth).unwrap();
+    let check = || {
+        let auth = auth.clone();
+        let token = token.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            let (method, uri) = (http::Method::GET, http::Uri::from_static("/orders"));
+            auth.check(tokengate::AuthRequest {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                peer: None,
+            })
+            .await
+        }
+    };
+    // Cached once the revocation reader has caught up (a lookup in flight
+    // while it does is not trusted, and is made again).
+    assert!(check().await.is_ok());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(check().await.is_ok());
+    server.reset_stats().await;
+    harness.clock.advance(support::DAY - 1);
+    assert!(check().await.is_ok(), "a second before its expiry");
+    harness.clock.advance(1);
+    assert_eq!(
+        check().await,
+        Err(tokengate::Rejection::InvalidToken(
+            tokengate::auth::InvalidReason::Expired
+        ))
+    );
+    assert_eq!(server.calls("hgetall").await, 0, "decided from the cache");
+}
+
 #[tokio::test]
 async fn expiry_inside_the_cache_ttl_is_honoured() {
     let gate = Gate::new(test_config()).await;

@@ -718,6 +718,14 @@ impl Authenticator {
                 rate_limit,
                 ..
             } => {
+                // The entry may outlive its token's expiry by most of a
+                // second (its lifetime counts whole seconds from when this
+                // replica cached it): the expiry itself decides, by the
+                // clock every replica reads, so all refuse from that second.
+                let now = inner.service.now();
+                if expires_at.is_some_and(|at| at <= now) {
+                    return Err(self.failed(ip, Some(token_id), InvalidReason::Expired));
+                }
                 // Before the limits: a request the token may not make spends
                 // nothing.
                 if let Some(missing) = auth.scopes.first_missing(needed) {
@@ -740,9 +748,7 @@ impl Authenticator {
                 } else {
                     None
                 };
-                inner
-                    .last_accessed
-                    .record(auth.token_id, inner.service.now());
+                inner.last_accessed.record(auth.token_id, now);
                 Ok(Verified {
                     auth: auth.clone(),
                     expires_at: *expires_at,
