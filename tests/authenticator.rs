@@ -384,25 +384,7 @@ async fn a_cached_token_is_refused_from_its_expiry_second() {
         .unwrap();
     let token = created.token.expose_secret().to_owned();
     let auth = Authenticator::new(harness.service.clone(), &test_config().auth).unwrap();
-    let check = || {
-        let auth = auth.clone();
-        let token = token.clone();
-        async move {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                http::header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-            let (method, uri) = (http::Method::GET, http::Uri::from_static("/orders"));
-            auth.check(tokengate::AuthRequest {
-                method: &method,
-                uri: &uri,
-                headers: &headers,
-                peer: None,
-            })
-            .await
-        }
-    };
+    let check = || support::check_token(&auth, &token);
     // Cached once the revocation reader has caught up (a lookup in flight
     // while it does is not trusted, and is made again).
     assert!(check().await.is_ok());

@@ -462,7 +462,7 @@ async fn letter_case_does_not_walk_around_a_route() {
     probed
         .refused_everywhere("GET", "/%61dmin", &[], "admin")
         .await;
-    let absolute = raw_request(
+    let absolute = support::raw(
         p,
         &format!(
             "GET http://127.0.0.1:{p}/ADMIN HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\
@@ -598,19 +598,6 @@ async fn method_overrides_do_not_walk_around_a_route() {
     assert_admitted(&reply, Some("orders:delete"));
     assert_eq!(reply.seen("x-http-method-override"), ["DELETE"]);
     assert_eq!(reply.json()["uri"], "/orders/1?_method=DELETE");
-}
-
-/// Sends `request` as raw bytes on a new connection to `port` and reads
-/// until the connection closes (send `Connection: close`).
-async fn raw_request(port: u16, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 /// docs/integrations/nginx.conf, pointed at `stack` and listening on

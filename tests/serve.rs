@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use support::procs::{Caddy, Nginx, Tokengate};
 use support::upstream::Upstream;
-use support::{HttpReply, RedisServer, free_port, http};
+use support::{HttpReply, RedisServer, free_port, http, raw};
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 const REALM: &str = r#"Bearer realm="tokengate""#;
@@ -1613,19 +1613,6 @@ async fn idle_websocket_tunnels_are_closed() {
         "closed after {:?} of silence",
         last.elapsed()
     );
-}
-
-/// Sends `request` as raw bytes on a new connection and reads the reply
-/// until tokengate closes the connection (send `Connection: close`).
-async fn raw(port: u16, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use http::StatusCode;
 use support::procs::{TempDir, Tokengate};
 use support::tls::{HttpsConnection, certificate_der};
 use support::upstream::Upstream;
-use support::{TlsFiles, free_port, http};
+use support::{TlsFiles, free_port, http, raw};
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 const H2_AND_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -207,18 +207,6 @@ async fn listeners_with_a_certificate_serve_https_and_refuse_cleartext() {
     }
     let reply = admin_tls.get("/healthz", &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
-}
-
-/// Sends `request` as raw bytes and reads until the server closes.
-async fn raw(port: u16, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 /// Opens new connections to `port` until one shows `expected` (the DER of

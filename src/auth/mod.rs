@@ -454,13 +454,17 @@ impl Authenticator {
         result
     }
 
+    /// Counts a decision under its outcome (see [`OUTCOMES`]).
     fn count(&self, result: Result<&Decision, &Rejection>) {
-        let index = outcome_index(match result {
+        self.count_outcome(match result {
             Ok(Decision::Authenticated(_)) => "authenticated",
             Ok(Decision::Public) => "public",
             Err(rejection) => rejection.code(),
         });
-        self.inner.outcomes[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_outcome(&self, name: &str) {
+        self.inner.outcomes[outcome_index(name)].fetch_add(1, Ordering::Relaxed);
     }
 
     async fn decide(&self, request: AuthRequest<'_>) -> Result<(Decision, Grant), Rejection> {
@@ -612,11 +616,10 @@ impl Authenticator {
             Ok(()) => self.admit(token, client, needed).await,
             Err(limited) => Err(limited),
         };
-        let index = outcome_index(match &result {
+        self.count_outcome(match &result {
             Ok(_) => "authenticated",
             Err(rejection) => rejection.code(),
         });
-        self.inner.outcomes[index].fetch_add(1, Ordering::Relaxed);
         result
     }
 

@@ -604,6 +604,20 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000-31999")
 }
 
+/// Sends `request` as raw bytes on a new connection to `port` and reads
+/// the reply until the server closes the connection (send `Connection:
+/// close`), for up to 5 s.
+pub async fn raw(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// What `auth` decides on a `GET /` bearing `token` (no socket peer).
 pub async fn check_token(
     auth: &tokengate::Authenticator,
