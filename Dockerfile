@@ -12,7 +12,7 @@
 #
 # The image's config is deploy/docker/tokengate.toml (every listener on
 # 0.0.0.0); it needs TOKENGATE_REDIS_URL and TOKENGATE_ADMIN_KEY. How to
-# change it: docs/deployment.md.
+# change it: docs/guide/deployment.md.
 
 # The toolchain CI tests with (rust-version in Cargo.toml is 1.89; this
 # builds the same code with the compiler the test suite ran on).

@@ -19,7 +19,7 @@
 //!   (worst case: the match is the last hash, which is also what every
 //!   invalid token costs).
 //!
-//! Run: `cargo bench --bench auth`. See `docs/performance.md`.
+//! Run: `cargo bench --bench auth`. See `docs/design/performance.md`.
 
 use std::convert::Infallible;
 use std::hint::black_box;

@@ -164,7 +164,7 @@ if [[ "$PLAIN_FORWARDED" == 1 ]]; then
 fi
 # The three measured servers proxy to the upstream the same way (keepalive,
 # HTTP/1.1, Connection ""); the two auth_request servers differ only in the
-# upstream their /_auth location asks (docs/integrations/nginx.conf's setup).
+# upstream their /_auth location asks (docs/guide/integrations/nginx.conf's setup).
 auth_server() {
     local port=$1 auth_upstream=$2
     cat <<EOF

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Redis load of one `tokengate serve` replica, on loopback only
-# (the figures of docs/scaling.md).
+# (the figures of docs/guide/scaling.md).
 #
 # Builds the release binaries, starts redis-server (no persistence), a minimal
 # upstream (examples/bench_upstream.rs) and one tokengate (proxy + admin) on
@@ -128,7 +128,7 @@ bcrypt_cost = 4
 # reconciled with Redis as usual. (A large burst as well: before rounds
 # counted their admissions from the start of their window, a token at
 # 20,000 req/s got some 429s with the default burst of 200; see
-# docs/rate-limits.md.)
+# docs/reference/rate-limits.md.)
 per_token_requests = 1000000
 per_token_burst = 1000000
 

@@ -1,8 +1,8 @@
 //! What `serve` records of every request it answers: one access-log line
 //! (`[log] access`, target `tokengate::access`) and the HTTP metrics
 //! (`crate::metrics`), from one [`Note`] the front door fills in as it
-//! goes. docs/http-contract.md, "Access log", lists the fields;
-//! docs/metrics.md the metrics.
+//! goes. docs/reference/http-contract.md, "Access log", lists the fields;
+//! docs/reference/metrics.md the metrics.
 //!
 //! Never logged: the token, `Authorization`, any header, the query string
 //! (a token may travel in it: `[sources] query_param`) or a body.
@@ -141,7 +141,7 @@ impl Note {
 /// workers; the buffer goes to stderr in one write every
 /// [`FLUSH_EVERY`], or at once past [`FLUSH_BYTES`]. Going through
 /// `tracing` instead cost ~5 µs of CPU per request, a sixth of the proxy's
-/// (docs/performance.md, "Access log, metrics and TLS").
+/// (docs/design/performance.md, "Access log, metrics and TLS").
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     json: bool,
@@ -270,7 +270,7 @@ fn write_out(lines: &[u8]) {
     }
 }
 
-/// One access line's fields (docs/http-contract.md, "Access log").
+/// One access line's fields (docs/reference/http-contract.md, "Access log").
 struct Line<'a> {
     door: &'a str,
     method: &'a str,

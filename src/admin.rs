@@ -1,5 +1,5 @@
 //! The admin listener: the token API (through `TokenService`), health,
-//! readiness, metrics and the OpenAPI document (docs/openapi.json).
+//! readiness, metrics and the OpenAPI document (docs/reference/openapi.json).
 //!
 //! The token routes need `Authorization: Bearer <TOKENGATE_ADMIN_KEY>`,
 //! compared in constant time; `/healthz`, `/readyz`, `/metrics` and
@@ -54,7 +54,7 @@ pub struct AdminConfig {
     /// a loopback address (for trying tokengate on a laptop).
     pub allow_unauthenticated_loopback: bool,
     /// The listener's certificate chain (PEM): with `tls_key`, the admin
-    /// API serves HTTPS (docs/tls.md).
+    /// API serves HTTPS (docs/guide/tls.md).
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -129,7 +129,7 @@ impl std::fmt::Debug for AdminKey {
 }
 
 /// The OpenAPI 3 document, kept in the repository and served as is.
-pub(crate) const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../docs/reference/openapi.json");
 
 /// Largest request body accepted (a create request is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
@@ -417,7 +417,7 @@ impl Admin {
         Some(response)
     }
 
-    /// `GET …/tokens?limit=&cursor=&status=` (docs/http-contract.md,
+    /// `GET …/tokens?limit=&cursor=&status=` (docs/reference/http-contract.md,
     /// "Listing"): a page in id order and the cursor of the next.
     async fn list(&self, account: &str, query: Option<&str>) -> Response<Body> {
         let (mut limit, mut cursor, mut status) = (DEFAULT_PAGE, None, None);
@@ -470,7 +470,7 @@ impl Admin {
         }
     }
 
-    /// `GET /v1/audit?account=&after=&limit=` (docs/http-contract.md,
+    /// `GET /v1/audit?account=&after=&limit=` (docs/reference/http-contract.md,
     /// "Audit log"): entries oldest first and the `after` of the next page.
     async fn audit(&self, query: Option<&str>) -> Response<Body> {
         let mut audit = AuditQuery {
@@ -499,7 +499,7 @@ impl Admin {
         }
     }
 
-    /// `POST /v1/verify` (docs/http-contract.md, "Verify API"): 200 with
+    /// `POST /v1/verify` (docs/reference/http-contract.md, "Verify API"): 200 with
     /// the verdict for any token, valid or not; 503 only when the store
     /// cannot answer.
     async fn verify<B>(&self, body: B) -> Response<Body>
@@ -615,7 +615,7 @@ async fn revoke(service: &TokenService, account: &str, id: &str) -> Response<Bod
     }
 }
 
-/// `PATCH …/tokens/{id}` (docs/http-contract.md, "Changing a token").
+/// `PATCH …/tokens/{id}` (docs/reference/http-contract.md, "Changing a token").
 async fn update<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
@@ -671,7 +671,7 @@ where
 }
 
 /// `PUT …/quota` (`Some` body) or `DELETE …/quota`: sets or removes the
-/// token's quota (docs/quotas.md).
+/// token's quota (docs/reference/quotas.md).
 async fn set_quota<B>(
     service: &TokenService,
     account: &str,
@@ -698,7 +698,7 @@ where
     }
 }
 
-/// `POST …/tokens/{id}/rotate` (docs/http-contract.md, "Rotating a
+/// `POST …/tokens/{id}/rotate` (docs/reference/http-contract.md, "Rotating a
 /// token"): 201 with the new token (its plaintext this once) and the old
 /// one's record under `old`.
 async fn rotate<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
@@ -1006,7 +1006,7 @@ impl<'a> CreatedTokenBody<'a> {
 /// sends such a request with its page's `Host` / `Origin`, and a form can
 /// only send `text/plain` or form bodies, so keyless mode refuses (403) a
 /// `Host` that is not a loopback name or address and any non-loopback
-/// `Origin`, and (415) a POST whose body is not declared JSON (docs/http-contract.md,
+/// `Origin`, and (415) a POST whose body is not declared JSON (docs/reference/http-contract.md,
 /// "Admin API without a key"). With a key, none of this is needed: a page
 /// cannot attach it.
 fn refuse_cross_site<B>(request: &Request<B>) -> Option<Response<Body>> {
@@ -1474,7 +1474,7 @@ mod tests {
 }
 
 /// Arbitrary path segments, methods, headers and JSON bodies through the
-/// admin API (docs/fuzzing.md): only documented statuses, never a 5xx on a
+/// admin API (docs/design/fuzzing.md): only documented statuses, never a 5xx on a
 /// healthy store, and a JSON error body on every 4xx.
 #[cfg(test)]
 mod proptests {

@@ -1080,7 +1080,7 @@ fn quota_text(info: &TokenInfo) -> String {
     }
 }
 
-/// One `--scope`, in the scope syntax (docs/token-format.md, "Scopes").
+/// One `--scope`, in the scope syntax (docs/reference/token-format.md, "Scopes").
 fn parse_scope(text: &str) -> Result<String, String> {
     if is_valid_scope(text) {
         Ok(text.to_owned())

@@ -485,7 +485,7 @@ mod tests {
         result
     }
 
-    /// Found by tests/fuzz.rs (`config_toml_loads_or_fails_on_one_line`):
+    /// Found by tests/server/fuzz.rs (`config_toml_loads_or_fails_on_one_line`):
     /// a key with a lone carriage return was quoted as is, and the error
     /// took two lines.
     #[test]

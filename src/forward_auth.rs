@@ -35,7 +35,7 @@ pub struct ForwardAuthConfig {
     #[serde(with = "crate::settings::listen")]
     pub listen: Option<SocketAddr>,
     /// The listener's certificate chain (PEM): with `tls_key`, the
-    /// endpoint serves HTTPS (docs/tls.md).
+    /// endpoint serves HTTPS (docs/guide/tls.md).
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -156,7 +156,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Arbitrary original-request headers from trusted and untrusted peers
-/// (docs/fuzzing.md): only the documented statuses, a JSON body on every
+/// (docs/design/fuzzing.md): only the documented statuses, a JSON body on every
 /// refusal, and no public route named by anyone but a trusted proxy.
 #[cfg(test)]
 mod proptests {

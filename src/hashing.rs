@@ -1,5 +1,5 @@
 //! Stored token hashes: bcrypt or HMAC-SHA256 under a server key
-//! (docs/token-format.md, "What is stored").
+//! (docs/reference/token-format.md, "What is stored").
 //!
 //! A record's `hash` field is one of:
 //!

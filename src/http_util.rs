@@ -42,7 +42,7 @@ pub(crate) fn json_response(
     response
 }
 
-/// The error body every door answers with (docs/http-contract.md,
+/// The error body every door answers with (docs/reference/http-contract.md,
 /// "Responses"): `{"error": code, "message": message}`, plus `field` naming
 /// the bad input of a 422. The one place it is written.
 pub(crate) fn error_response(
@@ -94,7 +94,7 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// in HTTP/1.1. `Ok(Some(authority))` when the request target carries an
 /// authority (absolute form, or HTTP/2's `:authority`), which a proxy must
 /// send as `Host` in place of the client's (§3.2.2); `Ok(None)`: keep
-/// `Host` as it is. `Err` is the 400 message (docs/http-contract.md, "Host").
+/// `Host` as it is. `Err` is the 400 message (docs/reference/http-contract.md, "Host").
 pub(crate) fn request_host(
     version: http::Version,
     uri: &http::Uri,
@@ -360,7 +360,7 @@ mod tests {
             "/public/%252e%252e/private",
             "/public/%252f",
             "/public/%25",
-            // Found by tests/fuzz.rs: a sign is not a hex digit.
+            // Found by tests/server/fuzz.rs: a sign is not a hex digit.
             "/public/%+1",
             "/public/%-1",
         ] {
@@ -444,7 +444,7 @@ pub(crate) fn proptest_config(default: u32) -> proptest::test_runner::Config {
 }
 
 /// Arbitrary bytes and traversal tricks through path normalization,
-/// percent-decoding and the `Host` checks (docs/fuzzing.md).
+/// percent-decoding and the `Host` checks (docs/design/fuzzing.md).
 #[cfg(test)]
 mod proptests {
     use super::*;

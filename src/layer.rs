@@ -221,7 +221,7 @@ where
 }
 
 /// Requires scopes of the token [`TokenGateLayer`] admitted, for the routes
-/// it wraps (docs/http-contract.md, "Scopes"): the in-code counterpart of
+/// it wraps (docs/reference/http-contract.md, "Scopes"): the in-code counterpart of
 /// `[[routes]]`. A request whose token lacks one gets 403
 /// `insufficient_scope` with `WWW-Authenticate: Bearer realm="tokengate",
 /// error="insufficient_scope", scope="…"`; one that reached it without an

@@ -1,7 +1,7 @@
 //! tokengate guards HTTP APIs with long-lived API tokens (`mk_…`).
 //!
 //! # Layout
-//! Each layer uses only the ones above it in this list (`tests/layers.rs`
+//! Each layer uses only the ones above it in this list (`tests/repo/layers.rs`
 //! keeps it so), and each component defines its own config section with its
 //! defaults and checks.
 //! - [`settings`]: what every config section shares (range checks, the
@@ -9,27 +9,27 @@
 //!   pieces (JSON error bodies, path normalization). Neither imports
 //!   anything from the crate.
 //! - [`token`]: the `mk_` format: generate, render, parse and checksum
-//!   (docs/token-format.md).
+//!   (docs/reference/token-format.md).
 //! - [`hashing`]: stored token hashes, bcrypt or HMAC-SHA256 under the
-//!   server key `TOKENGATE_HASH_KEY` (docs/token-format.md, "What is
+//!   server key `TOKENGATE_HASH_KEY` (docs/reference/token-format.md, "What is
 //!   stored").
 //! - [`store`]: the [`TokenStore`] trait, [`RedisStore`] and [`MemoryStore`],
 //!   `[redis]`, and the [`RevocationSink`] a store tells of revocations
-//!   (docs/redis-layout.md).
+//!   (docs/design/redis-layout.md).
 //! - [`service`]: [`TokenService`] (create, list, get, revoke, validate,
 //!   clean up), the input rules, `[security]` and [`TokenError`].
 //! - [`auth`]: the [`Authenticator`] every front door shares: sources,
 //!   cache, rate limits, identity headers, public and scoped routes (with
 //!   method overrides), last-accessed times, the [`TokenWatch`] that ends
 //!   a connection with its token, and [`AuthConfig`] for their sections
-//!   (docs/http-contract.md).
+//!   (docs/reference/http-contract.md).
 //! - [`layer`]: the tower [`TokenGateLayer`] for axum, hyper and tonic.
 //!
 //! With the `server` feature (on by default), the `tokengate` binary's parts:
 //! - `tls`: listeners' certificates (`tls_cert` / `tls_key`, reloaded) and
-//!   the proxy's `https://` upstreams (docs/tls.md);
+//!   the proxy's `https://` upstreams (docs/guide/tls.md);
 //! - `access`: what a front door notes of each request for the access log
-//!   and the metrics (docs/http-contract.md, "Access log");
+//!   and the metrics (docs/reference/http-contract.md, "Access log");
 //! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
 //!   and `/metrics`, each with its section (`[proxy]`, `[metrics]`, …);
 //! - `server`: `tokengate serve`: composition, workers, connections,

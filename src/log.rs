@@ -15,7 +15,7 @@ pub struct LogConfig {
     /// `RUST_LOG` overrides it.
     pub level: String,
     /// The access log: one line per request of every listener of `serve`
-    /// (target `tokengate::access`, level info; docs/http-contract.md,
+    /// (target `tokengate::access`, level info; docs/reference/http-contract.md,
     /// "Access log").
     pub access: bool,
     /// Percentage of requests the access log shows, 1–100, evenly spread

@@ -2,7 +2,7 @@
 //! module).
 
 /// mimalloc: a proxy allocates and frees small buffers on every request,
-/// which it serves faster than the system allocator (docs/performance.md).
+/// which it serves faster than the system allocator (docs/design/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

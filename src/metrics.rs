@@ -1,6 +1,6 @@
 //! Prometheus metrics, served at `GET /metrics` on the admin listener and,
 //! with `[metrics] listen`, on a listener of their own. Every name is in
-//! docs/metrics.md (and docs/grafana-dashboard.json is built on them):
+//! docs/reference/metrics.md (and docs/guide/grafana-dashboard.json is built on them):
 //!
 //! - `tokengate_http_requests_total{door,outcome}` and
 //!   `tokengate_http_request_duration_seconds{door,outcome}`: every request

@@ -1,6 +1,6 @@
 //! The sidecar reverse proxy: authenticate, then forward to one upstream.
 //!
-//! Per request, in this order (docs/http-contract.md, "Order of the steps"):
+//! Per request, in this order (docs/reference/http-contract.md, "Order of the steps"):
 //! 1. the shared Authenticator decides (401 / 400 / 429 / 503 stop here);
 //! 2. client-sent identity headers are stripped (and, as the body streams,
 //!    identity trailers);
@@ -15,7 +15,7 @@
 //!    through after auth.
 //!
 //! To an `https://` upstream the same HTTP/1.1 goes over TLS (`crate::tls`,
-//! docs/tls.md): a certificate that does not verify is a 502 like a refused
+//! docs/guide/tls.md): a certificate that does not verify is a 502 like a refused
 //! connection, logged with the reason.
 
 use std::net::SocketAddr;
@@ -72,7 +72,7 @@ pub struct ProxyConfig {
     /// `proxy_ssl_trusted_certificate`).
     pub upstream_ca_file: Option<PathBuf>,
     /// The listener's certificate chain (PEM): with `tls_key`, the proxy
-    /// serves HTTPS (docs/tls.md).
+    /// serves HTTPS (docs/guide/tls.md).
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -97,7 +97,7 @@ pub struct ProxyConfig {
     pub health_path: Option<String>,
     /// What to do with a request that names another method for the
     /// upstream to run (`X-HTTP-Method-Override`, `?_method=`):
-    /// docs/http-contract.md, "Method overrides".
+    /// docs/reference/http-contract.md, "Method overrides".
     pub method_override: MethodOverride,
 }
 
@@ -423,7 +423,7 @@ impl Proxy {
             };
         note.client_ip(|| self.auth.client_ip(Some(peer.ip()), request.headers()));
         // Stripped before the check, so the scopes of the request's own
-        // method are all it needs (docs/http-contract.md, "Method
+        // method are all it needs (docs/reference/http-contract.md, "Method
         // overrides").
         if self.strip_method_overrides {
             let (mut parts, body) = request.into_parts();
@@ -465,7 +465,7 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         // A tunnel ends when its token no longer admits it: watched from
         // before the request goes upstream, so a change made meanwhile is
-        // not missed (docs/http-contract.md, "Open connections").
+        // not missed (docs/reference/http-contract.md, "Open connections").
         let tunnel_watch = upgrade
             .then(|| {
                 decision
@@ -627,7 +627,7 @@ impl Proxy {
 
     /// The response to a request that got no upstream response: the
     /// client's fault when its body broke (400) or stalled (408), else 502,
-    /// or 504 past the timeout (docs/http-contract.md, "Connections").
+    /// or 504 past the timeout (docs/reference/http-contract.md, "Connections").
     fn send_failed(
         &self,
         error: SendError,
@@ -820,7 +820,7 @@ const FORWARDING: [&str; 7] = [
 /// may fold into the real one (`X_Forwarded_For`, `x.real.ip`: nginx,
 /// CGI/WSGI and some Node frameworks read them as `X-Forwarded-For`), as
 /// for identity headers; and, from a peer that is not a trusted proxy, the
-/// real spellings too (docs/http-contract.md, "Forwarding headers").
+/// real spellings too (docs/reference/http-contract.md, "Forwarding headers").
 fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
     // The common case, none present: one pass over the names, no allocation.
     if headers.keys().any(is_folded_forwarding) {
@@ -853,7 +853,7 @@ fn is_folded_forwarding(name: &http::HeaderName) -> bool {
 /// Answers 101 to the client and copies bytes both ways once both sides have
 /// switched protocols, until either side closes, no byte has moved either
 /// way for `idle` (checked four times per `idle`), or the token that opened
-/// it no longer admits it (`watch`; docs/http-contract.md, "Open
+/// it no longer admits it (`watch`; docs/reference/http-contract.md, "Open
 /// connections").
 fn splice(
     client: hyper::upgrade::OnUpgrade,
@@ -1077,7 +1077,7 @@ where
 /// How long a response must have been streaming before its token is
 /// watched: shorter ones cost no registration, and a revocation still
 /// reaches a long one (server-sent events, a big download) within about a
-/// second (docs/http-contract.md, "Open connections").
+/// second (docs/reference/http-contract.md, "Open connections").
 const WATCH_AFTER: Duration = Duration::from_secs(1);
 
 /// What a response body needs to watch the token that admitted its

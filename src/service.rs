@@ -63,7 +63,7 @@ pub const MAX_ACCOUNT_ID_CHARS: usize = 128;
 /// What an account id may hold besides ASCII letters and digits. The id
 /// travels in a header (`X-Account-Id`), a Redis key and a URL path, so
 /// nothing in it may be trimmed, folded or split by any of them: no spaces,
-/// no commas or quotes, nothing outside ASCII (docs/http-contract.md,
+/// no commas or quotes, nothing outside ASCII (docs/reference/http-contract.md,
 /// "Account ids").
 pub const ACCOUNT_ID_SYMBOLS: &str = "-_.:@+=";
 /// Longest token name, in characters.
@@ -80,7 +80,7 @@ pub struct SecurityConfig {
     /// How new tokens are hashed: `bcrypt` (the default) or `hmac-sha256`
     /// (needs `TOKENGATE_HASH_KEY`). Records of either kind are read, and a
     /// record of the other kind is rehashed the first time its token is
-    /// used successfully (docs/token-format.md, "What is stored").
+    /// used successfully (docs/reference/token-format.md, "What is stored").
     pub hash: HashKind,
     /// bcrypt cost for new tokens, 4–15. Each step doubles the time of every
     /// hash and of every cache-miss verification.
@@ -380,9 +380,9 @@ pub struct CreateTokenParams {
     pub name: String,
     /// 1–3650, or `None` for a token that never expires.
     pub expires_in_days: Option<u32>,
-    /// A usage quota, or `None` for unlimited use (docs/quotas.md).
+    /// A usage quota, or `None` for unlimited use (docs/reference/quotas.md).
     pub quota: Option<QuotaParams>,
-    /// The token's scopes (docs/token-format.md, "Scopes"); none by default.
+    /// The token's scopes (docs/reference/token-format.md, "Scopes"); none by default.
     pub scopes: Scopes,
     /// The networks the token may be used from; empty (the default): any.
     pub allowed_ips: AllowedIps,
@@ -394,7 +394,7 @@ pub struct CreateTokenParams {
 }
 
 /// A usage quota to give a token: `remaining` requests, optionally set back
-/// to `refill.amount` every `refill.interval` (docs/quotas.md). In JSON:
+/// to `refill.amount` every `refill.interval` (docs/reference/quotas.md). In JSON:
 /// `{"remaining": 1000, "refill": {"amount": 1000, "interval": "1d"}}`,
 /// the interval a duration or `"month"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -616,7 +616,7 @@ impl BcryptGate {
 
 /// The default bcrypt concurrency: one less than the CPUs (at least one),
 /// so a flood of wrong secrets leaves a core to the cached requests
-/// (docs/performance.md, "bcrypt flood").
+/// (docs/design/performance.md, "bcrypt flood").
 pub fn default_bcrypt_concurrency() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |cpus| usize::from(cpus).saturating_sub(1).max(1))
@@ -718,7 +718,7 @@ impl TokenService {
         }
     }
 
-    /// The audit trail, oldest first (docs/http-contract.md, "Audit log").
+    /// The audit trail, oldest first (docs/reference/http-contract.md, "Audit log").
     pub async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, TokenError> {
         if !(1..=MAX_AUDIT_PAGE).contains(&query.limit) {
             return Err(TokenError::input(
@@ -932,7 +932,7 @@ impl TokenService {
             .collect())
     }
 
-    /// One page of the account's tokens in id order (docs/http-contract.md,
+    /// One page of the account's tokens in id order (docs/reference/http-contract.md,
     /// "Listing"): up to `limit` (1–1,000) after the cursor `after`, only
     /// those with `status` if given, and the cursor of the next page
     /// (`None`: no more). Walking from `None` to the end returns every token
@@ -1020,7 +1020,7 @@ impl TokenService {
     /// Sets, replaces or (with `None`) removes the usage quota of a token of
     /// the account, and returns its record. The quota starts a new period
     /// now; credits replicas had leased from the old one are void
-    /// (docs/quotas.md).
+    /// (docs/reference/quotas.md).
     pub async fn set_quota(
         &self,
         token_id: TokenId,
@@ -1052,7 +1052,7 @@ impl TokenService {
         Ok(info)
     }
 
-    /// Changes a token of the account (docs/http-contract.md, "Changing a
+    /// Changes a token of the account (docs/reference/http-contract.md, "Changing a
     /// token"): the fields given, checked as at creation; never a revoked
     /// token ([`TokenError::Revoked`]). Every replica's cache looks the
     /// token up again (this one at once, others through the events stream).
@@ -1170,7 +1170,7 @@ impl TokenService {
         Ok(info)
     }
 
-    /// Rotates a token of the account (docs/http-contract.md, "Rotating a
+    /// Rotates a token of the account (docs/reference/http-contract.md, "Rotating a
     /// token"): a new token with the same account, name, scopes, metadata,
     /// allowlist, expiry, enabled state and quota, linked both ways with the
     /// old one, which then expires at the earlier of now + `grace` and its
@@ -1212,7 +1212,7 @@ impl TokenService {
             last_accessed: None,
             revoked_at: None,
             // The credits left now, refilled on the same schedule: during
-            // the grace both tokens draw on their own (docs/quotas.md).
+            // the grace both tokens draw on their own (docs/reference/quotas.md).
             quota: old.quota.as_ref().map(|q| {
                 let q = q.at(now);
                 Quota::new(q.remaining, q.refill, q.refilled_at)

@@ -1,4 +1,4 @@
-//! TLS for `tokengate serve` (docs/tls.md): listeners that terminate TLS
+//! TLS for `tokengate serve` (docs/guide/tls.md): listeners that terminate TLS
 //! themselves, and the proxy's `https://` upstreams. rustls with the ring
 //! provider, given to each config explicitly (no process-wide default).
 //!

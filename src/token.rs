@@ -1,4 +1,4 @@
-//! The `mk_` token format: generate, render and parse (docs/token-format.md).
+//! The `mk_` token format: generate, render and parse (docs/reference/token-format.md).
 //!
 //! ```text
 //! mk_ <id: 22 base62> <secret: 24 base62> <checksum: 6 base62>      55 chars
@@ -307,7 +307,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The worked example of docs/token-format.md.
+    /// The worked example of docs/reference/token-format.md.
     const EXAMPLE_UUID: &str = "0b6c0e5e-5bd5-4f5e-9a43-5f1a2c3d4e5f";
     const EXAMPLE_SECRET: &str = "Zq3RkT9vLm2XcP7wYh4NsB8d";
 
@@ -319,9 +319,11 @@ mod tests {
     fn worked_example_matches_the_docs() {
         let token = example();
         let text = token.expose_secret();
-        let doc =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/token-format.md"))
-                .unwrap();
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/reference/token-format.md"
+        ))
+        .unwrap();
         let id62 = token.id().to_base62();
         let checksum = &text[CHECKSUMMED_LEN..];
         let crc = crc32fast::hash(&text.as_bytes()[..CHECKSUMMED_LEN]);
@@ -334,7 +336,10 @@ mod tests {
             &crc.to_string(),
             &format!("0x{crc:08x}"),
         ] {
-            assert!(doc.contains(needle), "docs/token-format.md lacks {needle}");
+            assert!(
+                doc.contains(needle),
+                "docs/reference/token-format.md lacks {needle}"
+            );
         }
         assert_eq!(parse(text), Ok(token.id()));
     }

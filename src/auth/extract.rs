@@ -1,6 +1,6 @@
 //! Where a request's token and client IP come from.
 //!
-//! Token sources (docs/http-contract.md, "Token sources"): `Authorization:
+//! Token sources (docs/reference/http-contract.md, "Token sources"): `Authorization:
 //! Bearer` always; `X-API-Key` and a query parameter when configured. A
 //! request that carries a token in more than one place, or two
 //! `Authorization` headers, is ambiguous and refused with 400 (RFC 6750 §2).

@@ -5,7 +5,7 @@
 //! must see the method the service will run: such a request needs the
 //! scopes of its own method and of every method it names, or the proxy
 //! removes them first (`[proxy] method_override = "strip"`;
-//! docs/http-contract.md, "Method overrides").
+//! docs/reference/http-contract.md, "Method overrides").
 //!
 //! Fail closed: the headers are recognised in every spelling the identity
 //! headers are (any case, `_` or `.` for `-`), the query parameter under any

@@ -1,5 +1,5 @@
 //! The [`Authenticator`]: the hot path every front door shares
-//! (docs/http-contract.md, "Order of the steps").
+//! (docs/reference/http-contract.md, "Order of the steps").
 //!
 //! ```text
 //! public route? → client IP over the failure limit? → extract the token
@@ -170,7 +170,7 @@ pub struct Verified {
     /// When it expires (unix seconds), `None` for never.
     pub expires_at: Option<i64>,
     /// For a token with a usage quota, about how many requests it has left
-    /// after this one (docs/quotas.md); `None` without a quota.
+    /// after this one (docs/reference/quotas.md); `None` without a quota.
     pub remaining: Option<u64>,
     /// The client it was checked for: handed back, so a request's future
     /// need not keep its own copy across the check.
@@ -510,7 +510,7 @@ impl Authenticator {
     }
 
     /// What the route table asks of a request: for its method and path,
-    /// and for every method a method override names (docs/http-contract.md,
+    /// and for every method a method override names (docs/reference/http-contract.md,
     /// "Method overrides").
     #[inline]
     fn need(&self, request: &AuthRequest<'_>) -> Need {
@@ -538,7 +538,7 @@ impl Authenticator {
     /// [`TokenWatch::ended`] completes when the token is revoked, disabled
     /// or expires, or no longer holds a scope (or allows the client
     /// address) that `request` needed, here or on any replica sharing the
-    /// store (docs/http-contract.md, "Open connections").
+    /// store (docs/reference/http-contract.md, "Open connections").
     ///
     /// `auth` is the identity [`Authenticator::check`] gave `request`, and
     /// `request` is what it was given: the method, the URI as the Layer saw
@@ -601,7 +601,7 @@ impl Authenticator {
     }
 
     /// Checks a token for a service that asks in its own code (the admin
-    /// API's `POST /v1/verify`, docs/http-contract.md "Verify API"):
+    /// API's `POST /v1/verify`, docs/reference/http-contract.md "Verify API"):
     /// through the same cache, refusal limits, rate limits and quota as a
     /// request, with the scopes `needed` (all of them) and the end client's
     /// address for its IP allowlist and failure limit (`None`: unknown; a
@@ -839,7 +839,7 @@ impl Authenticator {
         let limits = &self.inner.limits;
         // Every refusal of a well-formed id counts, live or not: counting
         // only wrong secrets would make a 429 tell that an id is live, which
-        // the timing of refusals hides (docs/http-contract.md, "Timing").
+        // the timing of refusals hides (docs/reference/http-contract.md, "Timing").
         let per_id = token_id.map_or(Ok(()), |id| limits.record_wrong_secret(id));
         match limits.record_failure(ip).and(per_id) {
             Err(limited) => limited,
@@ -880,7 +880,7 @@ mod invalid_reasons {
 mod future_sizes {
     /// Every request's future is built, moved into the Layer's box and
     /// polled: its size is copied on each request (memmove was 13-15% of a
-    /// cache hit's profile, docs/performance.md). Rarely used awaits are
+    /// cache hit's profile, docs/design/performance.md). Rarely used awaits are
     /// boxed, and the cache holds its entries behind an `Arc`, to keep it
     /// small; this keeps them so. The admission is 1,032 bytes; the check
     /// around it 1,256, with what a front door keeps to watch a connection

@@ -1,4 +1,4 @@
-//! Usage quotas on the request path (docs/quotas.md).
+//! Usage quotas on the request path (docs/reference/quotas.md).
 //!
 //! Each admitted request of a token that has a quota spends one credit.
 //! Credits come from the store in leases: a replica takes a block at once

@@ -1,5 +1,5 @@
 //! Rate limits: per token, per account, and per client IP on failed
-//! authentications (docs/rate-limits.md).
+//! authentications (docs/reference/rate-limits.md).
 //!
 //! Token and account limits are GCRA limiters of our own, so that a store
 //! shared by several replicas can count them fleet-wide: each request is
@@ -757,7 +757,7 @@ impl Limits {
 }
 
 /// Reconciles `limits` with the store every `interval` for as long as they
-/// live (docs/rate-limits.md). A failing store is logged once per outage.
+/// live (docs/reference/rate-limits.md). A failing store is logged once per outage.
 pub(crate) async fn reconcile(
     limits: Weak<Limits>,
     store: Arc<dyn TokenStore>,

@@ -1,5 +1,5 @@
 //! Why a request was refused, and the one function that turns that into an
-//! HTTP response (docs/http-contract.md, "Responses"): status,
+//! HTTP response (docs/reference/http-contract.md, "Responses"): status,
 //! `WWW-Authenticate`, rate-limit headers and a JSON body that never says
 //! which part of a token was wrong.
 
@@ -93,7 +93,7 @@ pub enum Rejection {
         retry_after: Duration,
     },
     /// The token's usage quota is used up: 429 `usage_exceeded`
-    /// (docs/quotas.md).
+    /// (docs/reference/quotas.md).
     UsageExceeded {
         /// When the quota refills, if it does.
         retry_after: Option<Duration>,

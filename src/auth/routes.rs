@@ -1,6 +1,6 @@
 //! Route rules, matched on the normalized, percent-decoded path by method
 //! and path prefix: public routes, which skip authentication, and scoped
-//! routes, which name the scopes a token needs (docs/http-contract.md,
+//! routes, which name the scopes a token needs (docs/reference/http-contract.md,
 //! "Public routes" and "Scopes").
 //!
 //! A path that is not already in normal form (a `.` or `..` segment, an
@@ -106,7 +106,7 @@ fn scoped_methods_of(names: &[String]) -> Vec<Method> {
     methods
 }
 
-/// `[[routes]]`: the scopes a request needs (docs/http-contract.md,
+/// `[[routes]]`: the scopes a request needs (docs/reference/http-contract.md,
 /// "Scopes").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,7 +193,7 @@ impl ScopedRoute {
 
 /// What a request needs of its token, resolved by [`ScopedRoutes::scopes`]:
 /// small and cheap to copy on the hot path, and kept by a connection that
-/// outlives its request (docs/http-contract.md, "Open connections").
+/// outlives its request (docs/reference/http-contract.md, "Open connections").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) enum Need {
     /// No rule matches: any valid token.
@@ -279,7 +279,7 @@ impl ScopedRoutes {
     }
 
     /// The scopes a request with this method and raw path needs. Method
-    /// overrides are the Authenticator's to read (docs/http-contract.md,
+    /// overrides are the Authenticator's to read (docs/reference/http-contract.md,
     /// "Method overrides"): this is what the method and path alone need.
     pub fn needed(&self, method: &Method, raw_path: &str) -> &[String] {
         match self.need(method, raw_path, &Named::None) {

@@ -2,7 +2,7 @@
 //! any other upgrade) tunnel, a response still streaming, a Layer
 //! service's own long-lived work. Each holds a [`TokenWatch`], which ends
 //! when the token no longer admits what the connection was opened for
-//! (docs/http-contract.md, "Open connections"):
+//! (docs/reference/http-contract.md, "Open connections"):
 //!
 //! - a revocation ends it on receipt, here or from another replica;
 //! - any other change (disabled, new scopes, a new allowlist, a new expiry,
@@ -401,7 +401,7 @@ pub(crate) async fn patrol(sessions: Weak<Sessions>, every: Duration, degraded: 
 /// Watches the token behind a connection that outlives its request
 /// ([`crate::Authenticator::watch`]): [`TokenWatch::ended`] completes when
 /// the token no longer admits that request, on this replica or any other
-/// (docs/http-contract.md, "Open connections"). Dropping it stops watching.
+/// (docs/reference/http-contract.md, "Open connections"). Dropping it stops watching.
 pub struct TokenWatch {
     sessions: Arc<Sessions>,
     token_id: TokenId,

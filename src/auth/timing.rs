@@ -1,5 +1,5 @@
 //! Refusals that take as long as a verification, so that response
-//! times do not tell whether a token id is live (docs/http-contract.md,
+//! times do not tell whether a token id is live (docs/reference/http-contract.md,
 //! "Timing").
 //!
 //! A wrong secret for a live id costs a store read and a hash verify

@@ -1,4 +1,4 @@
-//! Time limits for HTTP/2 client connections (docs/http-contract.md,
+//! Time limits for HTTP/2 client connections (docs/reference/http-contract.md,
 //! "Connections").
 //!
 //! hyper bounds an HTTP/1.1 connection's wait for request headers, between

@@ -162,7 +162,7 @@ impl Door {
 
     // Kept beside the connection code that calls it on every request (the
     // same module, so the same codegen unit): in another module, the proxy
-    // load benchmark showed more CPU per request (docs/performance.md,
+    // load benchmark showed more CPU per request (docs/design/performance.md,
     // "After the architecture change of issue 9").
     async fn handle(
         &self,

@@ -1,5 +1,5 @@
 //! The audit trail: every change made through `TokenService`
-//! (docs/http-contract.md, "Audit log"; docs/redis-layout.md, "audit").
+//! (docs/reference/http-contract.md, "Audit log"; docs/design/redis-layout.md, "audit").
 //!
 //! An entry says when, who (the [`Actor`]), which account and token, what
 //! (the [`AuditAction`]) and the fields it set. It never holds a token, a

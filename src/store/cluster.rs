@@ -1,5 +1,5 @@
 //! Redis Cluster: the `redis+cluster://` URL and its client
-//! (docs/redis-layout.md, "Redis Cluster").
+//! (docs/design/redis-layout.md, "Redis Cluster").
 //!
 //! The URL lists some of the cluster's nodes (any of them: the client
 //! learns the rest, and where each hash slot lives, from them):

@@ -1,7 +1,7 @@
 //! How the Redis store reaches Redis: directly (`redis://`, `rediss://`),
 //! through Redis Sentinel (`redis+sentinel://`), asking the sentinels which
 //! node is the master each time it connects, so a failover is followed
-//! without a restart (docs/redis-layout.md, "Connection"), or to a Redis
+//! without a restart (docs/design/redis-layout.md, "Connection"), or to a Redis
 //! Cluster (`redis+cluster://`, see `cluster.rs`).
 //!
 //! The store holds a [`Connection`] for its commands and a [`Connector`] for

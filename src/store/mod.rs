@@ -5,7 +5,7 @@
 //! A store keeps records and their indexes consistent; it knows nothing of
 //! plaintext tokens, bcrypt or input rules, which belong to
 //! [`TokenService`](crate::TokenService). The Redis key layout is documented
-//! in docs/redis-layout.md.
+//! in docs/design/redis-layout.md.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -195,7 +195,7 @@ pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreErro
 }
 
 /// A token's own rate limit, replacing `[rate_limit] per_token_*` for it
-/// (docs/rate-limits.md, "A token's own limit"). In JSON:
+/// (docs/reference/rate-limits.md, "A token's own limit"). In JSON:
 /// `{"requests": 10, "period": "1s", "burst": 20}`; a `burst` of 0 (or
 /// none) is `requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -212,7 +212,7 @@ pub struct TokenRateLimit {
 }
 
 impl TokenRateLimit {
-    /// As stored (docs/redis-layout.md): `"<requests> <period ns> <burst>"`.
+    /// As stored (docs/design/redis-layout.md): `"<requests> <period ns> <burst>"`.
     pub(crate) fn to_field(self) -> String {
         format!(
             "{} {} {}",
@@ -245,7 +245,7 @@ pub struct TokenRecord {
     /// A human label ("ci", "billing export").
     pub name: String,
     /// The token's hash: `bcrypt(token)` (`$2b$…`) or
-    /// `hmac-sha256$<key id>$<hex>` (docs/token-format.md).
+    /// `hmac-sha256$<key id>$<hex>` (docs/reference/token-format.md).
     pub hash: String,
     /// When the token was created.
     pub created_at: i64,
@@ -257,9 +257,9 @@ pub struct TokenRecord {
     pub last_accessed: Option<i64>,
     /// When the token was revoked (a soft delete).
     pub revoked_at: Option<i64>,
-    /// The usage quota, if the token has one (docs/quotas.md).
+    /// The usage quota, if the token has one (docs/reference/quotas.md).
     pub quota: Option<Quota>,
-    /// What the token may do (docs/token-format.md, "Scopes"); none:
+    /// What the token may do (docs/reference/token-format.md, "Scopes"); none:
     /// only routes that need no scope.
     pub scopes: Scopes,
     /// When the token was disabled (reversibly, unlike a revocation);
@@ -607,13 +607,13 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 /// What a rate limiter counts: one token's requests, or all of an account's
-/// tokens' together (docs/rate-limits.md).
+/// tokens' together (docs/reference/rate-limits.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LimitKey {
     /// The per-token limit.
     Token(TokenId),
     /// A token's own limit: counted apart from the configured one, and
-    /// afresh when it changes (docs/rate-limits.md, "A token's own limit").
+    /// afresh when it changes (docs/reference/rate-limits.md, "A token's own limit").
     OwnLimit(TokenId, TokenRateLimit),
     /// The per-account limit.
     Account(String),

@@ -1,6 +1,6 @@
 //! Usage quotas (credits) as the store keeps them, and the refill calendar
-//! both stores share (docs/quotas.md). The Redis store runs the same rules
-//! in Lua (`LEASE_LUA`); `tests/service.rs` checks both stores agree.
+//! both stores share (docs/reference/quotas.md). The Redis store runs the same rules
+//! in Lua (`LEASE_LUA`); `tests/core/service.rs` checks both stores agree.
 
 use std::fmt;
 use std::str::FromStr;

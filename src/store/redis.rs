@@ -1,4 +1,4 @@
-//! The Redis store (docs/redis-layout.md).
+//! The Redis store (docs/design/redis-layout.md).
 //!
 //! Keys, under a configurable prefix (default `tokengate:`):
 //! - `{prefix}token:{id}`: HASH, the record;
@@ -55,7 +55,7 @@ const PENDING_GRACE: i64 = 60;
 /// About how many events the stream keeps (Redis trims whole nodes, so a
 /// few more). A replica disconnected for longer than it takes the fleet to
 /// make this many token changes re-checks its cached tokens instead of
-/// replaying (docs/redis-layout.md, "Revocations").
+/// replaying (docs/design/redis-layout.md, "Revocations").
 pub(super) const EVENTS_MAX_LEN: usize = 10_000;
 
 /// Creates the record, its account-index entry and its expiry-index entry, or
@@ -177,7 +177,7 @@ return 1
 
 /// Counts a replica's admissions on a fleet-wide GCRA limiter and returns
 /// how far its theoretical arrival time (TAT) runs ahead of now, and how many
-/// requests it has counted (docs/rate-limits.md). Redis's clock is the
+/// requests it has counted (docs/reference/rate-limits.md). Redis's clock is the
 /// fleet's clock. The admissions were made over the round's window (the
 /// time since the replica's previous round), not all at its end, so the
 /// TAT they extend is at least the window's start, not now: otherwise a
@@ -201,7 +201,7 @@ redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((tat - now + tonumber(ARGV[3])
 return {math.max(math.floor(tat - now), 0), counted}
 ";
 
-/// The refill calendar of docs/quotas.md, as in `src/store/quota.rs`:
+/// The refill calendar of docs/reference/quotas.md, as in `src/store/quota.rs`:
 /// `period_start(interval, start, now)` and `next_start(interval, start)`,
 /// `interval` being seconds or `month` (UTC calendar months).
 const REFILL_LUA: &str = r"
@@ -352,7 +352,7 @@ pub struct RedisStore {
     give_back: Script,
     set_quota: Script,
     update: Script,
-    // Cluster only (docs/redis-layout.md, "Redis Cluster").
+    // Cluster only (docs/design/redis-layout.md, "Redis Cluster").
     pending: Script,
     commit: Script,
     revoke_index: Script,
@@ -367,7 +367,7 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Key names (docs/redis-layout.md). On a cluster the names carry hash
+/// Key names (docs/design/redis-layout.md). On a cluster the names carry hash
 /// tags: a token's record has its own slot (`{prefix}token:{<id>}`, the
 /// braces literal), so records spread over the nodes, and the indexes and
 /// the events stream share one slot (`{<prefix>}account:…`), so each write
@@ -651,7 +651,7 @@ impl RedisStore {
     /// then the record (its end of life checked again on the record), then
     /// out of the expiry index. Interrupted anywhere, the next cleanup
     /// finds the id in the expiry index again and finishes. Then creations
-    /// that never finished are repaired (docs/redis-layout.md, "Redis
+    /// that never finished are repaired (docs/design/redis-layout.md, "Redis
     /// Cluster").
     async fn remove_dead_on_cluster(&self, cutoff: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
@@ -810,7 +810,7 @@ impl RedisStore {
 }
 
 /// A client for `url`; for `rediss://`, trusting the CA and presenting the
-/// client certificate that `config` names (docs/redis-layout.md,
+/// client certificate that `config` names (docs/design/redis-layout.md,
 /// "Connection").
 fn client(url: &str, config: Option<&RedisConfig>) -> Result<redis::Client, StoreError> {
     #[cfg(feature = "redis-tls")]
@@ -1039,7 +1039,7 @@ impl TokenStore for RedisStore {
         invocation.key(self.keys.token(id)).arg(want).arg(now);
         // Not retried once sent: a lost reply may have handed out credits,
         // and asking again would only lose more of them (never over-spend:
-        // see docs/quotas.md). The caller fails closed.
+        // see docs/reference/quotas.md). The caller fails closed.
         let reply: Vec<i64> = self
             .retried_if_refused(|mut conn| {
                 let invocation = &invocation;
@@ -1241,7 +1241,7 @@ impl TokenStore for RedisStore {
 
     async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         // XRANGE in chunks, filtered by account here: an account's entries
-        // are spread through the one stream (docs/redis-layout.md).
+        // are spread through the one stream (docs/design/redis-layout.md).
         let empty = AuditPage {
             entries: Vec::new(),
             next: None,
@@ -1523,7 +1523,7 @@ async fn stream_state(conn: &mut Connection, key: &str) -> redis::RedisResult<Op
 /// After a break it replays from the last entry it saw; only if entries it
 /// had not seen were trimmed away (or the stream is gone) does it ask the
 /// store about each cached token instead. While disconnected, the sink is
-/// told, so it trusts its cache for less long (docs/redis-layout.md,
+/// told, so it trusts its cache for less long (docs/design/redis-layout.md,
 /// "Revocations").
 async fn watch(connector: Connector, keys: Keys, sink: Weak<dyn RevocationSink>) {
     let events = keys.events();
@@ -1891,7 +1891,7 @@ fn decode_audit(id: String, fields: &HashMap<String, String>) -> Result<AuditEnt
     })
 }
 
-/// The quota fields of a record (docs/redis-layout.md): absent without
+/// The quota fields of a record (docs/design/redis-layout.md): absent without
 /// `quota_remaining`.
 fn decode_quota(
     fields: &HashMap<String, String>,

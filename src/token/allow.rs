@@ -1,4 +1,4 @@
-//! A token's IP allowlist (docs/http-contract.md, "IP allowlists"): the
+//! A token's IP allowlist (docs/reference/http-contract.md, "IP allowlists"): the
 //! networks its requests may come from. Empty: any address.
 
 use std::fmt;

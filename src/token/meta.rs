@@ -1,4 +1,4 @@
-//! A token's metadata (docs/http-contract.md, "Metadata"): a JSON object
+//! A token's metadata (docs/reference/http-contract.md, "Metadata"): a JSON object
 //! that tokengate stores, returns and can forward, but never interprets.
 
 use std::fmt;

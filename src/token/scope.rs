@@ -1,4 +1,4 @@
-//! Scopes: what a token may do (docs/token-format.md, "Scopes").
+//! Scopes: what a token may do (docs/reference/token-format.md, "Scopes").
 //!
 //! A scope is 1–64 characters from `[a-z0-9:._*-]`, a `*` only at its end;
 //! a token holds at most 32. A held scope grants a needed one when they are

@@ -14,6 +14,8 @@ use tokengate::{Clock, MemoryStore, RedisStore, TokenService, TokenStore};
 #[cfg(feature = "server")]
 pub mod procs;
 #[cfg(feature = "server")]
+pub mod stack;
+#[cfg(feature = "server")]
 pub mod tls;
 #[cfg(feature = "server")]
 pub mod upstream;

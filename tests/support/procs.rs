@@ -131,6 +131,16 @@ impl Tokengate {
         read(&self.dir.path().join("tokengate.log"))
     }
 
+    /// The log once it holds `text`, or after 5 s: a line written while
+    /// the server starts may follow the moment its ports accept.
+    pub async fn log_once(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(text) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.log()
+    }
+
     /// Sends `signal` (`"HUP"`, …) with `kill`.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

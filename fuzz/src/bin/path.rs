@@ -1,5 +1,5 @@
 //! AFL target: public-route matching on raw request paths
-//! (docs/http-contract.md, "Public routes"). A path that matches `/public`
+//! (docs/reference/http-contract.md, "Public routes"). A path that matches `/public`
 //! holds none of the traversal tricks and decodes to a path under it.
 
 use http::Method;

@@ -1,4 +1,4 @@
-//! AFL target: the `mk_` token parser (docs/token-format.md). Never panics;
+//! AFL target: the `mk_` token parser (docs/reference/token-format.md). Never panics;
 //! whatever it accepts re-renders to the very same text from its id and
 //! secret, and its id reads back from every printed form.
 
