@@ -5,7 +5,7 @@
 //! keeps it so), and each component defines its own config section with its
 //! defaults and checks.
 //! - [`settings`]: what every config section shares (range checks, the
-//!   [`InvalidConfig`] error, durations as `"30s"`); `http_util`: small HTTP
+//!   [`InvalidConfig`] error, durations as `"30s"`); `wire`: small HTTP
 //!   pieces (JSON error bodies, path normalization). Neither imports
 //!   anything from the crate.
 //! - [`token`]: the `mk_` format: generate, render, parse and checksum
@@ -75,9 +75,11 @@ pub mod settings;
 // Most of it serves the network front doors; the Authenticator uses the
 // error body and path normalization.
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
-mod http_util;
+mod wire;
 
 pub mod token;
+
+pub mod audit;
 
 pub mod hashing;
 
@@ -93,18 +95,11 @@ pub mod layer;
 mod tls;
 
 #[cfg(feature = "server")]
-mod access;
-#[cfg(feature = "server")]
-mod admin;
-#[cfg(feature = "server")]
-mod forward_auth;
-#[cfg(feature = "server")]
-mod metrics;
-#[cfg(feature = "server")]
-mod proxy;
+mod telemetry;
 
 #[cfg(feature = "server")]
-mod log;
+mod doors;
+
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -119,6 +114,7 @@ mod cli;
 #[doc(hidden)]
 pub use cli::main as cli_main;
 
+pub use audit::{Actor, AuditAction, AuditEntry, AuditPage, AuditQuery};
 pub use auth::{
     AuthConfig, AuthRequest, AuthStats, Authenticator, Decision, Ended, IdentityHeaders,
     LastAccessed, Rejection, TokenWatch,
@@ -133,9 +129,9 @@ pub use service::{
     SecurityConfig, SystemClock, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate,
 };
 pub use settings::InvalidConfig;
-pub use store::audit::{Actor, AuditAction, AuditEntry, AuditPage, AuditQuery};
 pub use store::{
-    MemoryStore, RedisConfig, RedisStore, Refill, RefillInterval, RevocationSink, StoreError,
-    TokenRecord, TokenStore,
+    MemoryStore, RedisConfig, RedisStore, RevocationSink, StoreError, TokenRecord, TokenStore,
 };
-pub use token::{AllowedIps, FormatError, Meta, ScopeError, Scopes, Token, TokenId};
+pub use token::{
+    AllowedIps, FormatError, Meta, Refill, RefillInterval, ScopeError, Scopes, Token, TokenId,
+};

@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 use super::InvalidReason;
 use crate::service::AuthContext;
 use crate::settings::{InvalidConfig, in_range, within};
-use crate::store::{RevocationSink, TokenRateLimit};
+use crate::store::RevocationSink;
+use crate::token::TokenRateLimit;
 use crate::token::{AllowedIps, TokenId};
 
 /// `[cache]`: the validation cache.

@@ -185,7 +185,7 @@ fn key_names(key: &str, name: &str) -> bool {
 /// A query value decoded as forms encode it: `+` is a space (a literal `+`
 /// arrives as `%2B`), then `%XX` escapes.
 fn decode_query_value(value: &str) -> Option<String> {
-    crate::http_util::percent_decode(&value.replace('+', " "))
+    crate::wire::percent_decode(&value.replace('+', " "))
 }
 
 /// The URI without any `name=…` query pair, so the service never sees the

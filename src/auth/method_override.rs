@@ -21,7 +21,7 @@
 use http::{HeaderMap, HeaderName, Method, Uri};
 
 use super::headers::folds_to;
-use crate::http_util::percent_decode;
+use crate::wire::percent_decode;
 
 /// The override headers, folded.
 pub(crate) const HEADERS: [&str; 3] = [

@@ -10,8 +10,8 @@ use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::http_util;
 use crate::service::TokenError;
+use crate::wire;
 
 const REALM: &str = r#"Bearer realm="tokengate""#;
 
@@ -168,8 +168,7 @@ impl Rejection {
 
     /// The full HTTP response, with this rejection in its extensions.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let mut response =
-            http_util::error_response(self.status(), self.code(), &self.message(), None);
+        let mut response = wire::error_response(self.status(), self.code(), &self.message(), None);
         let headers = response.headers_mut();
         let www = match self {
             Self::MissingToken => Some(REALM.to_owned()),

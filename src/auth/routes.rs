@@ -25,9 +25,9 @@ use http::Method;
 use serde::{Deserialize, Serialize};
 
 use super::method_override::Named;
-use crate::http_util::normalize_path;
 use crate::settings::{InvalidConfig, invalid};
 use crate::token::{MAX_SCOPES, is_valid_scope};
+use crate::wire::normalize_path;
 
 /// `[[public_routes]]`: a request matching one skips authentication (its
 /// forged identity headers are still removed).

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
 
-use crate::http_util::{Body, BoxError, OnRead, ReadHook};
+use crate::wire::{Body, BoxError, OnRead, ReadHook};
 
 /// Frame types and the flag this module looks at (RFC 9113 §6).
 const HEADERS: u8 = 0x1;

@@ -26,28 +26,27 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::access::{AccessLog, FLUSH_EVERY};
-use crate::admin::Admin;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::log::{LogConfig, LogFormat};
-use crate::metrics::{Metrics, StoreLatency, TimedStore};
-use crate::proxy::Proxy;
+use crate::doors::admin::Admin;
+use crate::doors::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
 use crate::settings::InvalidConfig;
 use crate::store::{self, RedisConfig, StoreError, TokenStore, redact_url};
+use crate::telemetry::access::{AccessLog, FLUSH_EVERY};
+use crate::telemetry::log::{LogConfig, LogFormat};
+use crate::telemetry::metrics::{Metrics, StoreLatency, TimedStore};
 use crate::tls::{ListenerTls, Reload, ServerTls};
 
 mod http2;
-mod telemetry;
 mod workers;
 
-use self::telemetry::Telemetry;
 pub use self::workers::ServerConfig;
 use self::workers::{Door, Front, Workers};
-pub use crate::admin::{AdminConfig, AdminKey};
-pub use crate::forward_auth::ForwardAuthConfig;
-pub use crate::metrics::MetricsConfig;
-pub use crate::proxy::{MethodOverride, ProxyConfig, Upstream};
+pub use crate::doors::admin::{AdminConfig, AdminKey};
+pub use crate::doors::forward_auth::ForwardAuthConfig;
+pub use crate::doors::proxy::{MethodOverride, ProxyConfig, Upstream};
+use crate::telemetry::door::Telemetry;
+pub use crate::telemetry::metrics::MetricsConfig;
 
 /// How often the listeners' certificate and key files are checked for a
 /// change (SIGHUP reloads at once). A stat of two files: cheap enough to do

@@ -32,15 +32,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::ServeError;
 use super::http2::{Activity, guarded, watch_frames};
-use super::telemetry::Telemetry;
-use crate::admin::Admin;
 use crate::auth::Authenticator;
-use crate::forward_auth;
-use crate::http_util::Body;
-use crate::metrics::Metrics;
-use crate::proxy::{ClientConnection, Proxy};
+use crate::doors::admin::Admin;
+use crate::doors::forward_auth;
+use crate::doors::proxy::{ClientConnection, Proxy};
 use crate::settings::{InvalidConfig, in_range, within};
+use crate::telemetry::door::Telemetry;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::ServerTls;
+use crate::wire::Body;
 
 /// hyper's default limit on the number of request headers.
 const HYPER_MAX_HEADERS: usize = 100;

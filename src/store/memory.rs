@@ -10,12 +10,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use super::audit::{AuditEntry, AuditPage, AuditQuery, MEMORY_AUDIT_LEN, parse_entry_id};
 use super::{
-    Lease, LimitReport, LimitState, Quota, RecordUpdate, RevokeOutcome, StoreError, TokenRecord,
-    TokenStore, UpdateOutcome,
+    LimitReport, LimitState, RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore,
+    UpdateOutcome,
 };
-use crate::token::TokenId;
+use crate::audit::{AuditEntry, AuditPage, AuditQuery, MEMORY_AUDIT_LEN, parse_entry_id};
+use crate::token::{Lease, Quota, TokenId};
 
 /// Token records in a `HashMap`, with an account index.
 #[derive(Debug, Default)]
@@ -297,7 +297,7 @@ impl TokenStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::audit::{Actor, AuditAction};
+    use crate::audit::{Actor, AuditAction};
 
     /// The trail keeps the latest entries, ids growing, and pages by them.
     #[tokio::test]

@@ -15,11 +15,11 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
-use crate::access::Note;
 use crate::auth::{AuthRequest, Authenticator};
-use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
+use crate::telemetry::access::Note;
 use crate::tls::{ListenerTls, TlsKeys};
+use crate::wire::{self, Body};
 
 /// The config keys of `[forward_auth]`'s listener certificate.
 pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
@@ -66,16 +66,16 @@ pub(crate) async fn handle<B>(
     let headers = request.headers();
     // The same Host rules as the proxy's (RFC 9112 §3.2), for the request
     // itself and for the original request's host a trusted proxy names.
-    if let Err(message) = http_util::request_host(request.version(), request.uri(), headers) {
-        return http_util::error(StatusCode::BAD_REQUEST, "invalid_request", message);
+    if let Err(message) = wire::request_host(request.version(), request.uri(), headers) {
+        return wire::error(StatusCode::BAD_REQUEST, "invalid_request", message);
     }
     let (method, uri) = if auth.is_trusted_proxy(peer.ip()) {
         let mut forwarded_hosts = headers.get_all("x-forwarded-host").iter();
         let forwarded_host = forwarded_hosts.next();
         if forwarded_hosts.next().is_some()
-            || forwarded_host.is_some_and(|h| !http_util::is_valid_host(h.as_bytes()))
+            || forwarded_host.is_some_and(|h| !wire::is_valid_host(h.as_bytes()))
         {
-            return http_util::error(
+            return wire::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "X-Forwarded-Host must be one valid host[:port].",
@@ -94,7 +94,7 @@ pub(crate) async fn handle<B>(
         );
         let present = |(m, u): (Option<&str>, Option<&str>)| m.is_some() || u.is_some();
         if present(forwarded) && present(original) {
-            return http_util::error(
+            return wire::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "The request carries both X-Forwarded-Method/-Uri and X-Original-Method/-URI.",
@@ -109,7 +109,7 @@ pub(crate) async fn handle<B>(
         let uri = uri.map(|u| u.parse::<Uri>());
         match (method, uri) {
             (Some(Err(_)), _) | (_, Some(Err(_))) => {
-                return http_util::error(
+                return wire::error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "The original method or URI header is malformed.",
@@ -140,12 +140,12 @@ pub(crate) async fn handle<B>(
     note.decided(decision.as_ref(), started);
     match decision {
         Ok(decision) => {
-            let mut response = Response::new(http_util::empty());
+            let mut response = Response::new(wire::empty());
             auth.identity_headers()
                 .apply(response.headers_mut(), decision.auth());
             response
         }
-        Err(rejection) => http_util::boxed(rejection.to_response()),
+        Err(rejection) => wire::boxed(rejection.to_response()),
     }
 }
 
@@ -168,9 +168,9 @@ mod proptests {
 
     use super::*;
     use crate::auth::{AuthConfig, PublicRoute, PublicRoutes};
-    use crate::http_util::proptest_config;
     use crate::service::TokenService;
     use crate::store::MemoryStore;
+    use crate::wire::proptest_config;
 
     const NAMES: [&str; 7] = [
         "x-forwarded-method",

@@ -38,16 +38,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::access::Note;
+use crate::telemetry::access::Note;
 use tokio::net::TcpStream;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthRequest, Authenticator, Ended, Grant, TokenWatch};
-use crate::http_util::{self, Body, BoxError};
 use crate::settings::{self, InvalidConfig, invalid};
 use crate::tls::{ListenerTls, TlsKeys, UpstreamConnector, UpstreamTls};
 use crate::token::TokenId;
+use crate::wire::{self, Body, BoxError};
 
 /// The config keys of `[proxy]`'s listener certificate.
 pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
@@ -411,16 +411,15 @@ impl Proxy {
             && matches!(*request.method(), Method::GET | Method::HEAD)
         {
             note.outcome("health");
-            return http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+            return wire::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
         }
         // Before any token work: a request without one clear host is refused.
-        let host =
-            match http_util::request_host(request.version(), request.uri(), request.headers()) {
-                Ok(host) => host,
-                Err(message) => {
-                    return http_util::error(StatusCode::BAD_REQUEST, "invalid_request", message);
-                }
-            };
+        let host = match wire::request_host(request.version(), request.uri(), request.headers()) {
+            Ok(host) => host,
+            Err(message) => {
+                return wire::error(StatusCode::BAD_REQUEST, "invalid_request", message);
+            }
+        };
         note.client_ip(|| self.auth.client_ip(Some(peer.ip()), request.headers()));
         // Stripped before the check, so the scopes of the request's own
         // method are all it needs (docs/reference/http-contract.md, "Method
@@ -449,7 +448,7 @@ impl Proxy {
             }
             Err(rejection) => {
                 note.decided(Err(&rejection), started);
-                return http_util::boxed(rejection.to_response());
+                return wire::boxed(rejection.to_response());
             }
         };
         self.auth.remove_query_token(request.uri_mut());
@@ -457,7 +456,7 @@ impl Proxy {
         // Only WebSocket: after a 101 nothing on the tunnel is checked, and an
         // `Upgrade: h2c` would let a client speak HTTP/2 to the upstream
         // past every header rule.
-        let upgrade = http_util::wants_upgrade(request.headers())
+        let upgrade = wire::wants_upgrade(request.headers())
             && request
                 .headers()
                 .get(UPGRADE)
@@ -482,7 +481,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let headers = &mut parts.headers;
         ids.strip(headers);
-        http_util::remove_hop_by_hop(headers, false);
+        wire::remove_hop_by_hop(headers, false);
         if !self.forward_authorization {
             headers.remove(AUTHORIZATION);
         }
@@ -530,7 +529,7 @@ impl Proxy {
             parts.uri = match uri.path_and_query(path).build() {
                 Ok(uri) => uri,
                 Err(_) => {
-                    return http_util::error(
+                    return wire::error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         "Bad request target.",
@@ -589,7 +588,7 @@ impl Proxy {
             if let Some(why) = tunnel_watch.as_ref().and_then(TokenWatch::has_ended) {
                 let token_id = tunnel_watch.as_ref().map(TokenWatch::token_id);
                 tracing::info!(token_id = token_id.map(tracing::field::display), reason = %why, "refused a tunnel: its token no longer admits it");
-                return http_util::boxed(self.auth.refusal(&grant, why).to_response());
+                return wire::boxed(self.auth.refusal(&grant, why).to_response());
             }
             return splice(
                 client_upgrade,
@@ -599,7 +598,7 @@ impl Proxy {
             );
         }
         let (mut parts, body) = response.into_parts();
-        http_util::remove_hop_by_hop(&mut parts.headers, false);
+        wire::remove_hop_by_hop(&mut parts.headers, false);
         // The client's protocol is its own connection's, as with nginx: an
         // HTTP/1.0 upstream must not turn the answer into HTTP/1.0 and cost
         // the client's HTTP/1.1 connection its keep-alive.
@@ -637,7 +636,7 @@ impl Proxy {
         match watch.and_then(|w| w.fault.get()) {
             Some(ClientFault::Stalled) => {
                 tracing::info!(%peer, "the client stopped sending its request body");
-                return http_util::error(
+                return wire::error(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
                     "The request body stopped arriving.",
@@ -645,7 +644,7 @@ impl Proxy {
             }
             Some(ClientFault::Broken) => {
                 tracing::info!(%peer, "the client sent a malformed or incomplete request body");
-                return http_util::error(
+                return wire::error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "The request body is malformed or incomplete.",
@@ -656,7 +655,7 @@ impl Proxy {
         match error {
             SendError::TimedOut => {
                 tracing::warn!(upstream = %self.upstream, "upstream timed out");
-                http_util::error(
+                wire::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
                     "The upstream did not answer in time.",
@@ -665,9 +664,9 @@ impl Proxy {
             SendError::Failed(e) => {
                 // With its causes: the pooled client's error says only
                 // "client error (Connect)", its source why (a certificate).
-                let error = http_util::error_chain(&*e);
+                let error = wire::error_chain(&*e);
                 tracing::warn!(upstream = %self.upstream, %error, "upstream unreachable");
-                http_util::error(
+                wire::error(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
                     "The upstream could not be reached.",
@@ -871,11 +870,11 @@ fn splice(
             }
         };
         let moved = Arc::new(AtomicU64::new(0));
-        let mut client = http_util::ReadHook {
+        let mut client = wire::ReadHook {
             inner: TokioIo::new(client),
             hook: CountBytes(moved.clone()),
         };
-        let mut upstream = http_util::ReadHook {
+        let mut upstream = wire::ReadHook {
             inner: TokioIo::new(upstream),
             hook: CountBytes(moved.clone()),
         };
@@ -915,13 +914,13 @@ fn splice(
         }
     });
     let (parts, _) = response.into_parts();
-    Response::from_parts(parts, http_util::empty())
+    Response::from_parts(parts, wire::empty())
 }
 
 /// Counts the bytes read from a tunnel end (for the idle timeout).
 struct CountBytes(Arc<AtomicU64>);
 
-impl http_util::OnRead for CountBytes {
+impl wire::OnRead for CountBytes {
     fn read(&mut self, data: &[u8]) {
         self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
@@ -1406,7 +1405,7 @@ mod tests {
         headers.insert("te", HeaderValue::from_static("trailers"));
         headers.insert("upgrade", HeaderValue::from_static("websocket"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
-        http_util::remove_hop_by_hop(&mut headers, false);
+        wire::remove_hop_by_hop(&mut headers, false);
         assert_eq!(
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["x-kept"]

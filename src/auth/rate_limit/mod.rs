@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Rejection;
 use crate::settings::{InvalidConfig, in_range, within};
-use crate::store::{LimitKey, LimitReport, LimitState, StoreError, TokenRateLimit, TokenStore};
+use crate::store::{LimitKey, LimitReport, LimitState, StoreError, TokenStore};
 use crate::token::TokenId;
+use crate::token::TokenRateLimit;
 
 /// `[rate_limit]`: per-token and per-client-IP limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,19 +18,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::audit::{Actor, AuditQuery};
 use crate::auth::{Authenticator, InvalidReason, Rejection};
-use crate::http_util::{self, Body, percent_decode};
-use crate::metrics::Metrics;
 use crate::service::{
     CreateTokenParams, CreatedToken, MAX_EXPIRES_IN_DAYS, MAX_GRACE, MAX_PAGE, QuotaParams,
     RotatedToken, TokenError, TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input,
     meta_input, scopes_input,
 };
 use crate::settings::{InvalidConfig, invalid};
-use crate::store::TokenRateLimit;
-use crate::store::audit::{Actor, AuditQuery};
+use crate::telemetry::metrics::Metrics;
 use crate::tls::{ListenerTls, TlsKeys};
+use crate::token::TokenRateLimit;
 use crate::token::{Meta, TokenId};
+use crate::wire::{self, Body, percent_decode};
 
 /// The config keys of `[admin]`'s listener certificate.
 pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
@@ -129,7 +129,7 @@ impl std::fmt::Debug for AdminKey {
 }
 
 /// The OpenAPI 3 document, kept in the repository and served as is.
-pub(crate) const OPENAPI: &str = include_str!("../docs/reference/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../../docs/reference/openapi.json");
 
 /// Largest request body accepted (a create request is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
@@ -274,7 +274,7 @@ impl Admin {
     pub(crate) async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
+        B::Error: Into<crate::wire::BoxError>,
     {
         if self.key_digest.is_none()
             && let Some(refused) = refuse_cross_site(&request)
@@ -290,7 +290,7 @@ impl Admin {
                 params,
             } => (Err((allow, needs_key)), params),
             Parsed::NotFound => {
-                return http_util::error(
+                return wire::error(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     format!("No route for {path}."),
@@ -306,7 +306,7 @@ impl Admin {
         }
         let account = match params.account.as_deref().map(percent_decode) {
             Some(None) => {
-                return http_util::error(
+                return wire::error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "Malformed account id in the path.",
@@ -340,14 +340,14 @@ impl Admin {
     ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
+        B::Error: Into<crate::wire::BoxError>,
     {
         match route {
-            Route::Healthz => http_util::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Route::Healthz => wire::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             Route::Readyz => self.ready().await,
             Route::Metrics => self.metrics.response(),
             Route::OpenApi => {
-                let mut response = Response::new(http_util::full(OPENAPI));
+                let mut response = Response::new(wire::full(OPENAPI));
                 response
                     .headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -368,13 +368,13 @@ impl Admin {
 
     async fn ready(&self) -> Response<Body> {
         match self.service.store().ping().await {
-            Ok(()) => http_util::json(
+            Ok(()) => wire::json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ready", "store": self.service.store().kind()}),
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check: store unreachable");
-                http_util::error(
+                wire::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "The token store is unreachable.",
@@ -409,7 +409,7 @@ impl Admin {
                 "The admin API needs `Authorization: Bearer <admin key>`.",
             )
         };
-        let mut response = http_util::error(StatusCode::UNAUTHORIZED, code, message);
+        let mut response = wire::error(StatusCode::UNAUTHORIZED, code, message);
         response.headers_mut().insert(
             WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Bearer realm="tokengate-admin""#),
@@ -452,7 +452,7 @@ impl Admin {
             .list_tokens_page(account, cursor, limit, status)
             .await
         {
-            Ok((tokens, next)) => http_util::json(
+            Ok((tokens, next)) => wire::json(
                 StatusCode::OK,
                 &serde_json::json!({ "tokens": tokens, "next": next }),
             ),
@@ -465,7 +465,7 @@ impl Admin {
             return not_found();
         };
         match self.service.get_token(id, account).await {
-            Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+            Ok(info) => wire::json(StatusCode::OK, &serde_json::json!(info)),
             Err(e) => token_error(e),
         }
     }
@@ -494,7 +494,7 @@ impl Admin {
             }
         }
         match self.service.read_audit(&audit).await {
-            Ok(page) => http_util::json(StatusCode::OK, &serde_json::json!(page)),
+            Ok(page) => wire::json(StatusCode::OK, &serde_json::json!(page)),
             Err(e) => token_error(e),
         }
     }
@@ -505,7 +505,7 @@ impl Admin {
     async fn verify<B>(&self, body: B) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
-        B::Error: Into<crate::http_util::BoxError>,
+        B::Error: Into<crate::wire::BoxError>,
     {
         let body: VerifyBody = match read_json(body, "verify request").await {
             Ok(body) => body,
@@ -542,7 +542,7 @@ impl Admin {
                 verdict
             }
             Err(Rejection::Unavailable { .. }) => {
-                return http_util::error(
+                return wire::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "The token store is unreachable.",
@@ -558,14 +558,14 @@ impl Admin {
                 "expires_at": null,
             }),
         };
-        http_util::json(StatusCode::OK, &verdict)
+        wire::json(StatusCode::OK, &verdict)
     }
 }
 
 async fn create<B>(service: &TokenService, account: &str, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<crate::http_util::BoxError>,
+    B::Error: Into<crate::wire::BoxError>,
 {
     let body: CreateBody = match read_json(body, "create request").await {
         Ok(body) => body,
@@ -598,7 +598,7 @@ where
         .await;
     match created {
         Ok(created) => match serde_json::to_value(CreatedTokenBody::new(&created)) {
-            Ok(value) => http_util::json(StatusCode::CREATED, &value),
+            Ok(value) => wire::json(StatusCode::CREATED, &value),
             Err(e) => token_error(TokenError::Internal(e.to_string())),
         },
         Err(e) => token_error(e),
@@ -610,7 +610,7 @@ async fn revoke(service: &TokenService, account: &str, id: &str) -> Response<Bod
         return not_found();
     };
     match service.revoke_token(id, account).await {
-        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Ok(info) => wire::json(StatusCode::OK, &serde_json::json!(info)),
         Err(e) => token_error(e),
     }
 }
@@ -619,7 +619,7 @@ async fn revoke(service: &TokenService, account: &str, id: &str) -> Response<Bod
 async fn update<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<crate::http_util::BoxError>,
+    B::Error: Into<crate::wire::BoxError>,
 {
     let Some(id) = parse_id(id) else {
         return not_found();
@@ -665,7 +665,7 @@ where
         quota,
     };
     match service.update_token(id, account, update).await {
-        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Ok(info) => wire::json(StatusCode::OK, &serde_json::json!(info)),
         Err(e) => token_error(e),
     }
 }
@@ -680,7 +680,7 @@ async fn set_quota<B>(
 ) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<crate::http_util::BoxError>,
+    B::Error: Into<crate::wire::BoxError>,
 {
     let Some(id) = parse_id(id) else {
         return not_found();
@@ -693,7 +693,7 @@ where
         None => None,
     };
     match service.set_quota(id, account, quota).await {
-        Ok(info) => http_util::json(StatusCode::OK, &serde_json::json!(info)),
+        Ok(info) => wire::json(StatusCode::OK, &serde_json::json!(info)),
         Err(e) => token_error(e),
     }
 }
@@ -704,7 +704,7 @@ where
 async fn rotate<B>(service: &TokenService, account: &str, id: &str, body: B) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<crate::http_util::BoxError>,
+    B::Error: Into<crate::wire::BoxError>,
 {
     let Some(id) = parse_id(id) else {
         return not_found();
@@ -725,7 +725,7 @@ where
     };
     match service.rotate_token(id, account, grace).await {
         Ok(rotated) => match rotated_json(&rotated) {
-            Ok(value) => http_util::json(StatusCode::CREATED, &value),
+            Ok(value) => wire::json(StatusCode::CREATED, &value),
             Err(e) => token_error(TokenError::Internal(e.to_string())),
         },
         Err(e) => token_error(e),
@@ -767,12 +767,12 @@ async fn read_json<T, B>(body: B, what: &str) -> Result<T, Response<Body>>
 where
     T: serde::de::DeserializeOwned,
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<crate::http_util::BoxError>,
+    B::Error: Into<crate::wire::BoxError>,
 {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            return Err(http_util::error(
+            return Err(wire::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 format!("The body is larger than {MAX_BODY} bytes, or could not be read."),
@@ -783,7 +783,7 @@ where
         // A well-formed body with a field no route takes: 422 naming it,
         // like any other input that breaks a rule.
         if let Some(field) = field_in(&e, "unknown field `") {
-            return http_util::boxed(http_util::error_response(
+            return wire::boxed(wire::error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_input",
                 &format!("{field:?} is not a field of a {what}: {e}"),
@@ -791,14 +791,14 @@ where
             ));
         }
         if let Some(field) = field_in(&e, "missing field `") {
-            return http_util::boxed(http_util::error_response(
+            return wire::boxed(wire::error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_input",
                 &format!("{field} is required in a {what}"),
                 Some(&field),
             ));
         }
-        http_util::error(
+        wire::error(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("The body is not a valid {what}: {e}"),
@@ -1016,7 +1016,7 @@ fn refuse_cross_site<B>(request: &Request<B>) -> Option<Response<Body>> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if !host.is_some_and(is_loopback_host) {
-        return Some(http_util::error(
+        return Some(wire::error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Without an admin key, the admin API answers only requests to a loopback host \
@@ -1033,7 +1033,7 @@ fn refuse_cross_site<B>(request: &Request<B>) -> Option<Response<Body>> {
             })
             .is_some_and(is_loopback_host);
         if !loopback {
-            return Some(http_util::error(
+            return Some(wire::error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Without an admin key, the admin API refuses requests from web pages of other sites.",
@@ -1049,7 +1049,7 @@ fn refuse_cross_site<B>(request: &Request<B>) -> Option<Response<Body>> {
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
     if request.method() == Method::POST && !json {
-        return Some(http_util::error(
+        return Some(wire::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Without an admin key, a request body must be sent as `Content-Type: application/json`.",
@@ -1078,7 +1078,7 @@ fn parse_id(id: &str) -> Option<TokenId> {
 }
 
 fn method_not_allowed(allow: &str) -> Response<Body> {
-    let mut response = http_util::error(
+    let mut response = wire::error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("Method not allowed on this route (allowed: {allow})."),
@@ -1090,7 +1090,7 @@ fn method_not_allowed(allow: &str) -> Response<Body> {
 }
 
 fn not_found() -> Response<Body> {
-    http_util::error(
+    wire::error(
         StatusCode::NOT_FOUND,
         "not_found",
         "No such token for this account.",
@@ -1101,22 +1101,22 @@ fn not_found() -> Response<Body> {
 fn token_error(e: TokenError) -> Response<Body> {
     match e {
         TokenError::NotFound => not_found(),
-        TokenError::Revoked => http_util::error(
+        TokenError::Revoked => wire::error(
             StatusCode::CONFLICT,
             "revoked",
             "The token is revoked: it cannot be changed.",
         ),
-        TokenError::Expired => http_util::error(
+        TokenError::Expired => wire::error(
             StatusCode::CONFLICT,
             "expired",
             "The token has expired: it cannot be rotated.",
         ),
-        TokenError::AlreadyRotated(to) => http_util::error(
+        TokenError::AlreadyRotated(to) => wire::error(
             StatusCode::CONFLICT,
             "already_rotated",
             format!("The token was already rotated to {to}: rotate that one."),
         ),
-        TokenError::InvalidInput { field, reason } => http_util::boxed(http_util::error_response(
+        TokenError::InvalidInput { field, reason } => wire::boxed(wire::error_response(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_input",
             &format!("{field} {reason}"),
@@ -1124,7 +1124,7 @@ fn token_error(e: TokenError) -> Response<Body> {
         )),
         TokenError::Store(e) => {
             tracing::warn!(error = %e, "admin API: store unavailable");
-            http_util::error(
+            wire::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "The token store is unreachable.",
@@ -1132,7 +1132,7 @@ fn token_error(e: TokenError) -> Response<Body> {
         }
         e => {
             tracing::error!(error = %e, "admin API failure");
-            http_util::error(
+            wire::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error.",
@@ -1317,7 +1317,7 @@ mod tests {
                 .unwrap();
         let metrics = Arc::new(Metrics::new(
             auth.clone(),
-            crate::metrics::StoreLatency::default(),
+            crate::telemetry::metrics::StoreLatency::default(),
         ));
         let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
         let admin = Admin::new(auth, metrics, Some(&key));
@@ -1481,7 +1481,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::http_util::proptest_config;
+    use crate::wire::proptest_config;
 
     const KEY: &str = "0123456789abcdef-admin";
 
@@ -1586,7 +1586,7 @@ mod proptests {
                     .unwrap();
             let metrics = Arc::new(Metrics::new(
                 auth.clone(),
-                crate::metrics::StoreLatency::default(),
+                crate::telemetry::metrics::StoreLatency::default(),
             ));
             (
                 Admin::new(auth.clone(), metrics.clone(), Some(&AdminKey::new(KEY))),

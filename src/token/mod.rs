@@ -26,9 +26,13 @@ use uuid::Uuid;
 
 mod allow;
 mod meta;
+mod quota;
+mod rate_limit;
 mod scope;
 pub use self::allow::{AllowError, AllowedIps, MAX_ALLOWED_NETWORKS};
 pub use self::meta::{MAX_META_BYTES, Meta, MetaError};
+pub use self::quota::{Lease, MAX_QUOTA, Quota, Refill, RefillInterval};
+pub use self::rate_limit::TokenRateLimit;
 pub use self::scope::{MAX_SCOPE_LEN, MAX_SCOPES, ScopeError, Scopes, is_valid_scope};
 
 /// Every token starts with this prefix (it lets secret scanners find leaks).

@@ -14,16 +14,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::admin::CreatedTokenBody;
+use crate::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
 use crate::config::Config;
+use crate::doors::admin::CreatedTokenBody;
 use crate::service::{
     Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, MAX_PAGE, QuotaParams, SystemClock, TokenError,
     TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, scopes_input,
 };
-use crate::store::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
-use crate::store::{MAX_QUOTA, Refill, TokenRateLimit};
 use crate::store::{RedisStore, TokenStore, redact_url};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId, is_valid_scope};
+use crate::token::{MAX_QUOTA, Refill, TokenRateLimit};
 
 mod generate;
 mod healthcheck;
@@ -350,21 +350,21 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        crate::log::init(&config.log);
+        crate::telemetry::log::init(&config.log);
         return match runtime.block_on(crate::server::serve(config.serve_config())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // Once: as a JSON log line for a collector, else as the
                 // CLI's one-line error.
                 match config.log.format {
-                    crate::log::LogFormat::Json => tracing::error!("{e}"),
-                    crate::log::LogFormat::Human => eprintln!("error: {e}"),
+                    crate::telemetry::log::LogFormat::Json => tracing::error!("{e}"),
+                    crate::telemetry::log::LogFormat::Human => eprintln!("error: {e}"),
                 }
                 ExitCode::from(EXIT_FAILURE)
             }
         };
     }
-    crate::log::init(&crate::log::LogConfig {
+    crate::telemetry::log::init(&crate::telemetry::log::LogConfig {
         level: "warn".to_owned(),
         ..Default::default()
     });
@@ -604,7 +604,7 @@ async fn bring_changes(
         target.revoke(record.id, &record.account_id, at).await?;
         changed = true;
     }
-    let shown = |q: &Option<crate::store::Quota>| q.map(|q| (q.remaining, q.refill, q.refilled_at));
+    let shown = |q: &Option<crate::token::Quota>| q.map(|q| (q.remaining, q.refill, q.refilled_at));
     if shown(&record.quota) != shown(&copy.quota) {
         let at = record.quota.map_or(record.updated_at, |q| q.refilled_at);
         target
@@ -872,7 +872,8 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     e => not_found(e, id, &account),
                 })?;
             if output.json {
-                let value = crate::admin::rotated_json(&rotated).map_err(|e| e.to_string())?;
+                let value =
+                    crate::doors::admin::rotated_json(&rotated).map_err(|e| e.to_string())?;
                 return Ok(json_line(&value));
             }
             let old = &rotated.old;
@@ -927,7 +928,7 @@ fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 
 /// `--grace`: as the admin API's `grace`.
 fn parse_grace(text: &str) -> Result<Duration, String> {
-    crate::admin::parse_grace(text).map_err(|e| match e {
+    crate::doors::admin::parse_grace(text).map_err(|e| match e {
         TokenError::InvalidInput { reason, .. } => reason,
         e => e.to_string(),
     })

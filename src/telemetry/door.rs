@@ -1,5 +1,5 @@
 //! Each front door's record of its requests: the HTTP metrics
-//! (`crate::metrics`) and the access log (`crate::access`), fed from the
+//! (`crate::telemetry::metrics`) and the access log (`crate::telemetry::access`), fed from the
 //! door's [`Note`] once the response is ready.
 
 use std::net::SocketAddr;
@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use http::StatusCode;
 
-use crate::access::{AccessLog, Logged, Note, outcome_index};
-use crate::log::LogConfig;
-use crate::metrics::DoorMetrics;
+use crate::telemetry::access::{AccessLog, Logged, Note, outcome_index};
+use crate::telemetry::log::LogConfig;
+use crate::telemetry::metrics::DoorMetrics;
 
 /// One front door's access log and metrics.
 #[derive(Debug)]

@@ -33,17 +33,18 @@ use prometheus_client::registry::Registry;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::DOOR_OUTCOMES;
+use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::auth::{Authenticator, INVALID_REASONS, OUTCOMES};
-use crate::http_util::{self, Body};
 use crate::settings::InvalidConfig;
-use crate::store::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::store::{
-    Lease, LimitReport, LimitState, Page, Quota, RecordUpdate, RevocationSink, RevokeOutcome,
-    StoreError, TokenRecord, TokenStore, UpdateOutcome,
+    LimitReport, LimitState, Page, RecordUpdate, RevocationSink, RevokeOutcome, StoreError,
+    TokenRecord, TokenStore, UpdateOutcome,
 };
+use crate::telemetry::access::DOOR_OUTCOMES;
 use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::TokenId;
+use crate::token::{Lease, Quota};
+use crate::wire::{self, Body};
 
 type Labels = Vec<(String, String)>;
 
@@ -650,14 +651,14 @@ impl Metrics {
     /// (405 for another method on `/metrics`).
     pub(crate) fn handle<B>(&self, request: &http::Request<B>) -> http::Response<Body> {
         if request.uri().path() != "/metrics" {
-            return http_util::error(
+            return wire::error(
                 http::StatusCode::NOT_FOUND,
                 "not_found",
                 "This listener serves GET /metrics only.",
             );
         }
         if !matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
-            return http_util::error(
+            return wire::error(
                 http::StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Use GET /metrics.",
@@ -668,7 +669,7 @@ impl Metrics {
 
     /// The metrics as a response, in the text format Prometheus scrapes.
     pub(crate) fn response(&self) -> http::Response<Body> {
-        let mut response = http::Response::new(http_util::full(self.render()));
+        let mut response = http::Response::new(wire::full(self.render()));
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -18,19 +18,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{ADMIN_KEY_ENV, AdminConfig, AdminKey};
 use crate::auth::{
     AuthConfig, CacheConfig, ClientIpConfig, HeadersConfig, LastAccessedConfig, PublicRoute,
     RateLimitConfig, ScopedRoute, SourcesConfig,
 };
-use crate::forward_auth::ForwardAuthConfig;
+use crate::doors::admin::{ADMIN_KEY_ENV, AdminConfig, AdminKey};
+use crate::doors::forward_auth::ForwardAuthConfig;
+use crate::doors::proxy::ProxyConfig;
 use crate::hashing::{HASH_KEY_ENV, HashKey};
-use crate::log::LogConfig;
-use crate::proxy::ProxyConfig;
 use crate::server::{MetricsConfig, ServeConfig, ServerConfig};
 use crate::service::SecurityConfig;
 use crate::settings::{InvalidConfig, escape_controls};
 use crate::store::RedisConfig;
+use crate::telemetry::log::LogConfig;
 
 /// Environment variables starting with this override config keys.
 pub const ENV_PREFIX: &str = "TOKENGATE_";
@@ -466,7 +466,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::admin::AdminKey;
+    use crate::doors::admin::AdminKey;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

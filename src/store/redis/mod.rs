@@ -19,21 +19,27 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::audit::{
+use self::cluster::ClusterUrl;
+use self::connection::{Connection, Connector, MasterConnection, Sentinel};
+use super::{LimitKey, LimitReport, LimitState, RevocationSink};
+use super::{
+    Page, RecordUpdate, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome,
+};
+use crate::audit::{
     AUDIT_MAX_LEN, Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE,
     parse_entry_id, successor,
 };
-use super::cluster::{self, ClusterUrl};
-use super::connection::{self, Connection, Connector, MasterConnection, Sentinel};
-use super::{
-    Lease, LimitKey, LimitReport, LimitState, Quota, RedisConfig, Refill, RefillInterval,
-    RevocationSink,
+use crate::token::{
+    AllowedIps, Lease, Meta, Quota, Refill, RefillInterval, Scopes, TokenId, TokenRateLimit,
 };
-use super::{
-    Page, RecordUpdate, RevokeOutcome, StoreError, TokenRateLimit, TokenRecord, TokenStore,
-    UpdateOutcome,
+
+mod cluster;
+mod config;
+mod connection;
+
+pub use self::config::{
+    DEFAULT_KEY_PREFIX, MAX_KEY_PREFIX_LEN, RedisConfig, check_redis_url, redact_url,
 };
-use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
 /// How long to wait for a TCP connection to Redis. Short, because a caller
 /// waiting on the store is a request waiting on us.

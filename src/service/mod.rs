@@ -35,21 +35,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{
+    Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE, parse_entry_id,
+};
 use crate::hashing::{
     HASH_KEY_ENV, HashKey, HashKind, KeyError, MIN_HASH_KEY_LEN, StoredHash, verify_hmac,
 };
 use crate::settings::{InvalidConfig, in_range, invalid};
-use crate::store::audit::{
-    Actor, AuditAction, AuditEntry, AuditPage, AuditQuery, MAX_AUDIT_PAGE, parse_entry_id,
-};
 use crate::store::{
-    MAX_QUOTA, Quota, RecordUpdate, Refill, RevocationSink, RevokeOutcome, StoreError,
-    TokenRateLimit, TokenRecord, TokenStore, UpdateOutcome,
+    RecordUpdate, RevocationSink, RevokeOutcome, StoreError, TokenRecord, TokenStore, UpdateOutcome,
 };
 use crate::token::{
     self, AllowError, AllowedIps, FormatError, MAX_ALLOWED_NETWORKS, MAX_SCOPES, Meta, RandomError,
     ScopeError, Scopes, Token, TokenId,
 };
+use crate::token::{MAX_QUOTA, Quota, Refill, TokenRateLimit};
 
 /// bcrypt cost used unless configured otherwise.
 pub const DEFAULT_BCRYPT_COST: u32 = 10;

@@ -1,6 +1,6 @@
 //! What `serve` records of every request it answers: one access-log line
 //! (`[log] access`, target `tokengate::access`) and the HTTP metrics
-//! (`crate::metrics`), from one [`Note`] the front door fills in as it
+//! (`crate::telemetry::metrics`), from one [`Note`] the front door fills in as it
 //! goes. docs/reference/http-contract.md, "Access log", lists the fields;
 //! docs/reference/metrics.md the metrics.
 //!
