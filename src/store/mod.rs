@@ -375,7 +375,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Appends `entry` to the audit trail, giving it the next id (its own
     /// `id` is ignored). The trail keeps the latest entries only
-    /// ([`audit::AUDIT_MAX_LEN`] in Redis).
+    /// ([`AUDIT_MAX_LEN`](crate::audit::AUDIT_MAX_LEN) in Redis).
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 
     /// Entries of the audit trail, oldest first, as `query` says.

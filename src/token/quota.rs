@@ -185,7 +185,7 @@ impl Quota {
     }
 }
 
-/// Credits handed to one replica by [`TokenStore::lease_credits`](super::TokenStore::lease_credits).
+/// Credits handed to one replica by [`TokenStore::lease_credits`](crate::store::TokenStore::lease_credits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     /// Credits granted (0: the quota is used up).
