@@ -16,11 +16,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{Actor, AuditQuery, MAX_AUDIT_PAGE};
 use crate::config::Config;
-use crate::doors::admin::CreatedTokenBody;
 use crate::service::{
     Clock, CreateTokenParams, MAX_EXPIRES_IN_DAYS, MAX_PAGE, QuotaParams, SystemClock, TokenError,
     TokenInfo, TokenService, TokenStatus, TokenUpdate, allowed_ips_input, scopes_input,
 };
+use crate::service::{CreatedTokenBody, rotated_json};
 use crate::store::{RedisStore, TokenStore, redact_url};
 use crate::token::{AllowedIps, Meta, Scopes, TokenId, is_valid_scope};
 use crate::token::{MAX_QUOTA, Refill, TokenRateLimit};
@@ -872,8 +872,7 @@ async fn run_token(config: &Config, command: TokenCommand) -> Result<String, Str
                     e => not_found(e, id, &account),
                 })?;
             if output.json {
-                let value =
-                    crate::doors::admin::rotated_json(&rotated).map_err(|e| e.to_string())?;
+                let value = rotated_json(&rotated).map_err(|e| e.to_string())?;
                 return Ok(json_line(&value));
             }
             let old = &rotated.old;
@@ -928,7 +927,7 @@ fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 
 /// `--grace`: as the admin API's `grace`.
 fn parse_grace(text: &str) -> Result<Duration, String> {
-    crate::doors::admin::parse_grace(text).map_err(|e| match e {
+    crate::service::grace_input(text).map_err(|e| match e {
         TokenError::InvalidInput { reason, .. } => reason,
         e => e.to_string(),
     })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::TokenError;
+use crate::service::MAX_GRACE;
 use crate::token::{
     AllowError, AllowedIps, MAX_ALLOWED_NETWORKS, MAX_QUOTA, MAX_SCOPES, Meta, Refill, ScopeError,
     Scopes, TokenRateLimit,
@@ -246,4 +247,23 @@ pub(super) fn check_account_id(value: &str) -> Result<(), TokenError> {
         ));
     }
     Ok(())
+}
+/// A rotation's grace period: a duration such as `"24h"`, `"30m"` or
+/// `"0"` (revoke the old token at once).
+pub fn grace_input(text: &str) -> Result<Duration, TokenError> {
+    let grace = if text.trim() == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(text).map_err(|e| TokenError::InvalidInput {
+            field: "grace",
+            reason: format!("must be a duration such as \"24h\", \"30m\" or \"0\" ({e})"),
+        })?
+    };
+    if grace > MAX_GRACE {
+        return Err(TokenError::InvalidInput {
+            field: "grace",
+            reason: format!("must be at most {MAX_EXPIRES_IN_DAYS} days"),
+        });
+    }
+    Ok(grace)
 }

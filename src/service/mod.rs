@@ -60,12 +60,12 @@ pub use self::error::TokenError;
 pub use self::input::{
     ACCOUNT_ID_SYMBOLS, CreateTokenParams, MAX_ACCOUNT_ID_CHARS, MAX_EXPIRES_IN_DAYS,
     MAX_NAME_CHARS, MAX_PAGE, MAX_TOKEN_BURST, MAX_TOKEN_RATE, QuotaParams, TokenUpdate,
-    allowed_ips_input, meta_input, rate_limit_input, scopes_input,
+    allowed_ips_input, grace_input, meta_input, rate_limit_input, scopes_input,
 };
-pub(crate) use self::output::Validated;
 pub use self::output::{
     AuthContext, CreatedToken, MAX_GRACE, QuotaInfo, RotatedToken, TokenInfo, TokenStatus,
 };
+pub(crate) use self::output::{CreatedTokenBody, Validated, rotated_json};
 
 /// Token management and validation over a [`TokenStore`]. Cheap to clone.
 #[derive(Clone)]

@@ -187,3 +187,30 @@ pub struct CreatedToken {
     /// The stored record.
     pub info: TokenInfo,
 }
+/// The rotated-token JSON of the admin API and `tokengate token rotate
+/// --json`: the new token as at creation (its plaintext this once) and the
+/// old one's record under `old`.
+pub(crate) fn rotated_json(rotated: &RotatedToken) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(CreatedTokenBody::new(&rotated.new))?;
+    value["old"] = serde_json::to_value(&rotated.old)?;
+    Ok(value)
+}
+
+/// The created-token JSON of the admin API and `tokengate token create
+/// --json`: the token's record and, this once, the token itself.
+/// No `Debug`: it holds the plaintext token, which must never reach a log.
+#[derive(Serialize)]
+pub(crate) struct CreatedTokenBody<'a> {
+    #[serde(flatten)]
+    info: &'a TokenInfo,
+    token: &'a str,
+}
+
+impl<'a> CreatedTokenBody<'a> {
+    pub(crate) fn new(created: &'a CreatedToken) -> Self {
+        Self {
+            info: &created.info,
+            token: created.token.expose_secret(),
+        }
+    }
+}
