@@ -3,5 +3,8 @@
 //! section.
 
 pub(crate) mod admin;
+pub(crate) mod connection;
 pub(crate) mod forward_auth;
 pub(crate) mod proxy;
+
+pub(crate) use self::connection::ClientConnection;
