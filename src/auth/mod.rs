@@ -46,6 +46,7 @@ mod extract;
 mod headers;
 mod last_accessed;
 mod method_override;
+mod outcome;
 mod quota;
 mod rate_limit;
 mod rejection;
@@ -64,6 +65,7 @@ pub use self::last_accessed::{LastAccessed, LastAccessedConfig};
 use self::method_override::Named;
 #[cfg(feature = "server")]
 pub(crate) use self::method_override::strip as strip_method_overrides;
+pub use self::outcome::Outcome;
 use self::quota::Quotas;
 use self::rate_limit::Limits;
 pub use self::rate_limit::RateLimitConfig;
@@ -198,42 +200,12 @@ pub struct AuthStats {
     pub last_accessed_flushes: u64,
     /// Requests refused because the token's usage quota was used up.
     pub quota_exceeded: u64,
-    /// Decisions so far, by outcome (see [`OUTCOMES`]), in that order.
-    pub outcomes: [u64; OUTCOMES.len()],
-    /// Invalid tokens presented so far, by reason (see [`INVALID_REASONS`]),
-    /// in that order.
-    pub invalid_tokens: [u64; INVALID_REASONS.len()],
-}
-
-/// The reasons counted in [`AuthStats::invalid_tokens`] (each an
-/// [`InvalidReason::as_str`], in the enum's order): what the client's
-/// generic 401 hides.
-pub const INVALID_REASONS: [&str; 6] = [
-    "format",
-    "not_found",
-    "revoked",
-    "disabled",
-    "expired",
-    "wrong_secret",
-];
-
-/// The outcomes counted in [`AuthStats::outcomes`]: admitted with a token,
-/// admitted as public, then each [`Rejection::code`].
-pub const OUTCOMES: [&str; 10] = [
-    "authenticated",
-    "public",
-    "missing_token",
-    "invalid_token",
-    "invalid_request",
-    "rate_limited",
-    "usage_exceeded",
-    "unavailable",
-    "insufficient_scope",
-    "ip_not_allowed",
-];
-
-fn outcome_index(name: &str) -> usize {
-    OUTCOMES.iter().position(|o| *o == name).unwrap_or(0)
+    /// Decisions so far, by outcome, in the order of [`Outcome::ALL`]
+    /// (`outcomes[outcome.index()]`).
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Invalid tokens presented so far, by reason, in the order of
+    /// [`InvalidReason::ALL`] (`invalid_tokens[reason as usize]`).
+    pub invalid_tokens: [u64; InvalidReason::ALL.len()],
 }
 
 /// What the Authenticator is told of token changes (by this process, or by
@@ -299,8 +271,8 @@ struct Inner {
     /// The cache and the quotas, told of token changes: held here, for
     /// the service and the store hold it weakly.
     _sink: Arc<dyn RevocationSink>,
-    outcomes: [AtomicU64; OUTCOMES.len()],
-    invalid_tokens: [AtomicU64; INVALID_REASONS.len()],
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    invalid_tokens: [AtomicU64; InvalidReason::ALL.len()],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -454,17 +426,13 @@ impl Authenticator {
         result
     }
 
-    /// Counts a decision under its outcome (see [`OUTCOMES`]).
+    /// Counts a decision under its outcome.
     fn count(&self, result: Result<&Decision, &Rejection>) {
-        self.count_outcome(match result {
-            Ok(Decision::Authenticated(_)) => "authenticated",
-            Ok(Decision::Public) => "public",
-            Err(rejection) => rejection.code(),
-        });
+        self.count_outcome(Outcome::of(result));
     }
 
-    fn count_outcome(&self, name: &str) {
-        self.inner.outcomes[outcome_index(name)].fetch_add(1, Ordering::Relaxed);
+    fn count_outcome(&self, outcome: Outcome) {
+        self.inner.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     async fn decide(&self, request: AuthRequest<'_>) -> Result<(Decision, Grant), Rejection> {
@@ -617,8 +585,8 @@ impl Authenticator {
             Err(limited) => Err(limited),
         };
         self.count_outcome(match &result {
-            Ok(_) => "authenticated",
-            Err(rejection) => rejection.code(),
+            Ok(_) => Outcome::Authenticated,
+            Err(rejection) => rejection.outcome(),
         });
         result
     }
@@ -854,26 +822,6 @@ impl Authenticator {
 enum Miss {
     Refused(Rejection),
     Failed(TokenError),
-}
-
-#[cfg(test)]
-mod invalid_reasons {
-    use super::{INVALID_REASONS, InvalidReason};
-
-    /// The counters are indexed by the enum: the names must follow it.
-    #[test]
-    fn the_names_follow_the_enum() {
-        for reason in [
-            InvalidReason::Format,
-            InvalidReason::NotFound,
-            InvalidReason::Revoked,
-            InvalidReason::Disabled,
-            InvalidReason::Expired,
-            InvalidReason::WrongSecret,
-        ] {
-            assert_eq!(INVALID_REASONS[reason as usize], reason.as_str());
-        }
-    }
 }
 
 #[cfg(test)]

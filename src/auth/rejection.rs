@@ -10,6 +10,7 @@ use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use super::Outcome;
 use crate::service::TokenError;
 use crate::wire;
 
@@ -34,6 +35,17 @@ pub enum InvalidReason {
 }
 
 impl InvalidReason {
+    /// Every reason, in the order of
+    /// [`AuthStats::invalid_tokens`](super::AuthStats::invalid_tokens).
+    pub const ALL: [InvalidReason; 6] = [
+        Self::Format,
+        Self::NotFound,
+        Self::Revoked,
+        Self::Disabled,
+        Self::Expired,
+        Self::WrongSecret,
+    ];
+
     /// A short name for logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,15 +132,20 @@ impl Rejection {
 
     /// The `error` code of the JSON body.
     pub fn code(&self) -> &'static str {
+        self.outcome().as_str()
+    }
+
+    /// The [`Outcome`] this refusal is counted under.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::InsufficientScope { .. } => "insufficient_scope",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::UsageExceeded { .. } => "usage_exceeded",
-            Self::Unavailable { .. } => "unavailable",
+            Self::MissingToken => Outcome::MissingToken,
+            Self::InvalidToken(_) => Outcome::InvalidToken,
+            Self::InsufficientScope { .. } => Outcome::InsufficientScope,
+            Self::IpNotAllowed => Outcome::IpNotAllowed,
+            Self::InvalidRequest(_) => Outcome::InvalidRequest,
+            Self::RateLimited { .. } => Outcome::RateLimited,
+            Self::UsageExceeded { .. } => Outcome::UsageExceeded,
+            Self::Unavailable { .. } => Outcome::Unavailable,
         }
     }
 

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use super::DEFAULT_RETENTION_DAYS;
 use super::parse::{parse_grace, parse_meta, parse_network, parse_rate, parse_refill, parse_scope};
-use crate::service::MAX_EXPIRES_IN_DAYS;
+use crate::service::{MAX_EXPIRES_IN_DAYS, TokenStatus};
 use crate::token::{MAX_QUOTA, Meta, Refill, TokenId};
 
 /// tokengate: API-token gateway.
@@ -183,8 +184,9 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) account: String,
     /// Only tokens in this state.
-    #[arg(long, value_parser = ["active", "expired", "revoked", "disabled"])]
-    pub(crate) status: Option<String>,
+    #[arg(long, value_parser = PossibleValuesParser::new(TokenStatus::NAMES)
+        .try_map(|name| name.parse::<TokenStatus>()))]
+    pub(crate) status: Option<TokenStatus>,
     /// Output format.
     #[command(flatten)]
     pub(crate) output: Output,

@@ -11,7 +11,7 @@ use super::print::{details, json_line, not_found, table, timestamp};
 use crate::config::Config;
 use crate::service::{
     Clock, CreateTokenParams, CreatedTokenBody, MAX_PAGE, QuotaParams, SystemClock, TokenError,
-    TokenService, TokenStatus, TokenUpdate, allowed_ips_input, rotated_json, scopes_input,
+    TokenService, TokenUpdate, allowed_ips_input, rotated_json, scopes_input,
 };
 use crate::token::{AllowedIps, Meta, Scopes, TokenRateLimit};
 
@@ -91,12 +91,6 @@ async fn token_list(service: &TokenService, args: ListArgs) -> Result<String, St
         output,
     } = args;
     let fail = |e: TokenError| e.to_string();
-    let status = status.map(|s| match s.as_str() {
-        "active" => TokenStatus::Active,
-        "expired" => TokenStatus::Expired,
-        "revoked" => TokenStatus::Revoked,
-        _ => TokenStatus::Disabled,
-    });
     // Page by page (1,000 at a time), then oldest first.
     let mut tokens = Vec::new();
     let mut cursor = None;

@@ -45,7 +45,7 @@ use self::workers::{Door, Front, Workers};
 pub use crate::doors::admin::{AdminConfig, AdminKey};
 pub use crate::doors::forward_auth::ForwardAuthConfig;
 pub use crate::doors::proxy::{MethodOverride, ProxyConfig, Upstream};
-use crate::telemetry::door::Telemetry;
+use crate::telemetry::door::{DoorKind, Telemetry};
 pub use crate::telemetry::metrics::MetricsConfig;
 
 /// How often the listeners' certificate and key files are checked for a
@@ -221,27 +221,33 @@ async fn run(
     let upstream = config.proxy.upstream.as_ref();
     // Each door's access log and metrics.
     let access_log = Arc::new(AccessLog::new(config.log.format == LogFormat::Json));
-    let telemetry = |name| {
-        let door = metrics.door(name);
-        Arc::new(Telemetry::new(name, door, &config.log, access_log.clone()))
+    let telemetry = |kind| {
+        let door = metrics.door(kind);
+        Arc::new(Telemetry::new(kind, door, &config.log, access_log.clone()))
     };
     if let (Some(addr), Some(upstream)) = (config.proxy.listen, upstream) {
         let proxy = Proxy::new(auth.clone(), upstream, &config.proxy)?;
-        let door = Door::new(Front::Proxy(Arc::new(proxy)), telemetry("proxy"));
+        let door = Door::new(Front::Proxy(Arc::new(proxy)), telemetry(DoorKind::Proxy));
         doors.push(open("proxy", addr, "[proxy] listen", door, config.proxy.tls()).await?);
     }
     if let Some(addr) = config.forward_auth.listen {
-        let door = Door::new(Front::ForwardAuth(auth.clone()), telemetry("forward_auth"));
+        let door = Door::new(
+            Front::ForwardAuth(auth.clone()),
+            telemetry(DoorKind::ForwardAuth),
+        );
         let (key, tls) = ("[forward_auth] listen", config.forward_auth.tls());
         doors.push(open("forward_auth", addr, key, door, tls).await?);
     }
     if let Some(addr) = config.admin.listen {
         let admin = Admin::new(auth.clone(), metrics.clone(), config.admin.key.as_ref());
-        let door = Door::new(Front::Admin(Arc::new(admin)), telemetry("admin"));
+        let door = Door::new(Front::Admin(Arc::new(admin)), telemetry(DoorKind::Admin));
         doors.push(open("admin", addr, "[admin] listen", door, config.admin.tls()).await?);
     }
     if let Some(addr) = config.metrics.listen {
-        let door = Door::new(Front::Metrics(metrics.clone()), telemetry("metrics"));
+        let door = Door::new(
+            Front::Metrics(metrics.clone()),
+            telemetry(DoorKind::Metrics),
+        );
         let tls = config.metrics.tls();
         doors.push(open("metrics", addr, "[metrics] listen", door, tls).await?);
     }

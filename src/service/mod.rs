@@ -64,8 +64,11 @@ pub use self::input::{
 };
 pub use self::output::{
     AuthContext, CreatedToken, MAX_GRACE, QuotaInfo, RotatedToken, TokenInfo, TokenStatus,
+    UnknownStatus,
 };
-pub(crate) use self::output::{CreatedTokenBody, Validated, rotated_json};
+pub(crate) use self::output::Validated;
+#[cfg(feature = "server")]
+pub(crate) use self::output::{CreatedTokenBody, rotated_json};
 
 /// Token management and validation over a [`TokenStore`]. Cheap to clone.
 #[derive(Clone)]

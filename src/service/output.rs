@@ -77,6 +77,12 @@ pub enum TokenStatus {
 }
 
 impl TokenStatus {
+    /// Every status, in the order of the docs.
+    pub const ALL: [TokenStatus; 4] = [Self::Active, Self::Expired, Self::Revoked, Self::Disabled];
+
+    /// Every status's name, as [`TokenStatus::as_str`] gives it.
+    pub const NAMES: [&'static str; 4] = ["active", "expired", "revoked", "disabled"];
+
     /// `"active"`, `"expired"`, `"revoked"` or `"disabled"`, as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +91,23 @@ impl TokenStatus {
             Self::Revoked => "revoked",
             Self::Disabled => "disabled",
         }
+    }
+}
+
+/// A name that is not a [`TokenStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be active, expired, revoked or disabled")]
+pub struct UnknownStatus;
+
+impl std::str::FromStr for TokenStatus {
+    type Err = UnknownStatus;
+
+    /// A status by its name (as in JSON: `"active"`, …).
+    fn from_str(name: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
+            .ok_or(UnknownStatus)
     }
 }
 
@@ -190,6 +213,7 @@ pub struct CreatedToken {
 /// The rotated-token JSON of the admin API and `tokengate token rotate
 /// --json`: the new token as at creation (its plaintext this once) and the
 /// old one's record under `old`.
+#[cfg(feature = "server")]
 pub(crate) fn rotated_json(rotated: &RotatedToken) -> Result<serde_json::Value, serde_json::Error> {
     let mut value = serde_json::to_value(CreatedTokenBody::new(&rotated.new))?;
     value["old"] = serde_json::to_value(&rotated.old)?;
@@ -199,6 +223,7 @@ pub(crate) fn rotated_json(rotated: &RotatedToken) -> Result<serde_json::Value, 
 /// The created-token JSON of the admin API and `tokengate token create
 /// --json`: the token's record and, this once, the token itself.
 /// No `Debug`: it holds the plaintext token, which must never reach a log.
+#[cfg(feature = "server")]
 #[derive(Serialize)]
 pub(crate) struct CreatedTokenBody<'a> {
     #[serde(flatten)]
@@ -206,6 +231,7 @@ pub(crate) struct CreatedTokenBody<'a> {
     token: &'a str,
 }
 
+#[cfg(feature = "server")]
 impl<'a> CreatedTokenBody<'a> {
     pub(crate) fn new(created: &'a CreatedToken) -> Self {
         Self {

@@ -15,37 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Method, StatusCode, Uri};
 
-use crate::auth::{Decision, OUTCOMES, Rejection};
+use super::door::DoorOutcome;
+use crate::auth::{Decision, Outcome, Rejection};
 use crate::service::AuthContext;
-
-/// Outcomes of a front door's requests, in the access log and the
-/// `outcome` label: the Authenticator's ([`OUTCOMES`]), then `health` (the
-/// proxy's health path), `admin` (the admin listener) and `metrics` (the
-/// metrics listener).
-pub(crate) const DOOR_OUTCOMES: [&str; OUTCOMES.len() + 3] = [
-    OUTCOMES[0],
-    OUTCOMES[1],
-    OUTCOMES[2],
-    OUTCOMES[3],
-    OUTCOMES[4],
-    OUTCOMES[5],
-    OUTCOMES[6],
-    OUTCOMES[7],
-    OUTCOMES[8],
-    OUTCOMES[9],
-    "health",
-    "admin",
-    "metrics",
-];
-
-/// Index of `outcome` in [`DOOR_OUTCOMES`] (`invalid_request` for anything
-/// else, which no door reports).
-pub(crate) fn outcome_index(outcome: &str) -> usize {
-    DOOR_OUTCOMES
-        .iter()
-        .position(|o| *o == outcome)
-        .unwrap_or(4)
-}
 
 /// What a front door learnt about one request, for the access log and the
 /// metrics. Filled in by the door, read once the response is ready.
@@ -54,15 +26,15 @@ pub(crate) struct Note {
     /// Whether this request goes to the access log (else the identity is
     /// not copied).
     pub(crate) log: bool,
-    /// Index into [`DOOR_OUTCOMES`]; unset: the door's default.
-    pub(crate) outcome: Option<usize>,
+    /// How the request ended; unset: the door's default.
+    pub(crate) outcome: Option<DoorOutcome>,
     /// Who, when a token was accepted (only when logged).
     pub(crate) identity: Option<AuthContext>,
     /// The client's address as the Authenticator resolved it (trusted
     /// proxies' `X-Forwarded-For`), when it differs from the peer.
     pub(crate) client_ip: Option<IpAddr>,
-    /// The Authenticator's outcome (index into [`OUTCOMES`]) and time.
-    pub(crate) auth: Option<(usize, Duration)>,
+    /// The Authenticator's outcome and time.
+    pub(crate) auth: Option<(Outcome, Duration)>,
     /// The upstream's status (`None`: no response) and time.
     pub(crate) upstream: Option<(Option<StatusCode>, Duration)>,
     /// The request forward-auth was asked about (only when logged).
@@ -73,14 +45,9 @@ impl Note {
     /// The Authenticator decided `result` for a request it started on at
     /// `started`.
     pub(crate) fn decided(&mut self, result: Result<&Decision, &Rejection>, started: Instant) {
-        let name = match result {
-            Ok(Decision::Authenticated(_)) => OUTCOMES[0],
-            Ok(Decision::Public) => OUTCOMES[1],
-            Err(rejection) => rejection.code(),
-        };
-        let outcome = outcome_index(name);
-        self.outcome = Some(outcome);
-        self.auth = Some((outcome.min(OUTCOMES.len() - 1), started.elapsed()));
+        let outcome = Outcome::of(result);
+        self.outcome = Some(DoorOutcome::Auth(outcome));
+        self.auth = Some((outcome, started.elapsed()));
         if self.log
             && let Ok(Decision::Authenticated(auth)) = result
         {
@@ -88,9 +55,9 @@ impl Note {
         }
     }
 
-    /// The request was answered with `outcome` (one of [`DOOR_OUTCOMES`]).
-    pub(crate) fn outcome(&mut self, outcome: &'static str) {
-        self.outcome = Some(outcome_index(outcome));
+    /// The request was answered with `outcome`.
+    pub(crate) fn outcome(&mut self, outcome: DoorOutcome) {
+        self.outcome = Some(outcome);
     }
 
     /// The client's address, as resolved through trusted proxies; computed
@@ -177,14 +144,14 @@ impl AccessLog {
     }
 
     /// Adds the access line of a request of `door` answered with `status`
-    /// (the outcome an index into [`DOOR_OUTCOMES`]) after `elapsed`.
+    /// and `outcome` after `elapsed`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &self,
         door: &str,
         note: Note,
         logged: Logged,
-        outcome: usize,
+        outcome: DoorOutcome,
         status: StatusCode,
         peer: SocketAddr,
         elapsed: Duration,
@@ -195,7 +162,7 @@ impl AccessLog {
             method: method.as_str(),
             path: uri.path(),
             status: status.as_u16(),
-            outcome: DOOR_OUTCOMES.get(outcome).unwrap_or(&"invalid_request"),
+            outcome: outcome.as_str(),
             identity: note.identity.as_ref(),
             client_ip: note.client_ip.unwrap_or_else(|| peer.ip()),
             upstream: note.upstream,

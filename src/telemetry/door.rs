@@ -1,6 +1,7 @@
-//! Each front door's record of its requests: the HTTP metrics
-//! (`crate::telemetry::metrics`) and the access log (`crate::telemetry::access`), fed from the
-//! door's [`Note`] once the response is ready.
+//! Each front door's record of its requests: which door it is
+//! ([`DoorKind`]), how a request ended ([`DoorOutcome`]), and the HTTP
+//! metrics and the access line, fed from the door's [`Note`] once the
+//! response is ready.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +10,116 @@ use std::time::Instant;
 
 use http::StatusCode;
 
-use crate::telemetry::access::{AccessLog, Logged, Note, outcome_index};
+use crate::auth::Outcome;
+use crate::telemetry::access::{AccessLog, Logged, Note};
 use crate::telemetry::log::LogConfig;
 use crate::telemetry::metrics::DoorMetrics;
+
+/// A listener of `tokengate serve`: its `door` label in the metrics and
+/// field in the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DoorKind {
+    /// The sidecar proxy (`[proxy] listen`).
+    Proxy,
+    /// The forward-auth endpoint (`[forward_auth] listen`).
+    ForwardAuth,
+    /// The admin API (`[admin] listen`).
+    Admin,
+    /// The metrics listener (`[metrics] listen`).
+    Metrics,
+}
+
+impl DoorKind {
+    /// Its name: the `door` label, and the section of its listener.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::ForwardAuth => "forward_auth",
+            Self::Admin => "admin",
+            Self::Metrics => "metrics",
+        }
+    }
+
+    /// Whether the Authenticator decides its requests.
+    pub(crate) fn authenticates(self) -> bool {
+        matches!(self, Self::Proxy | Self::ForwardAuth)
+    }
+
+    /// Whether this door can end a request with `outcome`
+    /// (docs/reference/metrics.md, "Labels").
+    pub(crate) fn reports(self, outcome: DoorOutcome) -> bool {
+        matches!(
+            (self, outcome),
+            (Self::Proxy | Self::ForwardAuth, DoorOutcome::Auth(_))
+                | (Self::Proxy, DoorOutcome::Health)
+                | (Self::Admin, DoorOutcome::Admin)
+                | (Self::Metrics, DoorOutcome::Metrics)
+        )
+    }
+
+    /// The outcome of a request the door says nothing about: every other
+    /// request of the proxy and forward-auth is decided by the
+    /// Authenticator, or refused before it (400).
+    fn default_outcome(self) -> DoorOutcome {
+        match self {
+            Self::Proxy | Self::ForwardAuth => DoorOutcome::Auth(Outcome::InvalidRequest),
+            Self::Admin => DoorOutcome::Admin,
+            Self::Metrics => DoorOutcome::Metrics,
+        }
+    }
+}
+
+/// How a front door's request ended, in the access log and the `outcome`
+/// label: the Authenticator's [`Outcome`], or `health` (the proxy's health
+/// path), `admin` (the admin listener) or `metrics` (the metrics listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DoorOutcome {
+    /// Decided by the Authenticator.
+    Auth(Outcome),
+    /// The proxy's own health path.
+    Health,
+    /// Answered by the admin API.
+    Admin,
+    /// Answered by the metrics listener.
+    Metrics,
+}
+
+impl DoorOutcome {
+    /// Every door outcome, in [`DoorOutcome::index`] order.
+    pub(crate) fn all() -> impl Iterator<Item = DoorOutcome> {
+        Outcome::ALL
+            .into_iter()
+            .map(Self::Auth)
+            .chain([Self::Health, Self::Admin, Self::Metrics])
+    }
+
+    /// A dense index, in [`DoorOutcome::all`] order: the Authenticator's
+    /// outcomes first.
+    pub(crate) fn index(self) -> usize {
+        let n = Outcome::ALL.len();
+        match self {
+            Self::Auth(outcome) => outcome.index(),
+            Self::Health => n,
+            Self::Admin => n + 1,
+            Self::Metrics => n + 2,
+        }
+    }
+
+    /// Its name in the access log and the `outcome` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth(outcome) => outcome.as_str(),
+            Self::Health => "health",
+            Self::Admin => "admin",
+            Self::Metrics => "metrics",
+        }
+    }
+}
 
 /// One front door's access log and metrics.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
-    door: &'static str,
-    /// The outcome of a request the door says nothing about.
-    default_outcome: usize,
+    door: DoorKind,
     metrics: DoorMetrics,
     /// Percentage of requests logged; 0: the access log is off.
     sample_percent: u64,
@@ -30,22 +131,15 @@ impl Telemetry {
     /// `door`'s, writing its lines into `log` if `[log] access` says so
     /// and the log filter lets `tokengate::access` through at info.
     pub(crate) fn new(
-        door: &'static str,
+        door: DoorKind,
         metrics: DoorMetrics,
         config: &LogConfig,
         log: Arc<AccessLog>,
     ) -> Self {
         let enabled =
             config.access && tracing::enabled!(target: "tokengate::access", tracing::Level::INFO);
-        let default_outcome = match door {
-            "admin" | "metrics" => outcome_index(door),
-            // Every other request of the proxy and forward-auth is decided
-            // by the Authenticator, or refused before it (400).
-            _ => outcome_index("invalid_request"),
-        };
         Self {
             door,
-            default_outcome,
             metrics,
             sample_percent: if enabled {
                 u64::from(config.access_sample_percent)
@@ -85,17 +179,24 @@ impl Telemetry {
         peer: SocketAddr,
     ) {
         let elapsed = started.elapsed();
-        let outcome = note.outcome.unwrap_or(self.default_outcome);
+        let outcome = note.outcome.unwrap_or(self.door.default_outcome());
         self.metrics.request(outcome, status, elapsed);
-        if let Some((index, took)) = note.auth {
-            self.metrics.auth(index, took);
+        if let Some((outcome, took)) = note.auth {
+            self.metrics.auth(outcome, took);
         }
         if let Some((status, took)) = note.upstream {
             self.metrics.upstream(status, took);
         }
         if let Some(logged) = logged {
-            self.log
-                .write(self.door, note, logged, outcome, status, peer, elapsed);
+            self.log.write(
+                self.door.as_str(),
+                note,
+                logged,
+                outcome,
+                status,
+                peer,
+                elapsed,
+            );
         }
     }
 }

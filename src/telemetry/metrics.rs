@@ -34,13 +34,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
-use crate::auth::{Authenticator, INVALID_REASONS, OUTCOMES};
+use crate::auth::{Authenticator, InvalidReason, Outcome};
 use crate::settings::InvalidConfig;
 use crate::store::{
     LimitReport, LimitState, Page, RecordUpdate, RevocationSink, RevokeOutcome, StoreError,
     TokenRecord, TokenStore, UpdateOutcome,
 };
-use crate::telemetry::access::DOOR_OUTCOMES;
+use crate::telemetry::door::{DoorKind, DoorOutcome};
 use crate::tls::{ListenerTls, TlsKeys};
 use crate::token::TokenId;
 use crate::token::{Lease, Quota};
@@ -261,8 +261,8 @@ impl Collector for AuthCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (outcome, count) in OUTCOMES.iter().zip(stats.outcomes) {
-            let labels = [("outcome", *outcome)];
+        for (outcome, count) in Outcome::ALL.iter().zip(stats.outcomes) {
+            let labels = [("outcome", outcome.as_str())];
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
@@ -271,8 +271,8 @@ impl Collector for AuthCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (reason, count) in INVALID_REASONS.iter().zip(stats.invalid_tokens) {
-            let labels = [("reason", *reason)];
+        for (reason, count) in InvalidReason::ALL.iter().zip(stats.invalid_tokens) {
+            let labels = [("reason", reason.as_str())];
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         let counters = [
@@ -399,10 +399,14 @@ pub(crate) struct DoorMetrics {
 }
 
 impl DoorMetrics {
-    /// A request of this door ended with `outcome` (an index into
-    /// [`DOOR_OUTCOMES`]) after `elapsed`.
-    pub(crate) fn request(&self, outcome: usize, status: http::StatusCode, elapsed: Duration) {
-        if let Some((count, duration)) = self.requests.get(outcome) {
+    /// A request of this door ended with `outcome` after `elapsed`.
+    pub(crate) fn request(
+        &self,
+        outcome: DoorOutcome,
+        status: http::StatusCode,
+        elapsed: Duration,
+    ) {
+        if let Some((count, duration)) = self.requests.get(outcome.index()) {
             count.inc();
             duration.observe(elapsed.as_secs_f64());
         }
@@ -410,10 +414,9 @@ impl DoorMetrics {
         self.responses[class].inc();
     }
 
-    /// The Authenticator decided `outcome` (an index into [`OUTCOMES`]) in
-    /// `elapsed`.
-    pub(crate) fn auth(&self, outcome: usize, elapsed: Duration) {
-        if let Some(histogram) = self.auth.get(outcome) {
+    /// The Authenticator decided `outcome` in `elapsed`.
+    pub(crate) fn auth(&self, outcome: Outcome, elapsed: Duration) {
+        if let Some(histogram) = self.auth.get(outcome.index()) {
             histogram.observe(elapsed.as_secs_f64());
         }
     }
@@ -579,40 +582,29 @@ impl Metrics {
 
     /// The handles of front door `door` (`proxy`, `forward_auth`, `admin`,
     /// `metrics`): its series exist from now on, at zero.
-    pub(crate) fn door(&self, door: &str) -> DoorMetrics {
+    pub(crate) fn door(&self, kind: DoorKind) -> DoorMetrics {
         let http = &self.http;
-        let authenticates = matches!(door, "proxy" | "forward_auth");
-        let outcomes: &[&str] = match door {
-            "proxy" => &DOOR_OUTCOMES[..=8],
-            "forward_auth" => &DOOR_OUTCOMES[..8],
-            other => std::slice::from_ref(
-                DOOR_OUTCOMES
-                    .iter()
-                    .find(|o| **o == other)
-                    .unwrap_or(&"admin"),
-            ),
-        };
+        let door = kind.as_str();
         // Indexed by outcome: the ones this door never reports are
         // detached handles, counted nowhere.
-        let requests = DOOR_OUTCOMES
-            .iter()
+        let requests = DoorOutcome::all()
             .map(|outcome| {
-                if !outcomes.contains(outcome) {
+                if !kind.reports(outcome) {
                     return (Counter::default(), request_histogram());
                 }
-                let key = labels(&[("door", door), ("outcome", outcome)]);
+                let key = labels(&[("door", door), ("outcome", outcome.as_str())]);
                 (
                     http.requests.get_or_create(&key).clone(),
                     http.durations.get_or_create(&key).clone(),
                 )
             })
             .collect();
-        let auth = OUTCOMES
+        let auth = Outcome::ALL
             .iter()
             .map(|outcome| {
-                if authenticates {
+                if kind.authenticates() {
                     http.auth_durations
-                        .get_or_create(&labels(&[("outcome", outcome)]))
+                        .get_or_create(&labels(&[("outcome", outcome.as_str())]))
                         .clone()
                 } else {
                     latency_histogram()
@@ -622,7 +614,7 @@ impl Metrics {
         let upstream = UPSTREAM_CLASSES
             .iter()
             .map(|class| {
-                if door == "proxy" {
+                if kind == DoorKind::Proxy {
                     http.upstream_responses
                         .get_or_create(&labels(&[("class", class)]))
                         .clone()

@@ -1325,10 +1325,7 @@ async fn a_used_up_quota_is_refused_until_another_process_tops_it_up() {
     );
     assert_eq!(refused.header("ratelimit-policy"), None);
     assert_eq!(gate.auth.stats().quota_exceeded, 1);
-    let usage_exceeded = tokengate::auth::OUTCOMES
-        .iter()
-        .position(|o| *o == "usage_exceeded")
-        .unwrap();
+    let usage_exceeded = tokengate::auth::Outcome::UsageExceeded.index();
     assert_eq!(gate.auth.stats().outcomes[usage_exceeded], 1);
 
     let elsewhere = redis_service(&gate.server, &test_config()).await;

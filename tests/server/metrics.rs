@@ -380,3 +380,39 @@ fn collect_panels<'a>(panels: &'a serde_json::Value, out: &mut Vec<&'a serde_jso
         collect_panels(&panel["panels"], out);
     }
 }
+
+/// Every outcome a door can end a request with has its series from the
+/// start: all ten of the Authenticator's at the proxy and forward-auth
+/// (scope and allowlist refusals included), and the proxy's `health`.
+#[tokio::test]
+async fn every_door_has_a_series_for_every_outcome_it_can_report() {
+    const OUTCOMES: [&str; 10] = [
+        "authenticated",
+        "public",
+        "missing_token",
+        "invalid_token",
+        "invalid_request",
+        "rate_limited",
+        "usage_exceeded",
+        "unavailable",
+        "insufficient_scope",
+        "ip_not_allowed",
+    ];
+    let stack = metrics_stack().await;
+    let text = scrape(&stack).await;
+    let mut missing = Vec::new();
+    for door in ["proxy", "forward_auth"] {
+        for outcome in OUTCOMES {
+            let series =
+                format!("tokengate_http_requests_total{{door=\"{door}\",outcome=\"{outcome}\"}}");
+            if sample(&text, &series).is_none() {
+                missing.push(series);
+            }
+        }
+    }
+    let health = "tokengate_http_requests_total{door=\"proxy\",outcome=\"health\"}";
+    if sample(&text, health).is_none() {
+        missing.push(health.to_owned());
+    }
+    assert!(missing.is_empty(), "no series for:\n{}", missing.join("\n"));
+}

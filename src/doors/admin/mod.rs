@@ -234,12 +234,9 @@ impl Admin {
                     Ok(id) => cursor = Some(id),
                     Err(_) => return bad("cursor", "must be the `next` of a previous page"),
                 },
-                "status" => match value.as_str() {
-                    "active" => status = Some(TokenStatus::Active),
-                    "expired" => status = Some(TokenStatus::Expired),
-                    "revoked" => status = Some(TokenStatus::Revoked),
-                    "disabled" => status = Some(TokenStatus::Disabled),
-                    _ => return bad("status", "must be active, expired, revoked or disabled"),
+                "status" => match value.parse::<TokenStatus>() {
+                    Ok(parsed) => status = Some(parsed),
+                    Err(e) => return bad("status", &e.to_string()),
                 },
                 _ => return bad("query", "takes only limit, cursor and status"),
             }

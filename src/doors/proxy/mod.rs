@@ -41,6 +41,7 @@ use crate::doors::proxy::bodies::{
 use crate::doors::proxy::tunnel::splice;
 use crate::settings::{InvalidConfig, invalid};
 use crate::telemetry::access::Note;
+use crate::telemetry::door::DoorOutcome;
 use crate::tls::{UpstreamConnector, UpstreamTls};
 use crate::wire::{self, Body, BoxError};
 
@@ -159,7 +160,7 @@ impl Proxy {
             .is_some_and(|path| request.uri().path() == path)
             && matches!(*request.method(), Method::GET | Method::HEAD)
         {
-            note.outcome("health");
+            note.outcome(DoorOutcome::Health);
             return wire::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
         }
         // Before any token work: a request without one clear host is refused.
