@@ -21,8 +21,7 @@ use super::InvalidReason;
 use crate::service::AuthContext;
 use crate::settings::{InvalidConfig, in_range, within};
 use crate::store::RevocationSink;
-use crate::token::TokenRateLimit;
-use crate::token::{AllowedIps, TokenId};
+use crate::token::{AllowedIps, TokenId, TokenRateLimit};
 
 /// `[cache]`: the validation cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-
-use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, in_range, within};
 use crate::store::{StoreError, TokenStore};

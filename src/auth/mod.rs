@@ -34,17 +34,18 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Request, Uri};
 use tokio::task::JoinHandle;
 
-use serde::{Deserialize, Serialize};
-
 use crate::service::{AuthContext, TokenError, TokenService};
 use crate::settings::InvalidConfig;
 use crate::store::RevocationSink;
 use crate::token;
 
 mod cache;
+mod changes;
+mod config;
 mod extract;
 mod headers;
 mod last_accessed;
+mod lookup;
 mod method_override;
 mod outcome;
 mod quota;
@@ -52,16 +53,21 @@ mod rate_limit;
 mod rejection;
 mod routes;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod timing;
 
 pub use self::cache::CacheConfig;
 use self::cache::{AuthCache, Cached};
+use self::changes::Changes;
+pub use self::config::AuthConfig;
 use self::extract::{ClientIp, Presented, Sources};
 pub use self::extract::{ClientIpConfig, SourcesConfig};
 #[cfg(feature = "server")]
 pub(crate) use self::headers::folds_to;
 pub use self::headers::{HeadersConfig, IdentityHeaders, fold_header_name};
 pub use self::last_accessed::{LastAccessed, LastAccessedConfig};
+use self::lookup::{Miss, look_up};
 use self::method_override::Named;
 #[cfg(feature = "server")]
 pub(crate) use self::method_override::strip as strip_method_overrides;
@@ -80,45 +86,6 @@ use self::timing::VerifyTime;
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// When to retry after bcrypt verification was overloaded.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The Authenticator's settings: the sections of the config file it reads,
-/// each defined (with its defaults and checks) beside the code that uses it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `[cache]`: the validation cache.
-    pub cache: CacheConfig,
-    /// `[rate_limit]`: per-token and per-client-IP limits.
-    pub rate_limit: RateLimitConfig,
-    /// `[headers]`: names of the identity headers.
-    pub headers: HeadersConfig,
-    /// `[last_accessed]`: batching of last-accessed writes.
-    pub last_accessed: LastAccessedConfig,
-    /// `[sources]`: where tokens are read from, besides `Authorization: Bearer`.
-    pub sources: SourcesConfig,
-    /// `[client_ip]`: which peers may say who the client is.
-    pub client_ip: ClientIpConfig,
-    /// `[[public_routes]]`: requests that skip authentication.
-    pub public_routes: Vec<PublicRoute>,
-    /// `[[routes]]`: the scopes requests need.
-    pub routes: Vec<ScopedRoute>,
-}
-
-impl AuthConfig {
-    /// Checks every section (the first wrong key is reported).
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
-        self.cache.validate()?;
-        self.rate_limit.validate()?;
-        self.headers.validate()?;
-        self.last_accessed.validate()?;
-        self.sources.validate()?;
-        self.public_routes
-            .iter()
-            .try_for_each(PublicRoute::validate)?;
-        self.routes.iter().try_for_each(ScopedRoute::validate)?;
-        ScopedRoute::check_overlaps(&self.routes)
-    }
-}
 
 /// What the Authenticator needs to know about a request.
 #[derive(Debug, Clone, Copy)]
@@ -206,45 +173,6 @@ pub struct AuthStats {
     /// Invalid tokens presented so far, by reason, in the order of
     /// [`InvalidReason::ALL`] (`invalid_tokens[reason as usize]`).
     pub invalid_tokens: [u64; InvalidReason::ALL.len()],
-}
-
-/// What the Authenticator is told of token changes (by this process, or by
-/// others through the store): the cache drops the token, the quotas the
-/// credits held for it.
-struct Changes {
-    cache: Arc<AuthCache>,
-    quotas: Arc<Quotas>,
-    limits: Arc<Limits>,
-    sessions: Arc<Sessions>,
-}
-
-impl RevocationSink for Changes {
-    fn revoked(&self, id: token::TokenId) {
-        self.cache.revoked(id);
-        self.quotas.forget(id);
-        self.sessions.revoked(id);
-    }
-    fn changed(&self, id: token::TokenId) {
-        self.cache.changed(id);
-        self.quotas.forget(id);
-        self.limits.forget_refusals(id);
-        self.sessions.changed(id);
-    }
-    fn unsubscribed(&self) {
-        self.cache.unsubscribed();
-        self.sessions.set_feed_down(true);
-    }
-    fn caught_up(&self) {
-        self.cache.caught_up();
-        self.sessions.set_feed_down(false);
-    }
-    fn recheck(&self) -> Vec<token::TokenId> {
-        let mut ids = self.cache.recheck();
-        ids.extend(self.sessions.ids());
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    }
 }
 
 /// Authenticates requests. Cheap to clone; clones share the cache, limits
@@ -609,60 +537,14 @@ impl Authenticator {
         };
         // Built only on a miss: a cache hit pays no clone and no allocation.
         let lookup = || {
-            let service = inner.service.clone();
-            let verify_time = inner.verify_time.clone();
-            let limits = inner.limits.clone();
-            let owned = token.to_owned();
-            let epoch = inner.cache.epoch();
-            async move {
-                // An id flooded with wrong secrets costs no more bcrypt
-                // (its real token, if cached, never gets here).
-                limits.check_token(token_id).map_err(Miss::Refused)?;
-                let started = tokio::time::Instant::now();
-                // Before the store read: a change announced after it must
-                // make the entry look stale (AuthCache::changed_since).
-                let verified_at = std::time::Instant::now();
-                let validated = service.validate(&owned).await;
-                match &validated {
-                    Ok(_) | Err(TokenError::WrongSecret) => verify_time.record(started.elapsed()),
-                    // Refused without bcrypt: as slow as with it.
-                    Err(
-                        TokenError::NotFound
-                        | TokenError::Revoked
-                        | TokenError::Expired
-                        | TokenError::Disabled,
-                    ) => {
-                        verify_time.hold(started).await;
-                    }
-                    Err(_) => {}
-                }
-                match validated {
-                    Ok(valid) => {
-                        let (auth, expires_at) = (valid.auth, valid.expires_at);
-                        let stored_expiry = expires_at;
-                        let lifetime = expires_at.map_or(Duration::MAX, |at| {
-                            Duration::from_secs(u64::try_from(at - service.now()).unwrap_or(0))
-                        });
-                        Ok(Cached::Valid {
-                            auth,
-                            lifetime,
-                            verified_at,
-                            epoch,
-                            has_quota: valid.has_quota,
-                            allowed_ips: valid.allowed_ips,
-                            expires_at: stored_expiry,
-                            rate_limit: valid.rate_limit,
-                        })
-                    }
-                    Err(e) => InvalidReason::from_error(&e)
-                        .map(|reason| Cached::Invalid {
-                            reason,
-                            id: token_id,
-                            checked_at: verified_at,
-                        })
-                        .ok_or(Miss::Failed(e)),
-                }
-            }
+            look_up(
+                inner.service.clone(),
+                inner.verify_time.clone(),
+                inner.limits.clone(),
+                token.to_owned(),
+                token_id,
+                inner.cache.epoch(),
+            )
         };
         let entry = inner
             .cache
@@ -813,49 +695,5 @@ impl Authenticator {
             Err(limited) => limited,
             Ok(()) => Rejection::InvalidToken(reason),
         }
-    }
-}
-
-/// Why a cache miss produced no entry: refused before any work (a token id
-/// over its wrong-secret limit), or the store / bcrypt failed.
-#[derive(Debug)]
-enum Miss {
-    Refused(Rejection),
-    Failed(TokenError),
-}
-
-#[cfg(test)]
-mod future_sizes {
-    /// Every request's future is built, moved into the Layer's box and
-    /// polled: its size is copied on each request (memmove was 13-15% of a
-    /// cache hit's profile, docs/design/performance.md). Rarely used awaits are
-    /// boxed, and the cache holds its entries behind an `Arc`, to keep it
-    /// small; this keeps them so. The admission is 1,032 bytes; the check
-    /// around it 1,256, with what a front door keeps to watch a connection
-    /// that outlives the request (`Grant`: the admission hands the client
-    /// address back rather than the check keeping a copy).
-    #[tokio::test]
-    async fn the_request_future_stays_small() {
-        let service = crate::service::TokenService::new(std::sync::Arc::new(
-            crate::store::MemoryStore::new(),
-        ));
-        let auth = super::Authenticator::new(service, &super::AuthConfig::default()).unwrap();
-        let admit = auth.admit("x", None, &[]);
-        let size = std::mem::size_of_val(&admit);
-        assert!(size <= 1_100, "the admission future grew to {size} bytes");
-        drop(admit);
-        let (m, u, h) = (
-            http::Method::GET,
-            http::Uri::from_static("/"),
-            http::HeaderMap::new(),
-        );
-        let check = auth.check(super::AuthRequest {
-            method: &m,
-            uri: &u,
-            headers: &h,
-            peer: None,
-        });
-        let size = std::mem::size_of_val(&check);
-        assert!(size <= 1_270, "the check future grew to {size} bytes");
     }
 }

@@ -62,11 +62,11 @@ pub use self::input::{
     MAX_NAME_CHARS, MAX_PAGE, MAX_TOKEN_BURST, MAX_TOKEN_RATE, QuotaParams, TokenUpdate,
     allowed_ips_input, grace_input, meta_input, rate_limit_input, scopes_input,
 };
+pub(crate) use self::output::Validated;
 pub use self::output::{
     AuthContext, CreatedToken, MAX_GRACE, QuotaInfo, RotatedToken, TokenInfo, TokenStatus,
     UnknownStatus,
 };
-pub(crate) use self::output::Validated;
 #[cfg(feature = "server")]
 pub(crate) use self::output::{CreatedTokenBody, rotated_json};
 
