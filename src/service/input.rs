@@ -139,6 +139,40 @@ pub struct TokenUpdate {
     pub quota: Option<Option<QuotaParams>>,
 }
 
+impl TokenUpdate {
+    /// The fields given, by name, as the audit trail records them.
+    pub(super) fn given(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("expires_at", self.expires_at.is_some()),
+            ("enabled", self.enabled.is_some()),
+            ("allowed_ips", self.allowed_ips.is_some()),
+            ("meta", self.meta.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
+            ("quota", self.quota.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// A new expiry (unix seconds) is in the future and at most
+/// [`MAX_EXPIRES_IN_DAYS`] away.
+pub(super) fn check_expires_at(at: i64, now: i64) -> Result<(), TokenError> {
+    let latest = now + i64::from(MAX_EXPIRES_IN_DAYS) * SECONDS_PER_DAY;
+    if at <= now || at > latest {
+        return Err(TokenError::input(
+            "expires_at",
+            format!(
+                "must be in the future and at most {MAX_EXPIRES_IN_DAYS} days away, or null for never (got {at})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What [`TokenService::create_token`] needs.
 #[derive(Debug, Clone, Default)]
 pub struct CreateTokenParams {

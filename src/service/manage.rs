@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::bcrypt::blocking;
-use super::input::{SECONDS_PER_DAY, check_account_id, check_text};
+use super::input::{SECONDS_PER_DAY, check_account_id, check_expires_at, check_text};
 use super::{
     CREATED_FIELDS, CreateTokenParams, CreatedToken, MAX_ACCOUNT_ID_CHARS, MAX_EXPIRES_IN_DAYS,
     MAX_NAME_CHARS, MAX_PAGE, QuotaParams, TokenError, TokenInfo, TokenService, TokenStatus,
@@ -234,29 +234,9 @@ impl TokenService {
         }
         let now = self.clock.now();
         if let Some(Some(at)) = update.expires_at {
-            let latest = now + i64::from(MAX_EXPIRES_IN_DAYS) * SECONDS_PER_DAY;
-            if at <= now || at > latest {
-                return Err(TokenError::input(
-                    "expires_at",
-                    format!(
-                        "must be in the future and at most {MAX_EXPIRES_IN_DAYS} days away, or null for never (got {at})"
-                    ),
-                ));
-            }
+            check_expires_at(at, now)?;
         }
-        let mut given: Vec<&str> = [
-            ("name", update.name.is_some()),
-            ("scopes", update.scopes.is_some()),
-            ("expires_at", update.expires_at.is_some()),
-            ("enabled", update.enabled.is_some()),
-            ("allowed_ips", update.allowed_ips.is_some()),
-            ("meta", update.meta.is_some()),
-            ("rate_limit", update.rate_limit.is_some()),
-            ("quota", update.quota.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect();
+        let mut given = update.given();
         let action = match (given.as_slice(), update.enabled) {
             (["enabled"], Some(false)) => AuditAction::Disable,
             (["enabled"], Some(true)) => AuditAction::Enable,

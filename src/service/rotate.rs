@@ -70,60 +70,20 @@ impl TokenService {
         // would revoke).
         let grace_secs = i64::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
             .unwrap_or(i64::MAX);
-        let link = RecordUpdate {
-            rotated_to: Some(record.id),
-            expires_by: Some(now.saturating_add(grace_secs)),
-            ..RecordUpdate::default()
-        };
-        let linked = match self.store.update(old.id, account_id, &link, now).await {
-            Ok(UpdateOutcome::Updated(linked)) => Ok(*linked),
-            Ok(UpdateOutcome::Revoked) => Err(TokenError::Revoked),
-            Ok(UpdateOutcome::NotFound) => Err(TokenError::NotFound),
-            // Linked to this new token (a retried script that had run, or
-            // a reply lost), or to another (a concurrent rotation).
-            Ok(UpdateOutcome::AlreadyRotated) | Err(_) => match self.store.get(old.id).await {
-                Ok(Some(now_old)) if now_old.rotated_to == Some(record.id) => Ok(now_old),
-                Ok(Some(now_old)) if now_old.rotated_to.is_some() => Err(
-                    TokenError::AlreadyRotated(now_old.rotated_to.unwrap_or(record.id)),
-                ),
-                Ok(_) => Err(TokenError::NotFound),
-                Err(e) => Err(e.into()),
-            },
-        };
-        let linked = match linked {
+        let linked = match self
+            .link(&old, record.id, account_id, grace_secs, now)
+            .await
+        {
             Ok(linked) => linked,
             Err(e) => {
-                // The old token changed meanwhile (or the store failed): the
-                // new one must not outlive the attempt.
-                if let Err(undo) = self.store.revoke(record.id, account_id, now).await {
-                    tracing::warn!(token_id = %record.id, error = %undo, "cannot revoke the token of a failed rotation");
-                }
+                self.undo(record.id, account_id, now).await;
                 return Err(e);
             }
         };
         // From here the new token exists and is linked: its plaintext is
         // returned whatever fails next (logged), never lost.
         //
-        // A change made to the old token while the new one was being made
-        // (disabled, scopes narrowed) is carried over.
-        let follow = RecordUpdate {
-            name: (linked.name != record.name).then(|| linked.name.clone()),
-            scopes: (linked.scopes != record.scopes).then(|| linked.scopes.clone()),
-            disabled_at: (linked.disabled_at != record.disabled_at).then_some(linked.disabled_at),
-            allowed_ips: (linked.allowed_ips != record.allowed_ips)
-                .then(|| linked.allowed_ips.clone()),
-            meta: (linked.meta != record.meta).then(|| linked.meta.clone()),
-            rate_limit: (linked.rate_limit != record.rate_limit).then_some(linked.rate_limit),
-            ..RecordUpdate::default()
-        };
-        if follow != RecordUpdate::default() {
-            match self.store.update(record.id, account_id, &follow, now).await {
-                Ok(UpdateOutcome::Updated(followed)) => record = *followed,
-                other => {
-                    tracing::warn!(token_id = %record.id, outcome = ?other.map(|_| ()), "cannot carry a concurrent change over to the rotated token");
-                }
-            }
-        }
+        self.carry_over(&linked, &mut record, account_id, now).await;
         let mut old_record = linked;
         if grace.is_zero() {
             match self.store.revoke(old.id, account_id, now).await {
@@ -152,5 +112,75 @@ impl TokenService {
             new: CreatedToken { token, info: new },
             old,
         })
+    }
+
+    /// Links the old token to the new one and sets its end of life: its
+    /// record as linked. Linked already to this new token (a retried script
+    /// that had run, or a lost reply) counts as linked; to another (a
+    /// concurrent rotation) does not.
+    async fn link(
+        &self,
+        old: &TokenRecord,
+        new_id: TokenId,
+        account_id: &str,
+        grace_secs: i64,
+        now: i64,
+    ) -> Result<TokenRecord, TokenError> {
+        let link = RecordUpdate {
+            rotated_to: Some(new_id),
+            expires_by: Some(now.saturating_add(grace_secs)),
+            ..RecordUpdate::default()
+        };
+        match self.store.update(old.id, account_id, &link, now).await {
+            Ok(UpdateOutcome::Updated(linked)) => Ok(*linked),
+            Ok(UpdateOutcome::Revoked) => Err(TokenError::Revoked),
+            Ok(UpdateOutcome::NotFound) => Err(TokenError::NotFound),
+            Ok(UpdateOutcome::AlreadyRotated) | Err(_) => match self.store.get(old.id).await {
+                Ok(Some(now_old)) if now_old.rotated_to == Some(new_id) => Ok(now_old),
+                Ok(Some(now_old)) if now_old.rotated_to.is_some() => Err(
+                    TokenError::AlreadyRotated(now_old.rotated_to.unwrap_or(new_id)),
+                ),
+                Ok(_) => Err(TokenError::NotFound),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// The old token changed meanwhile (or the store failed): the new one
+    /// must not outlive the attempt.
+    async fn undo(&self, new_id: TokenId, account_id: &str, now: i64) {
+        if let Err(undo) = self.store.revoke(new_id, account_id, now).await {
+            tracing::warn!(token_id = %new_id, error = %undo, "cannot revoke the token of a failed rotation");
+        }
+    }
+
+    /// A change made to the old token while the new one was being made
+    /// (disabled, scopes narrowed) is carried over to the new one.
+    async fn carry_over(
+        &self,
+        linked: &TokenRecord,
+        record: &mut TokenRecord,
+        account_id: &str,
+        now: i64,
+    ) {
+        let follow = RecordUpdate {
+            name: (linked.name != record.name).then(|| linked.name.clone()),
+            scopes: (linked.scopes != record.scopes).then(|| linked.scopes.clone()),
+            disabled_at: (linked.disabled_at != record.disabled_at).then_some(linked.disabled_at),
+            allowed_ips: (linked.allowed_ips != record.allowed_ips)
+                .then(|| linked.allowed_ips.clone()),
+            meta: (linked.meta != record.meta).then(|| linked.meta.clone()),
+            rate_limit: (linked.rate_limit != record.rate_limit).then_some(linked.rate_limit),
+            ..RecordUpdate::default()
+        };
+        if follow == RecordUpdate::default() {
+            return;
+        }
+        match self.store.update(record.id, account_id, &follow, now).await {
+            Ok(UpdateOutcome::Updated(followed)) => *record = *followed,
+            other => {
+                tracing::warn!(token_id = %record.id, outcome = ?other.map(|_| ()), "cannot carry a concurrent change over to the rotated token");
+            }
+        }
     }
 }

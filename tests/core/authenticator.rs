@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisServer, TestConfig, new_token, redis_service, test_config};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -15,6 +14,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokengate::{AuthContext, Authenticator, PeerAddr, TokenGateLayer, TokenService};
 use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::support::{RedisServer, TestConfig, new_token, redis_service, test_config};
 
 /// What a client sees.
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use crate::support::{RedisServer, new_scoped_token, new_token, redis_service, test_config};
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -15,6 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokengate::{AuthContext, Authenticator, RequireScopes, TokenGateLayer};
+
+use crate::support::{RedisServer, new_scoped_token, new_token, redis_service, test_config};
 
 async fn whoami(Extension(auth): Extension<AuthContext>, headers: HeaderMap) -> String {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{DAY, Harness, RedisServer, TEST_BCRYPT_COST};
 use redis::AsyncCommands;
 use tokengate::{
     CreateTokenParams, CreatedToken, RedisStore, StoreError, TokenError, TokenService,
 };
+
+use crate::support::{DAY, Harness, RedisServer, TEST_BCRYPT_COST};
 
 async fn create(service: &TokenService, account: &str, days: Option<u32>) -> CreatedToken {
     service

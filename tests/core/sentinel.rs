@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisServer, SentinelServer, free_port, test_config};
 use redis::AsyncCommands;
 use tokengate::{
     Authenticator, CreateTokenParams, CreatedToken, RedisStore, TokenError, TokenService,
 };
+
+use crate::support::{RedisServer, SentinelServer, free_port, test_config};
 
 async fn create(service: &TokenService) -> CreatedToken {
     service

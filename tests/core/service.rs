@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use crate::support::{DAY, Harness};
 use tokengate::hashing::HashKey;
 use tokengate::{
     CreateTokenParams, CreatedToken, QuotaParams, Refill, RefillInterval, Token, TokenError,
     TokenService, TokenStatus,
 };
+
+use crate::support::{DAY, Harness};
 
 /// Instantiates every suite test once per store.
 macro_rules! on_both_stores {
@@ -378,6 +379,19 @@ async fn last_accessed_never_moves_backwards(h: Harness) {
     assert!(h.service.store().get(unknown).await.unwrap().is_none());
 }
 
+/// A token of `acme` with a quota of `remaining` credits and `refill`.
+async fn metered(h: &Harness, remaining: u64, refill: Option<Refill>) -> CreatedToken {
+    h.service
+        .create_token(CreateTokenParams {
+            account_id: "acme".into(),
+            name: "metered".into(),
+            quota: Some(QuotaParams { remaining, refill }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 /// The same ledger on both stores (Lua and Rust run the same calendar):
 /// credits handed out at most once, given back only within their period,
 /// and set back to the refill amount on schedule, daily or monthly.
@@ -386,23 +400,7 @@ async fn quota_credits_are_handed_out_once_and_refill_on_schedule(h: Harness) {
         amount: 10,
         interval: RefillInterval::Every(DAY as u64),
     };
-    let created = h
-        .service
-        .create_token(CreateTokenParams {
-            account_id: "acme".into(),
-            name: "metered".into(),
-            expires_in_days: None,
-            scopes: Default::default(),
-            allowed_ips: Default::default(),
-            meta: Default::default(),
-            quota: Some(QuotaParams {
-                remaining: 10,
-                refill: Some(daily),
-            }),
-            rate_limit: None,
-        })
-        .await
-        .unwrap();
+    let created = metered(&h, 10, Some(daily)).await;
     let (id, start) = (created.info.id, created.info.created_at);
     let quota = created.info.quota.unwrap();
     assert_eq!(

@@ -245,6 +245,36 @@ fn port_number(container: &Value, port: &Value) -> u64 {
         .unwrap_or_else(|| panic!("no container port named {name}"))
 }
 
+/// The tokengate container's `serve --config FILE` is on a volume of the
+/// manifest's ConfigMap.
+fn assert_reads_the_config_map(tokengate: &Value, pod: &Value, config_map: &Value) {
+    let args: Vec<&str> = tokengate["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let config_path = args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1])
+        .expect("serve --config FILE");
+    let mount = tokengate["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| config_path.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the config file is on a mounted volume");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
+    assert!(config_path.ends_with("/tokengate.toml"));
+}
+
 #[test]
 fn the_kubernetes_sidecar_manifest_has_what_a_sidecar_needs() {
     let documents = yaml_documents("deploy/kubernetes/sidecar.yaml");
@@ -311,31 +341,7 @@ fn the_kubernetes_sidecar_manifest_has_what_a_sidecar_needs() {
     }
 
     // The config file the container reads is the ConfigMap's.
-    let args: Vec<&str> = tokengate["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let config_path = args
-        .windows(2)
-        .find(|w| w[0] == "--config")
-        .map(|w| w[1])
-        .expect("serve --config FILE");
-    let mount = tokengate["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| config_path.starts_with(m["mountPath"].as_str().unwrap()))
-        .expect("the config file is on a mounted volume");
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .unwrap();
-    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
-    assert!(config_path.ends_with("/tokengate.toml"));
+    assert_reads_the_config_map(tokengate, pod, config_map);
 
     let resources = &tokengate["resources"];
     for kind in ["cpu", "memory"] {

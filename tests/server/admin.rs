@@ -1,14 +1,12 @@
 //! The admin API of a real `tokengate serve`: token management, health,
 //! readiness, the cross-site guard.
 
-use crate::common::bearer;
-use crate::common::start_stack;
-use crate::support::free_port;
-use crate::support::http;
-use crate::support::procs::ADMIN_KEY;
-use crate::support::procs::Tokengate;
-use crate::support::stack::Stack;
 use http::StatusCode;
+
+use crate::common::{bearer, start_stack};
+use crate::support::procs::{ADMIN_KEY, Tokengate};
+use crate::support::stack::Stack;
+use crate::support::{free_port, http};
 
 #[tokio::test]
 async fn the_admin_api_manages_tokens() {

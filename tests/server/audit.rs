@@ -1,10 +1,12 @@
 //! The audit trail: every change recorded, without secrets.
 
-use crate::common::cli;
-use crate::common::scoped_stack;
-use crate::support::http;
-use http::StatusCode;
 use std::process::Command;
+
+use http::StatusCode;
+
+use crate::common::{cli, scoped_stack};
+use crate::support::http;
+use crate::support::stack::Stack;
 
 /// Every change lands in the audit trail, in order, with who made it and
 /// the fields it set, and nothing secret; the admin API and the CLI read
@@ -12,49 +14,7 @@ use std::process::Command;
 #[tokio::test]
 async fn the_audit_trail_records_every_change_without_secrets() {
     let stack = scoped_stack().await;
-    let created = stack
-        .admin(
-            "POST",
-            "/v1/accounts/acme/tokens",
-            r#"{"name": "audited", "scopes": ["orders:read"]}"#,
-        )
-        .await
-        .json();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let token = format!("/v1/accounts/acme/tokens/{id}");
-    for body in [
-        r#"{"name": "renamed", "meta": {"ticket": "OPS-1"}}"#,
-        r#"{"enabled": false}"#,
-        r#"{"enabled": true}"#,
-    ] {
-        let reply = stack.admin("PATCH", &token, body).await;
-        assert_eq!(reply.status, StatusCode::OK, "{body}");
-    }
-    let quota = stack
-        .admin("PUT", &format!("{token}/quota"), r#"{"remaining": 10}"#)
-        .await;
-    assert_eq!(quota.status, StatusCode::OK);
-    let rotated = stack
-        .admin("POST", &format!("{token}/rotate"), r#"{"grace": "1h"}"#)
-        .await
-        .json();
-    let new_id = rotated["id"].as_str().unwrap().to_owned();
-    let revoked = stack
-        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{new_id}"), "")
-        .await;
-    assert_eq!(revoked.status, StatusCode::OK);
-    // Another account's change, and the CLI's, by its OS user.
-    stack
-        .admin("POST", "/v1/accounts/other/tokens", r#"{"name": "x"}"#)
-        .await;
-    let cleanup = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["--redis-url", &stack.redis.url()])
-        .args(["token", "cleanup", "--retention-days", "0"])
-        .env_clear()
-        .env("USER", "auditor")
-        .output()
-        .unwrap();
-    assert!(cleanup.status.success(), "{cleanup:?}");
+    let (id, new_id) = make_every_change(&stack).await;
 
     let page = stack.admin("GET", "/v1/audit?account=acme", "").await;
     assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
@@ -105,20 +65,7 @@ async fn the_audit_trail_records_every_change_without_secrets() {
     assert!(entries[7]["changes"]["revoked_at"].is_i64());
 
     // Pages: two at a time, each entry once, across both accounts.
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(after) => format!("/v1/audit?limit=2&after={after}"),
-            None => "/v1/audit?limit=2".to_owned(),
-        };
-        let page = stack.admin("GET", &path, "").await.json();
-        all.extend(page["entries"].as_array().unwrap().clone());
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let all = every_page(&stack).await;
     let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions.len(), 10, "{actions:?}");
     assert_eq!(all[8]["account_id"], "other");
@@ -130,26 +77,7 @@ async fn the_audit_trail_records_every_change_without_secrets() {
     assert_eq!(all[9]["changes"]["retention_seconds"], 0);
     assert_eq!(all[9]["token_id"], serde_json::Value::Null);
 
-    // Bad queries: 422 naming the parameter.
-    for (query, field) in [
-        ("after=yesterday", "after"),
-        ("limit=0", "limit"),
-        ("limit=1001", "limit"),
-        ("account=a%0Ab", "account"),
-        ("sort=desc", "query"),
-    ] {
-        let reply = stack.admin("GET", &format!("/v1/audit?{query}"), "").await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
-        assert_eq!(reply.json()["field"], field, "{query}");
-    }
-    let unauthorized = http(
-        "GET",
-        &format!("http://127.0.0.1:{}/v1/audit", stack.admin),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    assert_bad_queries_refused(&stack).await;
 
     // No token, secret or hash anywhere in the stream.
     let dump = stack.redis.dump().await;
@@ -178,4 +106,96 @@ async fn the_audit_trail_records_every_change_without_secrets() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("after"), "{err}");
+}
+
+/// Every kind of change to one token of `acme` through the admin API
+/// (create, update, disable, enable, quota, rotate, revoke), one token of
+/// another account, and the CLI's cleanup: (the token's id, its successor's).
+async fn make_every_change(stack: &Stack) -> (String, String) {
+    let created = stack
+        .admin(
+            "POST",
+            "/v1/accounts/acme/tokens",
+            r#"{"name": "audited", "scopes": ["orders:read"]}"#,
+        )
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = format!("/v1/accounts/acme/tokens/{id}");
+    for body in [
+        r#"{"name": "renamed", "meta": {"ticket": "OPS-1"}}"#,
+        r#"{"enabled": false}"#,
+        r#"{"enabled": true}"#,
+    ] {
+        let reply = stack.admin("PATCH", &token, body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body}");
+    }
+    let quota = stack
+        .admin("PUT", &format!("{token}/quota"), r#"{"remaining": 10}"#)
+        .await;
+    assert_eq!(quota.status, StatusCode::OK);
+    let rotated = stack
+        .admin("POST", &format!("{token}/rotate"), r#"{"grace": "1h"}"#)
+        .await
+        .json();
+    let new_id = rotated["id"].as_str().unwrap().to_owned();
+    let revoked = stack
+        .admin("DELETE", &format!("/v1/accounts/acme/tokens/{new_id}"), "")
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    // Another account's change, and the CLI's, by its OS user.
+    stack
+        .admin("POST", "/v1/accounts/other/tokens", r#"{"name": "x"}"#)
+        .await;
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["--redis-url", &stack.redis.url()])
+        .args(["token", "cleanup", "--retention-days", "0"])
+        .env_clear()
+        .env("USER", "auditor")
+        .output()
+        .unwrap();
+    assert!(cleanup.status.success(), "{cleanup:?}");
+    (id, new_id)
+}
+
+/// The whole trail, two entries a page.
+async fn every_page(stack: &Stack) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(after) => format!("/v1/audit?limit=2&after={after}"),
+            None => "/v1/audit?limit=2".to_owned(),
+        };
+        let page = stack.admin("GET", &path, "").await.json();
+        all.extend(page["entries"].as_array().unwrap().clone());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    all
+}
+
+/// Bad queries: 422 naming the parameter; no key: 401.
+async fn assert_bad_queries_refused(stack: &Stack) {
+    for (query, field) in [
+        ("after=yesterday", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("account=a%0Ab", "account"),
+        ("sort=desc", "query"),
+    ] {
+        let reply = stack.admin("GET", &format!("/v1/audit?{query}"), "").await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(reply.json()["field"], field, "{query}");
+    }
+    let unauthorized = http(
+        "GET",
+        &format!("http://127.0.0.1:{}/v1/audit", stack.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
 }

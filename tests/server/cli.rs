@@ -4,9 +4,10 @@
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use crate::support::RedisServer;
 use serde_json::Value;
 use tokengate::{RedisStore, TokenError, TokenService};
+
+use crate::support::RedisServer;
 
 /// Runs the binary with a clean environment (no stray `TOKENGATE_*`).
 fn tokengate(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -527,12 +528,16 @@ async fn quotas_are_set_at_creation_and_changed_later() {
     ));
     assert!(got.contains("quota:     none (unlimited)"), "{got}");
 
-    // Bad values: one line, exit 2, saying what is wrong.
+    assert_bad_quotas_refused(&server, id);
+}
+
+/// Bad quota values: one line, exit 2, saying what is wrong.
+fn assert_bad_quotas_refused(server: &RedisServer, id: &str) {
     let create = ["token", "create", "--account", "a", "--name", "n"];
     let with = |extra: &[&'static str]| {
         let mut args = create.to_vec();
         args.extend_from_slice(extra);
-        run(&server, &args)
+        run(server, &args)
     };
     assert_fails(
         &with(&["--quota", "10", "--refill", "10"]),
@@ -552,10 +557,7 @@ async fn quotas_are_set_at_creation_and_changed_later() {
     assert_fails(&with(&["--refill", "10/1d"]), 2, "--quota");
     assert_fails(&with(&["--quota=-1"]), 2, "--quota");
     assert_fails(
-        &run(
-            &server,
-            &["token", "quota", "--account", "acme", "--id", id],
-        ),
+        &run(server, &["token", "quota", "--account", "acme", "--id", id]),
         2,
         "--remaining",
     );

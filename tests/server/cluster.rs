@@ -9,15 +9,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::procs::Replica;
-use crate::support::upstream::Upstream;
-use crate::support::{DAY, RedisCluster, TestClock, check_token, test_config};
 use http::StatusCode;
 use redis::AsyncCommands;
 use tokengate::{
     Authenticator, CreateTokenParams, CreatedToken, QuotaParams, RedisStore, TokenService,
     TokenStatus,
 };
+
+use crate::support::procs::Replica;
+use crate::support::upstream::Upstream;
+use crate::support::{DAY, RedisCluster, TestClock, check_token, test_config};
 
 async fn create(service: &TokenService, days: Option<u32>, quota: Option<u64>) -> CreatedToken {
     service

@@ -1,16 +1,13 @@
 //! What several server test files share: their stacks, requests and checks.
 
-use crate::support::HttpReply;
-use crate::support::RedisServer;
-use crate::support::http;
-use crate::support::procs::ADMIN_KEY;
-use crate::support::procs::Replica;
-use crate::support::procs::Tokengate;
-use crate::support::stack::Stack;
-use http::StatusCode;
 use std::process::Command;
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::support::procs::{ADMIN_KEY, Replica, Tokengate};
+use crate::support::stack::Stack;
+use crate::support::{HttpReply, RedisServer, http};
 
 pub(crate) const REALM: &str = r#"Bearer realm="tokengate""#;
 

@@ -1,19 +1,15 @@
 //! Connections and protocols: HTTP/2 and h2c, header limits and timeouts,
 //! connection caps, RFC 9112 host rules.
 
-use crate::common::assert_identity;
-use crate::common::bearer;
-use crate::common::start_stack;
-use crate::support::HttpReply;
-use crate::support::free_port;
-use crate::support::http;
-use crate::support::procs::Tokengate;
-use crate::support::raw;
-use crate::support::stack::Stack;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use http::StatusCode;
-use std::time::Duration;
-use std::time::Instant;
+
+use crate::common::{assert_identity, bearer, start_stack};
+use crate::support::procs::Tokengate;
+use crate::support::stack::Stack;
+use crate::support::{HttpReply, free_port, http, raw};
 
 #[tokio::test]
 async fn h2c_clients_are_served() {

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::support::procs::{ADMIN_KEY, Replica};
-use crate::support::upstream::Upstream;
-use crate::support::{RedisServer, http};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
+
+use crate::support::procs::{ADMIN_KEY, Replica};
+use crate::support::upstream::Upstream;
+use crate::support::{RedisServer, http};
 
 const REPLICAS: usize = 4;
 

@@ -1,19 +1,14 @@
 //! Forward-auth: the endpoint, and real nginx and Caddy in front of it with the
 //! published snippets.
 
-use crate::common::FORGED;
-use crate::common::INVALID;
-use crate::common::REALM;
-use crate::common::assert_identity;
-use crate::common::bearer;
-use crate::common::revoke_elsewhere_and_wait;
-use crate::common::start_stack;
-use crate::support::free_port;
-use crate::support::http;
-use crate::support::procs::Caddy;
-use crate::support::procs::Nginx;
-use crate::support::stack::Stack;
 use http::StatusCode;
+
+use crate::common::{
+    FORGED, INVALID, REALM, assert_identity, bearer, revoke_elsewhere_and_wait, start_stack,
+};
+use crate::support::procs::{Caddy, Nginx};
+use crate::support::stack::Stack;
+use crate::support::{free_port, http};
 
 /// `docs/guide/integrations/<file>` as published, with only its ports
 /// changed: the quick start's forward-auth address (from

@@ -1,20 +1,15 @@
 //! Start-up, shutdown, workers, the embedded store, and Redis outages seen from
 //! `tokengate serve`.
 
-use crate::common::assert_identity;
-use crate::common::bearer;
-use crate::common::revoke_elsewhere_and_wait;
-use crate::common::start_stack;
-use crate::common::started_log;
-use crate::support::free_port;
-use crate::support::http;
-use crate::support::procs::ADMIN_KEY;
-use crate::support::procs::Tokengate;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::common::{assert_identity, bearer, revoke_elsewhere_and_wait, start_stack, started_log};
+use crate::support::procs::{ADMIN_KEY, Tokengate};
 use crate::support::stack::Stack;
 use crate::support::upstream::Upstream;
-use http::StatusCode;
-use std::time::Duration;
-use std::time::Instant;
+use crate::support::{free_port, http};
 
 #[tokio::test]
 async fn sigterm_drains_and_flushes_last_accessed() {

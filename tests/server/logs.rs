@@ -1,15 +1,13 @@
 //! Logs: JSON lines and the access log.
 
-use crate::common::bearer;
-use crate::common::start_stack;
-use crate::common::started_log;
-use crate::support::free_port;
-use crate::support::http;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::common::{bearer, start_stack, started_log};
 use crate::support::procs::Tokengate;
 use crate::support::stack::Stack;
-use http::StatusCode;
-use std::time::Duration;
-use std::time::Instant;
+use crate::support::{free_port, http};
 
 #[tokio::test]
 async fn logs_can_be_json_lines() {

@@ -1,17 +1,12 @@
 //! Changing tokens across replicas: updates, disabling, IP allowlists,
 //! metadata, per-token limits and quotas, and listing pages.
 
-use crate::common::cli;
-use crate::common::on_token;
-use crate::common::patch;
-use crate::common::scoped_stack;
-use crate::common::scoped_stack_with;
-use crate::common::seen_within_a_second;
-use crate::support::RedisServer;
-use crate::support::http;
+use http::StatusCode;
+
+use crate::common::{cli, on_token, patch, scoped_stack, scoped_stack_with, seen_within_a_second};
 use crate::support::procs::Replica;
 use crate::support::upstream::Upstream;
-use http::StatusCode;
+use crate::support::{RedisServer, http};
 
 /// Disable, enable and a change of scopes made through one replica reach
 /// another, which has the token cached, within a second; a revoked token
@@ -160,6 +155,27 @@ async fn updates_are_checked_like_creations() {
     assert_eq!(score, None);
 }
 
+/// `token update` refusals: the flags, the exit code, what the one line
+/// says.
+const UPDATE_REFUSALS: [(&[&str], i32, &str); 8] = [
+    (&[], 1, "nothing to change"),
+    (&["--enable", "--disable"], 2, "cannot be used with"),
+    (&["--scope", "x", "--no-scopes"], 2, "cannot be used with"),
+    (
+        &["--allow-ip", "10.0.0.0/8", "--any-ip"],
+        2,
+        "cannot be used with",
+    ),
+    (&["--allow-ip", "10.0.0.0/33"], 2, "give a CIDR block"),
+    (
+        &["--meta", "[1]"],
+        2,
+        "metadata must be a JSON object, not an array",
+    ),
+    (&["--meta", "{"], 2, "not JSON"),
+    (&["--meta", "{}", "--no-meta"], 2, "cannot be used with"),
+];
+
 #[test]
 fn the_cli_updates_disables_and_enables_tokens() {
     let redis = RedisServer::start();
@@ -228,29 +244,8 @@ fn the_cli_updates_disables_and_enables_tokens() {
     assert!(text.contains("enabled:   no\n"), "{text}");
 
     // Nothing to change, clashing flags, a revoked token: one line, non-zero.
-    for (args, code, says) in [
-        (vec![], 1, "nothing to change"),
-        (vec!["--enable", "--disable"], 2, "cannot be used with"),
-        (
-            vec!["--scope", "x", "--no-scopes"],
-            2,
-            "cannot be used with",
-        ),
-        (
-            vec!["--allow-ip", "10.0.0.0/8", "--any-ip"],
-            2,
-            "cannot be used with",
-        ),
-        (vec!["--allow-ip", "10.0.0.0/33"], 2, "give a CIDR block"),
-        (
-            vec!["--meta", "[1]"],
-            2,
-            "metadata must be a JSON object, not an array",
-        ),
-        (vec!["--meta", "{"], 2, "not JSON"),
-        (vec!["--meta", "{}", "--no-meta"], 2, "cannot be used with"),
-    ] {
-        let out = update(&args);
+    for (args, code, says) in UPDATE_REFUSALS {
+        let out = update(args);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -533,6 +528,79 @@ fn the_cli_lists_every_page_and_filters_by_status() {
     assert_eq!(disabled[0]["id"], first.as_str());
 }
 
+/// Bad limits and quotas for PATCH, and the field each 422 names.
+const BAD_LIMITS: [(&str, &str); 7] = [
+    (
+        r#"{"rate_limit": {"requests": 0, "period": "1s"}}"#,
+        "rate_limit.requests",
+    ),
+    (
+        r#"{"rate_limit": {"requests": 5, "period": "2days"}}"#,
+        "rate_limit.period",
+    ),
+    (
+        r#"{"rate_limit": {"requests": 5, "period": "1s", "burst": 20000000}}"#,
+        "rate_limit.burst",
+    ),
+    (
+        r#"{"rate_limit": {"requests": 5, "period": "soon"}}"#,
+        "rate_limit",
+    ),
+    (
+        r#"{"rate_limit": {"requests": 5, "period": "1s", "per": 1}}"#,
+        "rate_limit",
+    ),
+    (r#"{"quota": {"remaining": -1}}"#, "quota"),
+    (
+        r#"{"quota": {"remaining": 1, "refill": {"amount": 0, "interval": "1d"}}}"#,
+        "quota.refill.amount",
+    ),
+];
+
+/// `token update` sets a token's own limit and its quota; a bad limit is
+/// one line on stderr: a usage error (2), or a rule broken (1).
+fn cli_sets_limit_and_quota(redis: &RedisServer, id: &str) {
+    let out = cli(
+        redis,
+        &[
+            "token",
+            "update",
+            "--account",
+            "acme",
+            "--id",
+            id,
+            "--rate-limit",
+            "5/1s",
+            "--burst",
+            "7",
+            "--quota",
+            "100",
+            "--refill",
+            "100/1d",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["rate_limit"],
+        serde_json::json!({"requests": 5, "period": "1s", "burst": 7})
+    );
+    assert_eq!(info["quota"]["remaining"], 100);
+    // One line on stderr: a usage error (2), or a rule broken (1).
+    for (flag, code, needle) in [
+        ("5", 2, "REQUESTS/PERIOD"),
+        ("0/1s", 1, "rate_limit.requests"),
+    ] {
+        let args = ["token", "update", "--account", "acme", "--id", id];
+        let out = cli(redis, &[&args[..], &["--rate-limit", flag]].concat());
+        assert_eq!(out.status.code(), Some(code), "{flag}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
 /// A token's own rate limit and its quota, at creation and through PATCH,
 /// reach another replica within a second; bad ones are 422 naming them.
 #[tokio::test]
@@ -592,33 +660,7 @@ async fn a_token_limit_and_quota_change_across_replicas() {
     seen_within_a_second(&b, token, StatusCode::OK).await;
 
     // Bad input: 422 naming the field, nothing changed.
-    for (body, field) in [
-        (
-            r#"{"rate_limit": {"requests": 0, "period": "1s"}}"#,
-            "rate_limit.requests",
-        ),
-        (
-            r#"{"rate_limit": {"requests": 5, "period": "2days"}}"#,
-            "rate_limit.period",
-        ),
-        (
-            r#"{"rate_limit": {"requests": 5, "period": "1s", "burst": 20000000}}"#,
-            "rate_limit.burst",
-        ),
-        (
-            r#"{"rate_limit": {"requests": 5, "period": "soon"}}"#,
-            "rate_limit",
-        ),
-        (
-            r#"{"rate_limit": {"requests": 5, "period": "1s", "per": 1}}"#,
-            "rate_limit",
-        ),
-        (r#"{"quota": {"remaining": -1}}"#, "quota"),
-        (
-            r#"{"quota": {"remaining": 1, "refill": {"amount": 0, "interval": "1d"}}}"#,
-            "quota.refill.amount",
-        ),
-    ] {
+    for (body, field) in BAD_LIMITS {
         let reply = patch(&a, id, body).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(reply.json()["field"], field, "{body}");
@@ -630,45 +672,7 @@ async fn a_token_limit_and_quota_change_across_replicas() {
     assert_eq!(reply.json()["field"], "rate_limit.requests");
 
     // The CLI sets both too.
-    let out = cli(
-        &redis,
-        &[
-            "token",
-            "update",
-            "--account",
-            "acme",
-            "--id",
-            id,
-            "--rate-limit",
-            "5/1s",
-            "--burst",
-            "7",
-            "--quota",
-            "100",
-            "--refill",
-            "100/1d",
-            "--json",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        info["rate_limit"],
-        serde_json::json!({"requests": 5, "period": "1s", "burst": 7})
-    );
-    assert_eq!(info["quota"]["remaining"], 100);
-    // One line on stderr: a usage error (2), or a rule broken (1).
-    for (flag, code, needle) in [
-        ("5", 2, "REQUESTS/PERIOD"),
-        ("0/1s", 1, "rate_limit.requests"),
-    ] {
-        let args = ["token", "update", "--account", "acme", "--id", id];
-        let out = cli(&redis, &[&args[..], &["--rate-limit", flag]].concat());
-        assert_eq!(out.status.code(), Some(code), "{flag}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{err}");
-    }
+    cli_sets_limit_and_quota(&redis, id);
 
     // Revoked: neither changes.
     let revoke = on_token(&a, "DELETE", id, "", "").await;

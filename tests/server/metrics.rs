@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use http::StatusCode;
+
 use crate::support::http;
 use crate::support::stack::Stack;
-use http::StatusCode;
 
 const DASHBOARD: &str = "docs/guide/grafana-dashboard.json";
 const REFERENCE: &str = "docs/reference/metrics.md";

@@ -1,24 +1,17 @@
 //! The sidecar proxy of a real `tokengate serve`: identity headers, refusals,
 //! upstream errors, streaming bodies and upgrades.
 
-use crate::common::FORGED;
-use crate::common::INVALID;
-use crate::common::REALM;
-use crate::common::assert_identity;
-use crate::common::bearer;
-use crate::common::revoke_elsewhere_and_wait;
-use crate::common::start_stack;
-use crate::support::RedisServer;
-use crate::support::free_port;
-use crate::support::http;
-use crate::support::procs::ADMIN_KEY;
-use crate::support::procs::Tokengate;
-use crate::support::raw;
-use crate::support::stack::Stack;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use http::StatusCode;
-use std::time::Duration;
-use std::time::Instant;
+
+use crate::common::{
+    FORGED, INVALID, REALM, assert_identity, bearer, revoke_elsewhere_and_wait, start_stack,
+};
+use crate::support::procs::{ADMIN_KEY, Tokengate};
+use crate::support::stack::Stack;
+use crate::support::{RedisServer, free_port, http, raw};
 
 #[tokio::test]
 async fn the_proxy_forwards_the_real_identity_and_nothing_forged() {

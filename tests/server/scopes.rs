@@ -2,15 +2,12 @@
 //! nginx, the admin API and the CLI; letter case, HEAD and method overrides
 //! never walk around a route.
 
-use crate::common::cli;
-use crate::common::scoped_stack;
-use crate::support::HttpReply;
-use crate::support::RedisServer;
-use crate::support::free_port;
-use crate::support::http;
+use http::StatusCode;
+
+use crate::common::{cli, scoped_stack};
 use crate::support::procs::Nginx;
 use crate::support::stack::Stack;
-use http::StatusCode;
+use crate::support::{HttpReply, RedisServer, free_port, http};
 
 async fn send(method: &str, port: u16, path: &str, token: &str) -> HttpReply {
     let auth = format!("Bearer {token}");

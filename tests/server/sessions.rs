@@ -1,15 +1,14 @@
 //! Open connections end with their token: WebSocket tunnels and streaming
 //! responses across replicas, the handshake race, and a Redis outage.
 
-use crate::common::on_token;
-use crate::common::patch;
-use crate::common::unix_now;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::common::{on_token, patch, unix_now};
 use crate::support::RedisServer;
 use crate::support::procs::Replica;
 use crate::support::upstream::Upstream;
-use http::StatusCode;
-use std::time::Duration;
-use std::time::Instant;
 
 /// The WebSocket handshake for `/ws`, bearing `token`.
 fn websocket_handshake(token: &str) -> String {

@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use http::StatusCode;
+
 use crate::support::procs::{TempDir, Tokengate};
 use crate::support::tls::{HttpsConnection, certificate_der};
 use crate::support::upstream::Upstream;
 use crate::support::{TlsFiles, free_port, http, raw};
-use http::StatusCode;
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 const H2_AND_H1: &[&[u8]] = &[b"h2", b"http/1.1"];

@@ -1,9 +1,10 @@
 //! The verify API (`POST /v1/verify`): every answer code.
 
+use http::StatusCode;
+
 use crate::common::scoped_stack_with;
 use crate::support::http;
 use crate::support::stack::Stack;
-use http::StatusCode;
 
 /// `POST /v1/verify` answers every code, through the same cache, limits
 /// and quota as the doors.
@@ -13,31 +14,6 @@ async fn the_verify_api_answers_every_code() {
         "[rate_limit]\nper_token_requests = 3\nper_token_period = \"1m\"\nper_token_burst = 3\n",
     )
     .await;
-    async fn mint(stack: &Stack, body: &str) -> (String, String) {
-        let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-        let json = reply.json();
-        (
-            json["token"].as_str().unwrap().to_owned(),
-            json["id"].as_str().unwrap().to_owned(),
-        )
-    }
-    async fn verify(stack: &Stack, body: serde_json::Value) -> serde_json::Value {
-        let reply = stack.admin("POST", "/v1/verify", &body.to_string()).await;
-        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-        reply.json()
-    }
-    async fn code(stack: &Stack, token: &str, ip: Option<&str>) -> String {
-        let mut body = serde_json::json!({ "token": token });
-        if let Some(ip) = ip {
-            body["ip"] = ip.into();
-        }
-        verify(stack, body).await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
     let (token, id) = mint(
         &stack,
         r#"{"name": "v", "scopes": ["orders:*"], "meta": {"plan": "pro"}, "expires_in_days": 1}"#,
@@ -76,28 +52,7 @@ async fn the_verify_api_answers_every_code() {
         "NOT_FOUND"
     );
 
-    // Disabled, revoked, expired (each a fresh token: nothing cached).
-    let (disabled, id) = mint(&stack, r#"{"name": "d"}"#).await;
-    let path = format!("/v1/accounts/acme/tokens/{id}");
-    stack.admin("PATCH", &path, r#"{"enabled": false}"#).await;
-    assert_eq!(code(&stack, &disabled, None).await, "DISABLED");
-    let (revoked, id) = mint(&stack, r#"{"name": "r"}"#).await;
-    let path = format!("/v1/accounts/acme/tokens/{id}");
-    assert_eq!(
-        stack.admin("DELETE", &path, "").await.status,
-        StatusCode::OK
-    );
-    assert_eq!(code(&stack, &revoked, None).await, "REVOKED");
-    let (expired, id) = mint(&stack, r#"{"name": "e", "expires_in_days": 1}"#).await;
-    let mut conn = stack.redis.connection().await;
-    let _: () = redis::cmd("HSET")
-        .arg(format!("tokengate:token:{id}"))
-        .arg("expires_at")
-        .arg("1000")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(code(&stack, &expired, None).await, "EXPIRED");
+    ended_tokens_answer_their_code(&stack).await;
 
     // The allowlist needs the end client's address.
     let (office, _) = mint(
@@ -145,4 +100,57 @@ async fn the_verify_api_answers_every_code() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Mints a token of `acme` from a creation body: (token, id).
+async fn mint(stack: &Stack, body: &str) -> (String, String) {
+    let reply = stack.admin("POST", "/v1/accounts/acme/tokens", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let json = reply.json();
+    (
+        json["token"].as_str().unwrap().to_owned(),
+        json["id"].as_str().unwrap().to_owned(),
+    )
+}
+/// `POST /v1/verify` with `body`: the verdict.
+async fn verify(stack: &Stack, body: serde_json::Value) -> serde_json::Value {
+    let reply = stack.admin("POST", "/v1/verify", &body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.json()
+}
+/// The verdict's code for `token`, from the end client `ip`.
+async fn code(stack: &Stack, token: &str, ip: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "token": token });
+    if let Some(ip) = ip {
+        body["ip"] = ip.into();
+    }
+    verify(stack, body).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Disabled, revoked, expired (each a fresh token: nothing cached).
+async fn ended_tokens_answer_their_code(stack: &Stack) {
+    let (disabled, id) = mint(stack, r#"{"name": "d"}"#).await;
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    stack.admin("PATCH", &path, r#"{"enabled": false}"#).await;
+    assert_eq!(code(stack, &disabled, None).await, "DISABLED");
+    let (revoked, id) = mint(stack, r#"{"name": "r"}"#).await;
+    let path = format!("/v1/accounts/acme/tokens/{id}");
+    assert_eq!(
+        stack.admin("DELETE", &path, "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(code(stack, &revoked, None).await, "REVOKED");
+    let (expired, id) = mint(stack, r#"{"name": "e", "expires_in_days": 1}"#).await;
+    let mut conn = stack.redis.connection().await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("tokengate:token:{id}"))
+        .arg("expires_at")
+        .arg("1000")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(code(stack, &expired, None).await, "EXPIRED");
 }

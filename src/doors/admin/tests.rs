@@ -167,42 +167,61 @@ fn check_schema(
     }
 }
 
-#[tokio::test]
-async fn real_responses_match_the_documented_schemas() {
-    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-    let store = Arc::new(crate::store::MemoryStore::new());
-    let service = TokenService::new(store).with_bcrypt_cost(4);
-    let auth =
-        crate::auth::Authenticator::new(service.clone(), &crate::auth::AuthConfig::default())
-            .unwrap();
-    let metrics = Arc::new(Metrics::new(
-        auth.clone(),
-        crate::telemetry::metrics::StoreLatency::default(),
-    ));
-    let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
-    let admin = Admin::new(auth, metrics, Some(&key));
+/// The admin API on the in-memory store, called in-process, and the
+/// OpenAPI document its answers are checked against.
+struct Documented {
+    doc: serde_json::Value,
+    admin: Admin,
+    key: AdminKey,
+}
 
-    let call = |method: Method, path: String, body: &'static str, with_key: bool| {
+impl Documented {
+    fn new() -> Self {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        let service = TokenService::new(store).with_bcrypt_cost(4);
+        let auth =
+            crate::auth::Authenticator::new(service, &crate::auth::AuthConfig::default()).unwrap();
+        let metrics = Arc::new(Metrics::new(
+            auth.clone(),
+            crate::telemetry::metrics::StoreLatency::default(),
+        ));
+        let key = AdminKey::new("k".repeat(MIN_ADMIN_KEY_LEN));
+        Self {
+            doc: serde_json::from_str(OPENAPI).unwrap(),
+            admin: Admin::new(auth, metrics, Some(&key)),
+            key,
+        }
+    }
+
+    /// `method path` with `body`, with the admin key or without: the status
+    /// and the JSON body.
+    async fn call(
+        &self,
+        method: Method,
+        path: String,
+        body: &'static str,
+        with_key: bool,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request = Request::builder().method(method).uri(path);
         if with_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", key.0));
+            request = request.header(AUTHORIZATION, format!("Bearer {}", self.key.0));
         }
         let request = request
             .body(http_body_util::Full::new(Bytes::from(body)))
             .unwrap();
-        let admin = &admin;
-        async move {
-            let response = admin.handle(request, PEER).await;
-            let status = response.status();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            )
-        }
-    };
-    // Checks one answer against the schema its route documents for its status.
-    let check = |route: Route, status: StatusCode, body: &serde_json::Value| {
+        let response = self.admin.handle(request, PEER).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    }
+
+    /// Checks one answer against the schema its route documents for its
+    /// status.
+    fn check(&self, route: Route, status: StatusCode, body: &serde_json::Value) {
+        let doc = &self.doc;
         let (method, template) = route.spec();
         let documented =
             &doc["paths"][template][method.as_str().to_lowercase()]["responses"][status.as_str()];
@@ -211,87 +230,113 @@ async fn real_responses_match_the_documented_schemas() {
             "{template} does not document {status}"
         );
         let schema = &documented["content"]["application/json"]["schema"];
-        check_schema(&doc, schema, body, &format!("{method} {template} {status}"));
-    };
+        check_schema(doc, schema, body, &format!("{method} {template} {status}"));
+    }
+}
 
+#[tokio::test]
+async fn real_responses_match_the_documented_schemas() {
+    let api = Documented::new();
     let tokens = "/v1/accounts/acme/tokens".to_owned();
-    let (status, created) = call(
-        Method::POST,
-        tokens.clone(),
-        r#"{"name":"ci","expires_in_days":30}"#,
-        true,
-    )
-    .await;
+    let (status, created) = api
+        .call(
+            Method::POST,
+            tokens.clone(),
+            r#"{"name":"ci","expires_in_days":30}"#,
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    check(Route::CreateToken, status, &created);
+    api.check(Route::CreateToken, status, &created);
     assert!(crate::token::parse(created["token"].as_str().unwrap()).is_ok());
     let token = format!("{tokens}/{}", created["id"].as_str().unwrap());
 
-    let (status, list) = call(Method::GET, tokens.clone(), "", true).await;
-    check(Route::ListTokens, status, &list);
-    let (status, info) = call(Method::GET, token.clone(), "", true).await;
-    check(Route::GetToken, status, &info);
+    let (status, list) = api.call(Method::GET, tokens.clone(), "", true).await;
+    api.check(Route::ListTokens, status, &list);
+    let (status, info) = api.call(Method::GET, token.clone(), "", true).await;
+    api.check(Route::GetToken, status, &info);
     // The whole token names it too (and only its id comes back).
     let by_text = format!("{tokens}/{}", created["token"].as_str().unwrap());
-    let (status, same) = call(Method::GET, by_text, "", true).await;
+    let (status, same) = api.call(Method::GET, by_text, "", true).await;
     assert_eq!((status, &same), (StatusCode::OK, &info));
     let quota = format!("{token}/quota");
-    let (status, set) = call(
-        Method::PUT,
-        quota.clone(),
-        r#"{"remaining":5,"refill":{"amount":10,"interval":"month"}}"#,
-        true,
-    )
-    .await;
+    let (status, set) = api
+        .call(
+            Method::PUT,
+            quota.clone(),
+            r#"{"remaining":5,"refill":{"amount":10,"interval":"month"}}"#,
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(set["quota"]["refill"]["interval"], "month");
-    check(Route::SetQuota, status, &set);
-    let (status, error) = call(Method::PUT, quota.clone(), r#"{"remaining":-1}"#, true).await;
-    check(Route::SetQuota, status, &error);
-    let (status, removed) = call(Method::DELETE, quota, "", true).await;
+    api.check(Route::SetQuota, status, &set);
+    let (status, error) = api
+        .call(Method::PUT, quota.clone(), r#"{"remaining":-1}"#, true)
+        .await;
+    api.check(Route::SetQuota, status, &error);
+    let (status, removed) = api.call(Method::DELETE, quota, "", true).await;
     assert_eq!(removed["quota"], serde_json::Value::Null);
-    check(Route::RemoveQuota, status, &removed);
-    let (status, rotated) = call(
-        Method::POST,
-        format!("{token}/rotate"),
-        r#"{"grace":"1h"}"#,
-        true,
-    )
-    .await;
+    api.check(Route::RemoveQuota, status, &removed);
+    let (status, rotated) = api
+        .call(
+            Method::POST,
+            format!("{token}/rotate"),
+            r#"{"grace":"1h"}"#,
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    check(Route::RotateToken, status, &rotated);
+    api.check(Route::RotateToken, status, &rotated);
     assert_eq!(rotated["old"]["rotated_to"], rotated["id"]);
-    let (status, error) = call(
-        Method::POST,
-        format!("{token}/rotate"),
-        r#"{"grace":"1h"}"#,
-        true,
-    )
-    .await;
+    let (status, error) = api
+        .call(
+            Method::POST,
+            format!("{token}/rotate"),
+            r#"{"grace":"1h"}"#,
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    check(Route::RotateToken, status, &error);
-    let (status, error) = call(Method::POST, format!("{token}/rotate"), "{}", true).await;
+    api.check(Route::RotateToken, status, &error);
+    let (status, error) = api
+        .call(Method::POST, format!("{token}/rotate"), "{}", true)
+        .await;
     assert_eq!(
         (status, &error["field"]),
         (StatusCode::UNPROCESSABLE_ENTITY, &"grace".into())
     );
-    check(Route::RotateToken, status, &error);
-    let (status, revoked) = call(Method::DELETE, token.clone(), "", true).await;
-    check(Route::RevokeToken, status, &revoked);
+    api.check(Route::RotateToken, status, &error);
+    let (status, revoked) = api.call(Method::DELETE, token.clone(), "", true).await;
+    api.check(Route::RevokeToken, status, &revoked);
     assert_eq!(revoked["status"], "revoked");
-    // The in-memory store's trail, with the caller's address.
-    let (status, audit) = call(Method::GET, "/v1/audit?limit=3".to_owned(), "", true).await;
-    check(Route::Audit, status, &audit);
+    audit_trail_matches(&api).await;
+    let (status, health) = api
+        .call(Method::GET, "/healthz".to_owned(), "", false)
+        .await;
+    api.check(Route::Healthz, status, &health);
+    let (status, ready) = api.call(Method::GET, "/readyz".to_owned(), "", false).await;
+    api.check(Route::Readyz, status, &ready);
+}
+
+/// The trail of what `real_responses_match_the_documented_schemas` did, paged,
+/// with the caller's address.
+async fn audit_trail_matches(api: &Documented) {
+    let (status, audit) = api
+        .call(Method::GET, "/v1/audit?limit=3".to_owned(), "", true)
+        .await;
+    api.check(Route::Audit, status, &audit);
     assert_eq!(audit["entries"][0]["action"], "create");
     assert_eq!(audit["entries"][0]["actor"]["id"], PEER.to_string());
-    let (status, audit) = call(
-        Method::GET,
-        format!("/v1/audit?after={}", audit["next"].as_str().unwrap()),
-        "",
-        true,
-    )
-    .await;
-    check(Route::Audit, status, &audit);
+    let (status, audit) = api
+        .call(
+            Method::GET,
+            format!("/v1/audit?after={}", audit["next"].as_str().unwrap()),
+            "",
+            true,
+        )
+        .await;
+    api.check(Route::Audit, status, &audit);
     let actions: Vec<_> = audit["entries"]
         .as_array()
         .unwrap()
@@ -299,33 +344,37 @@ async fn real_responses_match_the_documented_schemas() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["create", "rotate", "revoke"]);
-    let (status, error) = call(Method::GET, "/v1/audit?after=x".to_owned(), "", true).await;
-    check(Route::Audit, status, &error);
-    let (status, health) = call(Method::GET, "/healthz".to_owned(), "", false).await;
-    check(Route::Healthz, status, &health);
-    let (status, ready) = call(Method::GET, "/readyz".to_owned(), "", false).await;
-    check(Route::Readyz, status, &ready);
+    let (status, error) = api
+        .call(Method::GET, "/v1/audit?after=x".to_owned(), "", true)
+        .await;
+    api.check(Route::Audit, status, &error);
+}
 
-    // Each error body.
-    let (status, error) = call(Method::POST, tokens.clone(), "{", true).await;
+#[tokio::test]
+async fn error_bodies_match_the_documented_schemas() {
+    let api = Documented::new();
+    let tokens = "/v1/accounts/acme/tokens".to_owned();
+    let (status, error) = api.call(Method::POST, tokens.clone(), "{", true).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    check(Route::CreateToken, status, &error);
-    let (status, error) = call(Method::POST, tokens.clone(), r#"{"name":""}"#, true).await;
+    api.check(Route::CreateToken, status, &error);
+    let (status, error) = api
+        .call(Method::POST, tokens.clone(), r#"{"name":""}"#, true)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error["field"], "name");
-    check(Route::CreateToken, status, &error);
-    let (status, error) = call(Method::GET, tokens.clone(), "", false).await;
+    api.check(Route::CreateToken, status, &error);
+    let (status, error) = api.call(Method::GET, tokens.clone(), "", false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    check(Route::ListTokens, status, &error);
+    api.check(Route::ListTokens, status, &error);
     let unknown = format!("{tokens}/{}", TokenId::from_uuid(uuid::Uuid::nil()));
-    let (status, error) = call(Method::GET, unknown, "", true).await;
+    let (status, error) = api.call(Method::GET, unknown, "", true).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    check(Route::GetToken, status, &error);
+    api.check(Route::GetToken, status, &error);
     // Not a route's own status, but the same Error body.
-    let (status, error) = call(Method::GET, "/nowhere".to_owned(), "", true).await;
+    let (status, error) = api.call(Method::GET, "/nowhere".to_owned(), "", true).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     check_schema(
-        &doc,
+        &api.doc,
         &serde_json::json!({"$ref": "#/components/schemas/Error"}),
         &error,
         "404",

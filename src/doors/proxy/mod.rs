@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1;
@@ -33,12 +33,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::auth::{AuthRequest, Authenticator, TokenWatch};
+use crate::auth::{AuthRequest, Authenticator, Decision, Grant, TokenWatch};
 use crate::doors::ClientConnection;
 use crate::doors::proxy::bodies::{
     BodyWatch, ClientBody, ClientFault, Holder, UpstreamBody, upstream_timer, within,
 };
 use crate::doors::proxy::tunnel::splice;
+use crate::service::AuthContext;
 use crate::settings::{InvalidConfig, invalid};
 use crate::telemetry::access::Note;
 use crate::telemetry::door::DoorOutcome;
@@ -154,12 +155,7 @@ impl Proxy {
         // The load balancer's health check: answered here, before anything
         // else (it may name no host of ours), and never forwarded. It says
         // the proxy runs; the admin API's /readyz also checks the store.
-        if self
-            .health_path
-            .as_deref()
-            .is_some_and(|path| request.uri().path() == path)
-            && matches!(*request.method(), Method::GET | Method::HEAD)
-        {
+        if self.is_health_check(&request) {
             note.outcome(DoorOutcome::Health);
             return wire::json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
         }
@@ -175,11 +171,7 @@ impl Proxy {
         // method are all it needs (docs/reference/http-contract.md, "Method
         // overrides").
         if self.strip_method_overrides {
-            let (mut parts, body) = request.into_parts();
-            if crate::auth::strip_method_overrides(&mut parts.headers, &mut parts.uri) {
-                tracing::debug!(%peer, "method override removed");
-            }
-            request = Request::from_parts(parts, body);
+            request = strip_method_overrides(request, peer);
         }
         let started = Instant::now();
         let checked = self
@@ -203,14 +195,7 @@ impl Proxy {
         };
         self.auth.remove_query_token(request.uri_mut());
 
-        // Only WebSocket: after a 101 nothing on the tunnel is checked, and an
-        // `Upgrade: h2c` would let a client speak HTTP/2 to the upstream
-        // past every header rule.
-        let upgrade = wire::wants_upgrade(request.headers())
-            && request
-                .headers()
-                .get(UPGRADE)
-                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let upgrade = is_websocket(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         // A tunnel ends when its token no longer admits it: watched from
         // before the request goes upstream, so a change made meanwhile is
@@ -226,97 +211,29 @@ impl Proxy {
             .then(|| request.headers().get(UPGRADE).cloned())
             .flatten();
         let client_version = request.version();
-        let ids = self.auth.identity_headers();
 
-        let (mut parts, body) = request.into_parts();
-        let headers = &mut parts.headers;
-        ids.strip(headers);
-        wire::remove_hop_by_hop(headers, false);
-        if !self.forward_authorization {
-            headers.remove(AUTHORIZATION);
-        }
-        if self.drop_api_key {
-            headers.remove("x-api-key");
-        }
-        // The target's authority, when it has one, is the host (RFC 9112
-        // §3.2.2, RFC 9113 §8.3.1), for the upstream and X-Forwarded-Host.
-        if let Some(host) = host {
-            headers.insert(HOST, host);
-        }
-        self.set_forwarded(headers, client);
-        if let Some(auth) = decision.auth() {
-            ids.insert(headers, auth);
-        }
-        if let Some(protocol) = protocol {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(UPGRADE, protocol);
-        }
-        // An HTTP/1.0 request may have no host at all.
-        if !headers.contains_key(HOST)
-            && let Ok(host) = HeaderValue::from_str(self.upstream.as_str())
-        {
-            headers.insert(HOST, host);
-        }
         // HTTP/1.1 clients send one request at a time on a connection, so
         // each gets a connection of its own to the upstream (no pool lookup
         // per request); h2c clients multiplex and upgrades take their
         // connection over, so those go through the pooled client.
         let dedicated = !upgrade && client_version != http::Version::HTTP_2;
-        // The dedicated connection takes the origin form (`/path?query`),
-        // which is what an HTTP/1.1 client sends: kept as it is.
-        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
-        if !(dedicated && origin_form) {
-            let path = parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            let mut uri = Uri::builder();
-            if !dedicated {
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
-                uri = uri.scheme(scheme).authority(self.upstream.clone());
-            }
-            parts.uri = match uri.path_and_query(path).build() {
-                Ok(uri) => uri,
-                Err(_) => {
-                    return wire::error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "Bad request target.",
-                    );
-                }
-            };
+        let (mut parts, body) = request.into_parts();
+        if let Err(message) =
+            self.rewrite_for_upstream(&mut parts, host, client, &decision, protocol, dedicated)
+        {
+            return wire::error(StatusCode::BAD_REQUEST, "invalid_request", message);
         }
-        // Always HTTP/1.1 to the upstream, whatever the client spoke.
-        parts.version = http::Version::HTTP_11;
         // A request with a body is watched as it streams: the upstream's
         // timeout starts once the body is sent, and a body the client stalls
         // or garbles is the client's fault, not the upstream's.
         let watch = (!body.is_end_stream()).then(|| Arc::new(BodyWatch::default()));
-        let body = ClientBody {
-            inner: body,
-            auth: self.auth.clone(),
-            watch: watch.clone(),
-            idle: watch
-                .is_some()
-                .then(|| Box::pin(tokio::time::sleep(self.client_body_timeout))),
-            idle_timeout: self.client_body_timeout,
-        }
-        .boxed();
-        let upstream_request = Request::from_parts(parts, body);
+        let upstream_request = Request::from_parts(parts, self.client_body(body, watch.clone()));
 
-        let timer = upstream_timer(self.timeout, watch.as_deref());
-        tokio::pin!(timer);
         let sending = Instant::now();
-        let sent = if dedicated {
-            self.send_dedicated(client, upstream_request, timer.as_mut())
-                .await
-        } else {
-            within(timer.as_mut(), self.client.request(upstream_request))
-                .await
-                .and_then(|result| result.map_err(|e| SendError::Failed(e.into())))
-        };
-        let response = match sent {
+        let response = match self
+            .send(client, upstream_request, dedicated, watch.as_deref())
+            .await
+        {
             Ok(response) => response,
             Err(e) => {
                 // No answer: the upstream's doing, unless the client's body
@@ -347,6 +264,129 @@ impl Proxy {
                 tunnel_watch,
             );
         }
+        self.downstream(response, client_version, decision.auth(), grant, answered)
+    }
+
+    /// The client's request body, watched for stalls and bad framing.
+    fn client_body(&self, body: hyper::body::Incoming, watch: Option<Arc<BodyWatch>>) -> Body {
+        ClientBody {
+            inner: body,
+            auth: self.auth.clone(),
+            idle: watch
+                .is_some()
+                .then(|| Box::pin(tokio::time::sleep(self.client_body_timeout))),
+            watch,
+            idle_timeout: self.client_body_timeout,
+        }
+        .boxed()
+    }
+
+    /// The load balancer's health check (`[proxy] health_path`): answered
+    /// before anything else (it may name no host of ours), never forwarded.
+    fn is_health_check<B>(&self, request: &Request<B>) -> bool {
+        self.health_path
+            .as_deref()
+            .is_some_and(|path| request.uri().path() == path)
+            && matches!(*request.method(), Method::GET | Method::HEAD)
+    }
+
+    /// Sends the request upstream within `[proxy] upstream_timeout` (which
+    /// starts once the body is sent): on a connection of its own, or
+    /// through the pooled client.
+    async fn send(
+        &self,
+        client: &ClientConnection,
+        request: Request<Body>,
+        dedicated: bool,
+        watch: Option<&BodyWatch>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        let timer = upstream_timer(self.timeout, watch);
+        tokio::pin!(timer);
+        if dedicated {
+            self.send_dedicated(client, request, timer.as_mut()).await
+        } else {
+            within(timer.as_mut(), self.client.request(request))
+                .await
+                .and_then(|result| result.map_err(|e| SendError::Failed(e.into())))
+        }
+    }
+
+    /// The request as the upstream gets it: identity headers stripped and
+    /// set, hop-by-hop and forwarding headers replaced, the host and the
+    /// request target as the upstream connection needs them, HTTP/1.1.
+    fn rewrite_for_upstream(
+        &self,
+        parts: &mut http::request::Parts,
+        host: Option<HeaderValue>,
+        client: &ClientConnection,
+        decision: &Decision,
+        protocol: Option<HeaderValue>,
+        dedicated: bool,
+    ) -> Result<(), &'static str> {
+        let headers = &mut parts.headers;
+        let ids = self.auth.identity_headers();
+        ids.strip(headers);
+        wire::remove_hop_by_hop(headers, false);
+        if !self.forward_authorization {
+            headers.remove(AUTHORIZATION);
+        }
+        if self.drop_api_key {
+            headers.remove("x-api-key");
+        }
+        // The target's authority, when it has one, is the host (RFC 9112
+        // §3.2.2, RFC 9113 §8.3.1), for the upstream and X-Forwarded-Host.
+        if let Some(host) = host {
+            headers.insert(HOST, host);
+        }
+        self.set_forwarded(headers, client);
+        if let Some(auth) = decision.auth() {
+            ids.insert(headers, auth);
+        }
+        if let Some(protocol) = protocol {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, protocol);
+        }
+        // An HTTP/1.0 request may have no host at all.
+        if !headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(self.upstream.as_str())
+        {
+            headers.insert(HOST, host);
+        }
+        // The dedicated connection takes the origin form (`/path?query`),
+        // which is what an HTTP/1.1 client sends: kept as it is.
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        if !(dedicated && origin_form) {
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let mut uri = Uri::builder();
+            if !dedicated {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                uri = uri.scheme(scheme).authority(self.upstream.clone());
+            }
+            parts.uri = match uri.path_and_query(path).build() {
+                Ok(uri) => uri,
+                Err(_) => return Err("Bad request target."),
+            };
+        }
+        // Always HTTP/1.1 to the upstream, whatever the client spoke.
+        parts.version = http::Version::HTTP_11;
+        Ok(())
+    }
+
+    /// The upstream's response as the client gets it: hop-by-hop headers
+    /// gone, the client's own HTTP version, and a body that is cut when the
+    /// upstream stalls or the token ends.
+    fn downstream(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        client_version: http::Version,
+        auth: Option<&AuthContext>,
+        grant: Grant,
+        answered: Instant,
+    ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         wire::remove_hop_by_hop(&mut parts.headers, false);
         // The client's protocol is its own connection's, as with nginx: an
@@ -362,7 +402,7 @@ impl Proxy {
             idle_timeout: self.timeout,
             waiting: false,
             idle_deadline: None,
-            holder: decision.auth().map(|auth| Holder {
+            holder: auth.map(|auth| Holder {
                 auth: self.auth.clone(),
                 token_id: auth.token_id,
                 grant,
@@ -507,4 +547,25 @@ where
         }
     });
     Ok(sender)
+}
+
+/// `[proxy] method_override = "strip"`: the override headers and `_method`
+/// removed before the check, so the scopes of the request's own method are
+/// all it needs (docs/reference/http-contract.md, "Method overrides").
+fn strip_method_overrides<B>(request: Request<B>, peer: SocketAddr) -> Request<B> {
+    let (mut parts, body) = request.into_parts();
+    if crate::auth::strip_method_overrides(&mut parts.headers, &mut parts.uri) {
+        tracing::debug!(%peer, "method override removed");
+    }
+    Request::from_parts(parts, body)
+}
+
+/// A WebSocket upgrade, the only one that passes: after a 101 nothing on the
+/// tunnel is checked, and an `Upgrade: h2c` would let a client speak HTTP/2
+/// to the upstream past every header rule.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    wire::wants_upgrade(headers)
+        && headers
+            .get(UPGRADE)
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
