@@ -4,7 +4,7 @@
 //!   [`TokenGateLayer`] around a no-op service, beside `layer/no-auth
 //!   baseline`, the same service without the layer, and `layer/cached,
 //!   scopes + 50 routes`, a token with scopes on a path of a 50-route
-//!   `[[routes]]` table (issue 13).
+//!   `[[routes]]` table.
 //! - `miss/memory bcrypt4`: a cache miss, i.e. `TokenService::validate_token`
 //!   on the in-memory store at bcrypt cost 4 (one store read by id and one
 //!   bcrypt verify); `miss/layer bcrypt4 (fresh token)` is a miss through the
@@ -94,7 +94,7 @@ fn request(bearer: &HeaderValue) -> Request<Full<Bytes>> {
     request
 }
 
-/// A path of an API's, as the route benchmarks use (issue 13).
+/// A path of an API's, as the route benchmarks use.
 const API_PATH: &str = "/svc24/items/7?page=2";
 
 fn request_to(bearer: &HeaderValue, uri: &http::Uri) -> Request<Full<Bytes>> {

@@ -1,75 +1,9 @@
 //! tokengate guards HTTP APIs with long-lived API tokens (`mk_…`).
 //!
-//! # Layout
-//! Each layer uses only the ones above it in this list (`tests/repo/layers.rs`
-//! keeps it so), and each component defines its own config section with its
-//! defaults and checks.
-//! - [`settings`]: what every config section shares (range checks, the
-//!   [`InvalidConfig`] error, durations as `"30s"`); `wire`: small HTTP
-//!   pieces (JSON error bodies, path normalization). Neither imports
-//!   anything from the crate.
-//! - [`token`]: the `mk_` format: generate, render, parse and checksum
-//!   (docs/reference/token-format.md).
-//! - [`hashing`]: stored token hashes, bcrypt or HMAC-SHA256 under the
-//!   server key `TOKENGATE_HASH_KEY` (docs/reference/token-format.md, "What is
-//!   stored").
-//! - [`store`]: the [`TokenStore`] trait, [`RedisStore`] and [`MemoryStore`],
-//!   `[redis]`, and the [`RevocationSink`] a store tells of revocations
-//!   (docs/design/redis-layout.md).
-//! - [`service`]: [`TokenService`] (create, list, get, revoke, validate,
-//!   clean up), the input rules, `[security]` and [`TokenError`].
-//! - [`auth`]: the [`Authenticator`] every front door shares: sources,
-//!   cache, rate limits, identity headers, public and scoped routes (with
-//!   method overrides), last-accessed times, the [`TokenWatch`] that ends
-//!   a connection with its token, and [`AuthConfig`] for their sections
-//!   (docs/reference/http-contract.md).
-//! - [`layer`]: the tower [`TokenGateLayer`] for axum, hyper and tonic.
-//!
-//! With the `server` feature (on by default), the `tokengate` binary's parts:
-//! - `tls`: listeners' certificates (`tls_cert` / `tls_key`, reloaded) and
-//!   the proxy's `https://` upstreams (docs/guide/tls.md);
-//! - `access`: what a front door notes of each request for the access log
-//!   and the metrics (docs/reference/http-contract.md, "Access log");
-//! - `proxy`, `forward_auth`, `admin`, `metrics`: the network front doors
-//!   and `/metrics`, each with its section (`[proxy]`, `[metrics]`, …);
-//! - `server`: `tokengate serve`: composition, workers, connections,
-//!   shutdown; `[server]`;
-//! - `config`: the loader: one TOML file and `TOKENGATE_*` overrides into
-//!   `Config`, the sections put together;
-//! - `cli`: `tokengate serve` and `tokengate token create|list|get|revoke|cleanup`.
-//!
-//! Without it (`default-features = false`), the crate is the token core, the
-//! stores, the Authenticator and the Layer, without clap, hyper's server,
-//! prometheus-client, tracing-subscriber, mimalloc or rustls (unless the
-//! `redis-tls` feature asks for it).
-//!
-//! # Example
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tokengate::TokenError> {
-//! use std::sync::Arc;
-//! use tokengate::{CreateTokenParams, MemoryStore, TokenError, TokenService};
-//!
-//! let service = TokenService::new(Arc::new(MemoryStore::new())).with_bcrypt_cost(4);
-//! let created = service
-//!     .create_token(CreateTokenParams {
-//!         account_id: "acme".into(),
-//!         name: "deploy bot".into(),
-//!         expires_in_days: None,
-//!         scopes: Default::default(),
-//!         allowed_ips: Default::default(),
-//!         meta: Default::default(),
-//!         quota: None,
-//!         rate_limit: None,
-//!     })
-//!     .await?;
-//! println!("store this now: {}", created.token.expose_secret());
-//!
-//! service.revoke_token(created.info.id, "acme").await?;
-//! let err = service.validate_token(created.token.expose_secret()).await.unwrap_err();
-//! assert!(matches!(err, TokenError::Revoked));
-//! # Ok(()) }
-//! ```
+//! The code's map, a folder per component and the layers they form, is
+//! ARCHITECTURE.md at the repository's root; what follows is the library's
+//! guide, docs/reference/library.md, whose examples run as doctests.
+#![doc = include_str!("../docs/reference/library.md")]
 
 pub mod settings;
 // Most of it serves the network front doors; the Authenticator uses the

@@ -1,7 +1,7 @@
 //! What the Authenticator decided for a request, as one value that the
 //! metrics (`outcome` labels), the access log and the counters of
 //! [`AuthStats`](super::AuthStats) all name the same way
-//! (docs/reference/metrics.md, "Outcomes").
+//! (docs/reference/metrics.md, "Label values").
 
 use super::{Decision, Rejection};
 

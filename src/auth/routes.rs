@@ -556,7 +556,7 @@ mod tests {
         }
     }
 
-    /// The table of issue 21's probes.
+    /// The table of the probes that try to walk around a route.
     fn probed() -> ScopedRoutes {
         ScopedRoutes::new(&[
             scoped("/admin", &[], &["admin"]),

@@ -2,10 +2,10 @@
 /// polled: its size is copied on each request (memmove was 13-15% of a
 /// cache hit's profile, docs/design/performance.md). Rarely used awaits are
 /// boxed, and the cache holds its entries behind an `Arc`, to keep it
-/// small; this keeps them so. The admission is 1,032 bytes; the check
-/// around it 1,256, with what a front door keeps to watch a connection
-/// that outlives the request (`Grant`: the admission hands the client
-/// address back rather than the check keeping a copy).
+/// small; this keeps them so, a little above their sizes today. The check
+/// holds what a front door keeps to watch a connection that outlives the
+/// request (`Grant`: the admission hands the client address back rather
+/// than the check keeping a copy).
 #[tokio::test]
 async fn the_request_future_stays_small() {
     let service =

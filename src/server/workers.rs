@@ -162,8 +162,8 @@ impl Door {
 
     // Kept beside the connection code that calls it on every request (the
     // same module, so the same codegen unit): in another module, the proxy
-    // load benchmark showed more CPU per request (docs/design/performance.md,
-    // "After the architecture change of issue 9").
+    // load benchmark showed more CPU per request (docs/design/measurements.md,
+    // "The architecture change").
     async fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,

@@ -42,7 +42,7 @@ impl BcryptGate {
 
 /// The default bcrypt concurrency: one less than the CPUs (at least one),
 /// so a flood of wrong secrets leaves a core to the cached requests
-/// (docs/design/performance.md, "bcrypt flood").
+/// (docs/guide/reliability.md, "A flood of forged secrets").
 pub fn default_bcrypt_concurrency() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |cpus| usize::from(cpus).saturating_sub(1).max(1))

@@ -5,7 +5,7 @@ use crate::hashing::KeyError;
 use crate::store::StoreError;
 use crate::token::{FormatError, RandomError, TokenId};
 
-/// Everything that can go wrong in [`TokenService`], with whose fault it is.
+/// Everything that can go wrong in [`TokenService`](super::TokenService), with whose fault it is.
 ///
 /// The variants tell a bad token apart (format, not found, revoked, expired,
 /// wrong secret) for logs and metrics; clients are told only that the token is

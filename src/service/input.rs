@@ -114,7 +114,7 @@ pub fn meta_input(value: serde_json::Value) -> Result<Meta, TokenError> {
 /// Most tokens one page of a listing holds.
 pub const MAX_PAGE: usize = 1_000;
 
-/// What [`TokenService::update_token`] changes; `None` leaves a field as it
+/// What [`TokenService::update_token`](super::TokenService::update_token) changes; `None` leaves a field as it
 /// is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenUpdate {
@@ -135,7 +135,7 @@ pub struct TokenUpdate {
     /// `Some(None)`: back to the configured one.
     pub rate_limit: Option<Option<TokenRateLimit>>,
     /// A new usage quota, starting a new period now (as
-    /// [`TokenService::set_quota`]); `Some(None)`: unlimited.
+    /// [`TokenService::set_quota`](super::TokenService::set_quota)); `Some(None)`: unlimited.
     pub quota: Option<Option<QuotaParams>>,
 }
 
@@ -173,7 +173,7 @@ pub(super) fn check_expires_at(at: i64, now: i64) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// What [`TokenService::create_token`] needs.
+/// What [`TokenService::create_token`](super::TokenService::create_token) needs.
 #[derive(Debug, Clone, Default)]
 pub struct CreateTokenParams {
     /// 1–128 characters, no control characters.

@@ -187,7 +187,7 @@ impl TokenInfo {
     }
 }
 
-/// What [`TokenService::rotate_token`] made: the new token (its plaintext
+/// What [`TokenService::rotate_token`](super::TokenService::rotate_token) made: the new token (its plaintext
 /// shown once) and the old one as it is now.
 #[derive(Debug, Clone)]
 pub struct RotatedToken {

@@ -107,8 +107,8 @@ impl Note {
 /// it (same timestamp, level and target), into a buffer shared by the
 /// workers; the buffer goes to stderr in one write every
 /// [`FLUSH_EVERY`], or at once past [`FLUSH_BYTES`]. Going through
-/// `tracing` instead cost ~5 µs of CPU per request, a sixth of the proxy's
-/// (docs/design/performance.md, "Access log, metrics and TLS").
+/// `tracing` instead costs microseconds of CPU per request, a large share of
+/// the proxy's (docs/design/measurements.md, "Access log, metrics and TLS").
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     json: bool,

@@ -46,7 +46,7 @@ impl DoorKind {
     }
 
     /// Whether this door can end a request with `outcome`
-    /// (docs/reference/metrics.md, "Labels").
+    /// (docs/reference/metrics.md, "Label values").
     pub(crate) fn reports(self, outcome: DoorOutcome) -> bool {
         matches!(
             (self, outcome),

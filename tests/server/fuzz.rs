@@ -793,7 +793,7 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("private".to_owned()),
         Just("p%75blic".to_owned()),
         // Letter case: public routes stay case-sensitive, scoped ones
-        // ignore it (issue 21).
+        // ignore it.
         Just("PUBLIC".to_owned()),
         Just("Public".to_owned()),
         Just("p%55blic".to_owned()),
@@ -938,7 +938,7 @@ fn public_route_is_never_matched_by_arbitrary_bytes() {
 // ---------------------------------------------------------------------------
 // Scoped routes: what a lenient, case-blind service would run.
 
-/// The scoped routes of these properties (issue 21's shape): /private needs
+/// The scoped routes of these properties: /private needs
 /// `private` for any method, GET on /reports `reports:read` (HEAD is GET),
 /// DELETE on /orders `orders:delete`.
 fn probed_routes() -> Vec<ScopedRoute> {

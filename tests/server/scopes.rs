@@ -207,7 +207,7 @@ async fn nginx_auth_request_enforces_scopes_on_the_original_request() {
     assert_insufficient(&check("PUT", "/orders/7").await, "orders:write");
 }
 
-/// The route table of issue 21's probes: /admin needs admin, DELETE on
+/// The route table of the walk-around probes: /admin needs admin, DELETE on
 /// /orders orders:delete, GET on /reports reports:read.
 const PROBED: &str = r#"
 [[routes]]

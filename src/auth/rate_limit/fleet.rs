@@ -1,6 +1,6 @@
 //! The fleet round: every `sync_interval` each replica reports what it
 //! admitted to the store and learns what the others did
-//! (docs/reference/rate-limits.md, "Several replicas").
+//! (docs/reference/rate-limits.md, "A fleet (the Redis store)").
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};

@@ -1,6 +1,6 @@
 //! Forwarding headers: the client's `X-Forwarded-*` and `Forwarded` are
 //! dropped (kept only from trusted proxies), the proxy's own are set
-//! (docs/reference/http-contract.md, "Forwarded headers").
+//! (docs/reference/http-contract.md, "Forwarding headers").
 
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue};
