@@ -267,7 +267,7 @@ function done()
 end
 EOF
 
-# Commands that tokengate runs only inside its Lua scripts (src/store/redis.rs):
+# Commands that tokengate runs only inside its Lua scripts (src/store/redis/):
 # what INFO commandstats counts beyond the top-level calls.
 IN_SCRIPT="del exists hdel hexists hget hincrby hmget hset pexpire sadd srem time xadd zadd zrem zscore"
 

@@ -1,4 +1,4 @@
--- The refill calendar of docs/reference/quotas.md, as in `src/store/quota.rs`:
+-- The refill calendar of docs/reference/quotas.md, as in `src/token/quota.rs`:
 -- `period_start(interval, start, now)` and `next_start(interval, start)`,
 -- `interval` being seconds or `month` (UTC calendar months).
 local function month_start(t)
