@@ -31,10 +31,10 @@ use crate::doors::admin::Admin;
 use crate::doors::proxy::Proxy;
 use crate::service::{SecurityConfig, TokenService};
 use crate::settings::InvalidConfig;
-use crate::store::{self, RedisConfig, StoreError, TokenStore, redact_url};
+use crate::store::{self, Observed, RedisConfig, StoreError, TokenStore, redact_url};
 use crate::telemetry::access::{AccessLog, FLUSH_EVERY};
 use crate::telemetry::log::{LogConfig, LogFormat};
-use crate::telemetry::metrics::{Metrics, StoreLatency, TimedStore};
+use crate::telemetry::metrics::{Metrics, StoreLatency};
 use crate::tls::{ListenerTls, Reload, ServerTls};
 
 mod http2;
@@ -210,7 +210,7 @@ async fn run(
             source,
         })?;
     let kind = store.kind();
-    let store: Arc<dyn TokenStore> = Arc::new(TimedStore::new(store, latency.clone()));
+    let store: Arc<dyn TokenStore> = Arc::new(Observed::new(store, Arc::new(latency.clone())));
     let service = TokenService::from_config(store, &config.security);
     let auth = Authenticator::new(service.clone(), &config.auth)?;
     let metrics = Arc::new(Metrics::new(auth.clone(), latency));

@@ -14,10 +14,13 @@ use async_trait::async_trait;
 
 use crate::token::{AllowedIps, Meta, Scopes, TokenId};
 
+#[macro_use]
+mod observed;
 mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
+pub use self::observed::{Observed, StoreObserver};
 pub use self::redis::{
     DEFAULT_KEY_PREFIX, MAX_KEY_PREFIX_LEN, RedisConfig, RedisStore, check_redis_url, redact_url,
 };
@@ -270,144 +273,162 @@ fn one_line(error: &::redis::RedisError) -> String {
     text
 }
 
+token_store! {
 /// Storage for token records and their indexes.
 ///
 /// Implementations keep the record, the per-account index and the expiry
 /// index consistent: every method changes all of them or none.
-#[async_trait]
-pub trait TokenStore: Send + Sync + 'static {
-    /// Stores a new record with its account and expiry index entries, at once.
-    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError>;
+    pub trait TokenStore {
+        /// Stores a new record with its account and expiry index entries, at once.
+        async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> => "insert";
 
-    /// Reads one record by id: a single round trip on Redis.
-    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+        /// Reads one record by id: a single round trip on Redis.
+        async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> => "get";
 
-    /// All records of one account, oldest first.
-    async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
+        /// All records of one account, oldest first.
+        async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> => "list";
 
-    /// Up to `limit` records of one account whose ids come after `after`,
-    /// in id order, and the cursor of the next page (`None`: this was the
-    /// last). Every token present throughout a walk is returned exactly
-    /// once. This default reads the whole account; the Redis store reads
-    /// only the page's records.
-    async fn list_page(
-        &self,
-        account_id: &str,
-        after: Option<TokenId>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        let mut records = self.list_by_account(account_id).await?;
-        records.retain(|r| after.is_none_or(|after| r.id > after));
-        records.sort_by_key(|r| r.id);
-        let next = (records.len() > limit).then(|| records[limit - 1].id);
-        records.truncate(limit);
-        Ok(Page { records, next })
+        /// Up to `limit` records of one account whose ids come after `after`,
+        /// in id order, and the cursor of the next page (`None`: this was the
+        /// last). Every token present throughout a walk is returned exactly
+        /// once. This default reads the whole account; the Redis store reads
+        /// only the page's records.
+        async fn list_page(
+            &self,
+            account_id: &str,
+            after: Option<TokenId>,
+            limit: usize,
+        ) -> Result<Page, StoreError> => "list" {
+            let mut records = self.list_by_account(account_id).await?;
+            records.retain(|r| after.is_none_or(|after| r.id > after));
+            records.sort_by_key(|r| r.id);
+            let next = (records.len() > limit).then(|| records[limit - 1].id);
+            records.truncate(limit);
+            Ok(Page { records, next })
+        }
+
+        /// Revokes `id` at `at` if it belongs to `account_id`, and announces the
+        /// revocation to other replicas.
+        async fn revoke(
+            &self,
+            id: TokenId,
+            account_id: &str,
+            at: i64,
+        ) -> Result<RevokeOutcome, StoreError> => "revoke";
+
+        /// Hands out up to `want` credits of the token's quota, refilling it
+        /// first if a refill came due at `now`. `None`: no such token, or it
+        /// has no quota. Never hands out more than the quota holds, whoever
+        /// asks: this is what keeps a fleet from over-spending.
+        async fn lease_credits(
+            &self,
+            id: TokenId,
+            want: u64,
+            now: i64,
+        ) -> Result<Option<Lease>, StoreError> => "lease_credits";
+
+        /// Gives back unused credits of a lease, unless the quota's period has
+        /// changed since (a refill or a new quota voids older leases).
+        async fn return_credits(
+            &self,
+            id: TokenId,
+            credits: u64,
+            period: u64,
+        ) -> Result<(), StoreError> => "return_credits";
+
+        /// Sets (or, with `None`, removes) the quota of a token of the account,
+        /// starting a new period, and announces the change to other replicas
+        /// like a revocation. Returns whether the token was found.
+        async fn set_quota(
+            &self,
+            id: TokenId,
+            account_id: &str,
+            quota: Option<Quota>,
+            at: i64,
+        ) -> Result<bool, StoreError> => "set_quota";
+
+        /// Changes the record of a token of the account unless it is revoked,
+        /// keeps the expiry index in step, and announces the change to other
+        /// replicas like a revocation (their caches look the token up again).
+        async fn update(
+            &self,
+            id: TokenId,
+            account_id: &str,
+            update: &RecordUpdate,
+            at: i64,
+        ) -> Result<UpdateOutcome, StoreError> => "update";
+
+        /// Replaces the token's hash with `new` if it is still `old` and the
+        /// token is not revoked (a compare-and-set, for rehash on successful
+        /// use). Returns whether it was replaced. Nothing else changes, not
+        /// even `updated_at`: the token is the same.
+        async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> => "replace_hash";
+
+        /// Records last-accessed times, in one round trip for the whole batch.
+        /// A time never moves backwards, and a deleted token is not recreated.
+        async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> => "touch";
+
+        /// Deletes every token whose end of life (expiry or revocation, whichever
+        /// came first) is at or before `cutoff`, from every index. Returns how
+        /// many were deleted.
+        async fn remove_dead(&self, cutoff: i64) -> Result<u64, StoreError> => "remove_dead";
+
+        /// Checks that the store answers.
+        async fn ping(&self) -> Result<(), StoreError> => "ping";
+
+        /// Appends `entry` to the audit trail, giving it the next id (its own
+        /// `id` is ignored). The trail keeps the latest entries only
+        /// ([`AUDIT_MAX_LEN`](crate::audit::AUDIT_MAX_LEN) in Redis).
+        async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> => "append_audit";
+
+        /// Entries of the audit trail, oldest first, as `query` says.
+        async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> => "read_audit";
+
+        /// Adds each report's admissions to its fleet-wide limiter and returns
+        /// the limiters' states, in order, in one round trip. Only called when
+        /// [`TokenStore::shares_limits`].
+        async fn reconcile_limits(
+            &self,
+            reports: &[LimitReport],
+        ) -> Result<Vec<LimitState>, StoreError> => "reconcile_limits";
     }
+    plain {
+        /// A short name for logs: `"redis"` or `"memory"`.
+        fn kind(&self) -> &'static str;
 
-    /// Revokes `id` at `at` if it belongs to `account_id`, and announces the
-    /// revocation to other replicas.
-    async fn revoke(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        at: i64,
-    ) -> Result<RevokeOutcome, StoreError>;
+        /// Whether other processes share this store, so that rate limits are
+        /// counted fleet-wide through [`TokenStore::reconcile_limits`]. (No
+        /// default, here and below: a wrapping store must forward them.)
+        fn shares_limits(&self) -> bool;
 
-    /// Hands out up to `want` credits of the token's quota, refilling it
-    /// first if a refill came due at `now`. `None`: no such token, or it
-    /// has no quota. Never hands out more than the quota holds, whoever
-    /// asks: this is what keeps a fleet from over-spending.
-    async fn lease_credits(
-        &self,
-        id: TokenId,
-        want: u64,
-        now: i64,
-    ) -> Result<Option<Lease>, StoreError>;
+        /// Starts a task that tells `sink` of revocations made by other
+        /// processes, including those made while it was disconnected. `None`
+        /// for a store that other
+        /// processes cannot share (the in-memory store: the service's own
+        /// revocation hook already covers it). The task ends when `sink` is gone.
+        fn watch_revocations(
+            &self,
+            sink: std::sync::Weak<dyn RevocationSink>,
+        ) -> Option<tokio::task::JoinHandle<()>> {
+            let _ = sink;
+            None
+        }
+    }
+    observed {
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
 
-    /// Gives back unused credits of a lease, unless the quota's period has
-    /// changed since (a refill or a new quota voids older leases).
-    async fn return_credits(
-        &self,
-        id: TokenId,
-        credits: u64,
-        period: u64,
-    ) -> Result<(), StoreError>;
+        fn shares_limits(&self) -> bool {
+            self.inner.shares_limits()
+        }
 
-    /// Sets (or, with `None`, removes) the quota of a token of the account,
-    /// starting a new period, and announces the change to other replicas
-    /// like a revocation. Returns whether the token was found.
-    async fn set_quota(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        quota: Option<Quota>,
-        at: i64,
-    ) -> Result<bool, StoreError>;
-
-    /// Changes the record of a token of the account unless it is revoked,
-    /// keeps the expiry index in step, and announces the change to other
-    /// replicas like a revocation (their caches look the token up again).
-    async fn update(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        update: &RecordUpdate,
-        at: i64,
-    ) -> Result<UpdateOutcome, StoreError>;
-
-    /// Replaces the token's hash with `new` if it is still `old` and the
-    /// token is not revoked (a compare-and-set, for rehash on successful
-    /// use). Returns whether it was replaced. Nothing else changes, not
-    /// even `updated_at`: the token is the same.
-    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError>;
-
-    /// Records last-accessed times, in one round trip for the whole batch.
-    /// A time never moves backwards, and a deleted token is not recreated.
-    async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError>;
-
-    /// Deletes every token whose end of life (expiry or revocation, whichever
-    /// came first) is at or before `cutoff`, from every index. Returns how
-    /// many were deleted.
-    async fn remove_dead(&self, cutoff: i64) -> Result<u64, StoreError>;
-
-    /// Checks that the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Appends `entry` to the audit trail, giving it the next id (its own
-    /// `id` is ignored). The trail keeps the latest entries only
-    /// ([`AUDIT_MAX_LEN`](crate::audit::AUDIT_MAX_LEN) in Redis).
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-
-    /// Entries of the audit trail, oldest first, as `query` says.
-    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
-
-    /// A short name for logs: `"redis"` or `"memory"`.
-    fn kind(&self) -> &'static str;
-
-    /// Whether other processes share this store, so that rate limits are
-    /// counted fleet-wide through [`TokenStore::reconcile_limits`]. (No
-    /// default, here and below: a wrapping store must forward them.)
-    fn shares_limits(&self) -> bool;
-
-    /// Adds each report's admissions to its fleet-wide limiter and returns
-    /// the limiters' states, in order, in one round trip. Only called when
-    /// [`TokenStore::shares_limits`].
-    async fn reconcile_limits(
-        &self,
-        reports: &[LimitReport],
-    ) -> Result<Vec<LimitState>, StoreError>;
-
-    /// Starts a task that tells `sink` of revocations made by other
-    /// processes, including those made while it was disconnected. `None`
-    /// for a store that other
-    /// processes cannot share (the in-memory store: the service's own
-    /// revocation hook already covers it). The task ends when `sink` is gone.
-    fn watch_revocations(
-        &self,
-        sink: std::sync::Weak<dyn RevocationSink>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let _ = sink;
-        None
+        fn watch_revocations(
+            &self,
+            sink: std::sync::Weak<dyn RevocationSink>,
+        ) -> Option<tokio::task::JoinHandle<()>> {
+            self.inner.watch_revocations(sink)
+        }
     }
 }
 

@@ -19,10 +19,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -33,17 +31,11 @@ use prometheus_client::registry::Registry;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditPage, AuditQuery};
 use crate::auth::{Authenticator, InvalidReason, Outcome};
 use crate::settings::InvalidConfig;
-use crate::store::{
-    LimitReport, LimitState, Page, RecordUpdate, RevocationSink, RevokeOutcome, StoreError,
-    TokenRecord, TokenStore, UpdateOutcome,
-};
+use crate::store::StoreObserver;
 use crate::telemetry::door::{DoorKind, DoorOutcome};
 use crate::tls::{ListenerTls, TlsKeys};
-use crate::token::TokenId;
-use crate::token::{Lease, Quota};
 use crate::wire::{self, Body};
 
 type Labels = Vec<(String, String)>;
@@ -98,153 +90,12 @@ impl Default for StoreLatency {
     }
 }
 
-impl StoreLatency {
-    fn observe(&self, op: &str, started: Instant) {
+/// The store's calls, timed by [`Observed`](crate::store::Observed).
+impl StoreObserver for StoreLatency {
+    fn observed(&self, op: &'static str, took: Duration) {
         self.0
             .get_or_create(&vec![("op".to_owned(), op.to_owned())])
-            .observe(started.elapsed().as_secs_f64());
-    }
-}
-
-/// A store that times every call of the store it wraps.
-#[derive(Debug)]
-pub(crate) struct TimedStore<S: ?Sized> {
-    inner: Arc<S>,
-    latency: StoreLatency,
-}
-
-impl<S: TokenStore + ?Sized> TimedStore<S> {
-    /// Wraps `inner`, recording into `latency`.
-    pub(crate) fn new(inner: Arc<S>, latency: StoreLatency) -> Self {
-        Self { inner, latency }
-    }
-}
-
-macro_rules! timed {
-    ($self:ident, $op:literal, $call:expr) => {{
-        let started = Instant::now();
-        let result = $call.await;
-        $self.latency.observe($op, started);
-        result
-    }};
-}
-
-#[async_trait]
-impl<S: TokenStore + ?Sized> TokenStore for TimedStore<S> {
-    async fn insert(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        timed!(self, "insert", self.inner.insert(record))
-    }
-    async fn get(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        timed!(self, "get", self.inner.get(id))
-    }
-    async fn list_by_account(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        timed!(self, "list", self.inner.list_by_account(account_id))
-    }
-    async fn list_page(
-        &self,
-        account_id: &str,
-        after: Option<TokenId>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        timed!(self, "list", self.inner.list_page(account_id, after, limit))
-    }
-    async fn revoke(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        at: i64,
-    ) -> Result<RevokeOutcome, StoreError> {
-        timed!(self, "revoke", self.inner.revoke(id, account_id, at))
-    }
-    async fn update(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        update: &RecordUpdate,
-        at: i64,
-    ) -> Result<UpdateOutcome, StoreError> {
-        timed!(
-            self,
-            "update",
-            self.inner.update(id, account_id, update, at)
-        )
-    }
-    async fn lease_credits(
-        &self,
-        id: TokenId,
-        want: u64,
-        now: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        timed!(
-            self,
-            "lease_credits",
-            self.inner.lease_credits(id, want, now)
-        )
-    }
-    async fn return_credits(
-        &self,
-        id: TokenId,
-        credits: u64,
-        period: u64,
-    ) -> Result<(), StoreError> {
-        timed!(
-            self,
-            "return_credits",
-            self.inner.return_credits(id, credits, period)
-        )
-    }
-    async fn set_quota(
-        &self,
-        id: TokenId,
-        account_id: &str,
-        quota: Option<Quota>,
-        at: i64,
-    ) -> Result<bool, StoreError> {
-        timed!(
-            self,
-            "set_quota",
-            self.inner.set_quota(id, account_id, quota, at)
-        )
-    }
-    async fn replace_hash(&self, id: TokenId, old: &str, new: &str) -> Result<bool, StoreError> {
-        timed!(self, "replace_hash", self.inner.replace_hash(id, old, new))
-    }
-    async fn touch(&self, batch: &[(TokenId, i64)]) -> Result<(), StoreError> {
-        timed!(self, "touch", self.inner.touch(batch))
-    }
-    async fn remove_dead(&self, cutoff: i64) -> Result<u64, StoreError> {
-        timed!(self, "remove_dead", self.inner.remove_dead(cutoff))
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        timed!(self, "ping", self.inner.ping())
-    }
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        timed!(self, "append_audit", self.inner.append_audit(entry))
-    }
-    async fn read_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
-        timed!(self, "read_audit", self.inner.read_audit(query))
-    }
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn shares_limits(&self) -> bool {
-        self.inner.shares_limits()
-    }
-    async fn reconcile_limits(
-        &self,
-        reports: &[LimitReport],
-    ) -> Result<Vec<LimitState>, StoreError> {
-        timed!(
-            self,
-            "reconcile_limits",
-            self.inner.reconcile_limits(reports)
-        )
-    }
-    fn watch_revocations(
-        &self,
-        sink: std::sync::Weak<dyn RevocationSink>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        self.inner.watch_revocations(sink)
+            .observe(took.as_secs_f64());
     }
 }
 
