@@ -35,16 +35,10 @@ use crate::auth::{Authenticator, InvalidReason, Outcome};
 use crate::settings::InvalidConfig;
 use crate::store::StoreObserver;
 use crate::telemetry::door::{DoorKind, DoorOutcome};
-use crate::tls::{ListenerTls, TlsKeys};
+use crate::tls::listener_tls;
 use crate::wire::{self, Body};
 
 type Labels = Vec<(String, String)>;
-
-/// TLS key names of `[metrics]`.
-const TLS_KEYS: TlsKeys = TlsKeys {
-    cert: "metrics.tls_cert",
-    key: "metrics.tls_key",
-};
 
 /// `[metrics]`: a listener for Prometheus alone (`GET /metrics`), so a
 /// scraper needs neither the admin API's port nor its key. The admin
@@ -61,18 +55,12 @@ pub struct MetricsConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+listener_tls!(MetricsConfig, "metrics");
+
 impl MetricsConfig {
     /// Both TLS files or neither.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.tls().validate()
-    }
-
-    pub(crate) fn tls(&self) -> ListenerTls<'_> {
-        ListenerTls {
-            cert: self.tls_cert.as_deref(),
-            key: self.tls_key.as_deref(),
-            keys: TLS_KEYS,
-        }
     }
 }
 

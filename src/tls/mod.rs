@@ -41,11 +41,33 @@ const LISTENER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// accept the TCP connection (the proxy's connect timeout).
 const UPSTREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Gives a listener section `tls()`, its [`ListenerTls`], over its
+/// `tls_cert` and `tls_key` fields: `listener_tls!(ProxyConfig, "proxy")`
+/// names them `proxy.tls_cert` and `proxy.tls_key` in messages.
+macro_rules! listener_tls {
+    ($section:ty, $name:literal) => {
+        impl $section {
+            /// The listener's certificate and key, with their names.
+            pub(crate) fn tls(&self) -> $crate::tls::ListenerTls<'_> {
+                $crate::tls::ListenerTls {
+                    cert: self.tls_cert.as_deref(),
+                    key: self.tls_key.as_deref(),
+                    keys: $crate::tls::TlsKeys {
+                        cert: concat!($name, ".tls_cert"),
+                        key: concat!($name, ".tls_key"),
+                    },
+                }
+            }
+        }
+    };
+}
+pub(crate) use listener_tls;
+
 /// A listener section's `tls_cert` / `tls_key`: the listener terminates
 /// TLS itself. Both or neither; unset, it speaks cleartext HTTP/1.1 and
 /// h2c. A section holds the two keys as
 /// `pub tls_cert: Option<PathBuf>, pub tls_key: Option<PathBuf>` and
-/// lends them with its [`TlsKeys`].
+/// lends them through `listener_tls!`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ListenerTls<'a> {
     /// The certificate chain (PEM), the listener's own certificate first.

@@ -6,13 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{InvalidConfig, invalid};
-use crate::tls::{ListenerTls, TlsKeys};
-
-/// The config keys of `[admin]`'s listener certificate.
-pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
-    cert: "admin.tls_cert",
-    key: "admin.tls_key",
-};
+use crate::tls::listener_tls;
 
 /// The environment variable holding the admin API's bearer key.
 pub(crate) const ADMIN_KEY_ENV: &str = "TOKENGATE_ADMIN_KEY";
@@ -40,6 +34,8 @@ pub struct AdminConfig {
     pub key: Option<AdminKey>,
 }
 
+listener_tls!(AdminConfig, "admin");
+
 impl AdminConfig {
     /// The rules on the file's keys alone: keyless only on loopback; a
     /// certificate and its key together.
@@ -53,15 +49,6 @@ impl AdminConfig {
             ));
         }
         Ok(())
-    }
-
-    /// The listener's certificate settings.
-    pub(crate) fn tls(&self) -> ListenerTls<'_> {
-        ListenerTls {
-            cert: self.tls_cert.as_deref(),
-            key: self.tls_key.as_deref(),
-            keys: TLS_KEYS,
-        }
     }
 
     /// Keyless only on loopback; with a listener, a key of at least

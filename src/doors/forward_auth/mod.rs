@@ -18,14 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AuthRequest, Authenticator};
 use crate::settings::InvalidConfig;
 use crate::telemetry::access::Note;
-use crate::tls::{ListenerTls, TlsKeys};
+use crate::tls::listener_tls;
 use crate::wire::{self, Body};
-
-/// The config keys of `[forward_auth]`'s listener certificate.
-pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
-    cert: "forward_auth.tls_cert",
-    key: "forward_auth.tls_key",
-};
 
 /// `[forward_auth]`: the forward-auth endpoint (`tokengate serve`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,19 +35,12 @@ pub struct ForwardAuthConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+listener_tls!(ForwardAuthConfig, "forward_auth");
+
 impl ForwardAuthConfig {
     /// A certificate and its key together.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.tls().validate()
-    }
-
-    /// The listener's certificate settings.
-    pub(crate) fn tls(&self) -> ListenerTls<'_> {
-        ListenerTls {
-            cert: self.tls_cert.as_deref(),
-            key: self.tls_key.as_deref(),
-            keys: TLS_KEYS,
-        }
     }
 }
 

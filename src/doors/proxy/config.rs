@@ -9,13 +9,7 @@ use http::Uri;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{self, InvalidConfig, invalid};
-use crate::tls::{ListenerTls, TlsKeys};
-
-/// The config keys of `[proxy]`'s listener certificate.
-pub(crate) const TLS_KEYS: TlsKeys = TlsKeys {
-    cert: "proxy.tls_cert",
-    key: "proxy.tls_key",
-};
+use crate::tls::listener_tls;
 
 /// `[proxy]`: the sidecar reverse proxy (`tokengate serve`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +53,8 @@ pub struct ProxyConfig {
     /// docs/reference/http-contract.md, "Method overrides".
     pub method_override: MethodOverride,
 }
+
+listener_tls!(ProxyConfig, "proxy");
 
 /// `[proxy] method_override`: what the proxy does with a request that names
 /// another method.
@@ -149,16 +145,7 @@ impl ProxyConfig {
     }
 }
 
-impl ProxyConfig {
-    /// The listener's certificate settings.
-    pub(crate) fn tls(&self) -> ListenerTls<'_> {
-        ListenerTls {
-            cert: self.tls_cert.as_deref(),
-            key: self.tls_key.as_deref(),
-            keys: TLS_KEYS,
-        }
-    }
-}
+impl ProxyConfig {}
 
 /// The API behind the proxy: `http://host[:port]` or `https://host[:port]`,
 /// with no path, query or credentials. Parsed when the config is read; a bad one is reported by
