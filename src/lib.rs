@@ -6,9 +6,6 @@
 #![doc = include_str!("../docs/reference/library.md")]
 
 pub mod settings;
-// Most of it serves the network front doors; the Authenticator uses the
-// error body and path normalization.
-#[cfg_attr(not(feature = "server"), allow(dead_code))]
 mod wire;
 
 pub mod token;
