@@ -1,6 +1,5 @@
-//! The `tokengate` command line: `tokengate serve`, `tokengate token
-//! create|list|get|update|rotate|revoke|quota|cleanup`, `tokengate audit`
-//! and `tokengate migrate`.
+//! The `tokengate` command line; `args.rs` declares every command
+//! (`tokengate --help` lists them; docs/guide/cli.md explains them).
 //!
 //! Built for people and scripts alike: `--json` prints machine-readable
 //! output, errors are one line on stderr, and the exit code is 0 on success,

@@ -1,4 +1,5 @@
-//! [`TokenService`]: create, list, get, revoke, validate and clean up tokens.
+//! [`TokenService`]: every use case of a token, from its creation to its
+//! validation (`manage.rs`, `rotate.rs`, `validate.rs`).
 //!
 //! The one implementation behind the Rust API, the CLI and the admin
 //! HTTP API. It owns the input rules and the validation order; the store only
