@@ -7,25 +7,28 @@
 //! [`TokenService`](crate::TokenService). The Redis key layout is documented
 //! in docs/design/redis-layout.md.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::token::{AllowedIps, Meta, Scopes, TokenId};
+use crate::token::TokenId;
 
 #[macro_use]
 mod observed;
+mod events;
 mod memory;
+mod record;
 mod redis;
 
+pub use self::events::{LimitKey, LimitReport, LimitState, RevocationSink};
 pub use self::memory::MemoryStore;
 pub use self::observed::{Observed, StoreObserver};
+pub use self::record::{Page, RecordUpdate, RevokeOutcome, TokenRecord, UpdateOutcome};
 pub use self::redis::{
     DEFAULT_KEY_PREFIX, MAX_KEY_PREFIX_LEN, RedisConfig, RedisStore, check_redis_url, redact_url,
 };
 use crate::audit::{AuditEntry, AuditPage, AuditQuery};
-use crate::token::{Lease, Quota, TokenRateLimit};
+use crate::token::{Lease, Quota};
 
 /// Opens the store the configuration names: Redis when `[redis] url` is set
 /// (connecting, and failing if Redis does not answer), else the embedded
@@ -39,188 +42,6 @@ pub async fn open(config: &RedisConfig) -> Result<Arc<dyn TokenStore>, StoreErro
         }
         None => Ok(Arc::new(MemoryStore::new())),
     }
-}
-
-/// A stored token: everything but the plaintext, which is never stored.
-///
-/// Times are unix seconds. `Debug` redacts the hash.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// The token's id (embedded in the token itself).
-    pub id: TokenId,
-    /// The account the token acts for.
-    pub account_id: String,
-    /// A human label ("ci", "billing export").
-    pub name: String,
-    /// The token's hash: `bcrypt(token)` (`$2b$…`) or
-    /// `hmac-sha256$<key id>$<hex>` (docs/reference/token-format.md).
-    pub hash: String,
-    /// When the token was created.
-    pub created_at: i64,
-    /// When the record last changed (creation or revocation).
-    pub updated_at: i64,
-    /// When the token stops being valid; `None` never expires.
-    pub expires_at: Option<i64>,
-    /// Last successful use, as written by the batched last-accessed updates.
-    pub last_accessed: Option<i64>,
-    /// When the token was revoked (a soft delete).
-    pub revoked_at: Option<i64>,
-    /// The usage quota, if the token has one (docs/reference/quotas.md).
-    pub quota: Option<Quota>,
-    /// What the token may do (docs/reference/token-format.md, "Scopes"); none:
-    /// only routes that need no scope.
-    pub scopes: Scopes,
-    /// When the token was disabled (reversibly, unlike a revocation);
-    /// `None`: enabled.
-    pub disabled_at: Option<i64>,
-    /// The networks the token may be used from; empty: any.
-    pub allowed_ips: AllowedIps,
-    /// Metadata for the token's owner (a JSON object); empty: none.
-    pub meta: Meta,
-    /// The token this one replaced by a rotation.
-    pub rotated_from: Option<TokenId>,
-    /// The token that replaced this one by a rotation (this one then
-    /// expires at the end of the grace period).
-    pub rotated_to: Option<TokenId>,
-    /// The token's own rate limit; `None`: `[rate_limit] per_token_*`.
-    pub rate_limit: Option<TokenRateLimit>,
-}
-
-impl TokenRecord {
-    /// When the token stopped (or will stop) being usable: the earlier of
-    /// expiry and revocation. Cleanup counts its retention from here.
-    pub fn end_of_life(&self) -> Option<i64> {
-        match (self.expires_at, self.revoked_at) {
-            (Some(e), Some(r)) => Some(e.min(r)),
-            (e, r) => e.or(r),
-        }
-    }
-
-    /// Whether the token has expired at `now`. A token is valid up to, not
-    /// including, its `expires_at` second.
-    pub fn is_expired_at(&self, now: i64) -> bool {
-        self.expires_at.is_some_and(|e| e <= now)
-    }
-}
-
-impl fmt::Debug for TokenRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenRecord")
-            .field("id", &self.id)
-            .field("account_id", &self.account_id)
-            .field("name", &self.name)
-            .field("hash", &"[redacted]")
-            .field("created_at", &self.created_at)
-            .field("updated_at", &self.updated_at)
-            .field("expires_at", &self.expires_at)
-            .field("last_accessed", &self.last_accessed)
-            .field("revoked_at", &self.revoked_at)
-            .field("quota", &self.quota)
-            .field("scopes", &self.scopes)
-            .field("disabled_at", &self.disabled_at)
-            .field("allowed_ips", &self.allowed_ips)
-            .field("meta", &self.meta)
-            .field("rotated_from", &self.rotated_from)
-            .field("rotated_to", &self.rotated_to)
-            .field("rate_limit", &self.rate_limit)
-            .finish()
-    }
-}
-
-/// What [`TokenStore::revoke`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokeOutcome {
-    /// The token was active (or expired) and is now revoked.
-    Revoked,
-    /// The token had been revoked before; its `revoked_at` is unchanged.
-    AlreadyRevoked,
-    /// No such token for this account.
-    NotFound,
-}
-
-/// One page of an account's tokens ([`TokenStore::list_page`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// The records, in id order.
-    pub records: Vec<TokenRecord>,
-    /// Where the next page starts (its records' ids come after this one);
-    /// `None`: no more.
-    pub next: Option<TokenId>,
-}
-
-/// Changes to a token's record ([`TokenStore::update`]); `None` leaves a
-/// field as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecordUpdate {
-    /// A new label.
-    pub name: Option<String>,
-    /// New scopes (empty: none).
-    pub scopes: Option<Scopes>,
-    /// A new expiry; `Some(None)`: never.
-    pub expires_at: Option<Option<i64>>,
-    /// Disabled since (`Some(Some(at))`), or enabled again (`Some(None)`).
-    pub disabled_at: Option<Option<i64>>,
-    /// A new IP allowlist (empty: any address).
-    pub allowed_ips: Option<AllowedIps>,
-    /// New metadata (empty: none).
-    pub meta: Option<Meta>,
-    /// Expire no later than this (a rotation's grace): an earlier expiry
-    /// stays, so a lifetime is never extended.
-    pub expires_by: Option<i64>,
-    /// A new rate limit of its own; `Some(None)`: the configured one.
-    pub rate_limit: Option<Option<TokenRateLimit>>,
-    /// The token that replaces this one; refused
-    /// ([`UpdateOutcome::AlreadyRotated`]) if one already has.
-    pub rotated_to: Option<TokenId>,
-}
-
-impl RecordUpdate {
-    /// Applies the changes to `record` (the in-memory store, and what the
-    /// Redis script does to the HASH).
-    pub fn apply(&self, record: &mut TokenRecord, at: i64) {
-        if let Some(name) = &self.name {
-            record.name.clone_from(name);
-        }
-        if let Some(scopes) = &self.scopes {
-            record.scopes = scopes.clone();
-        }
-        if let Some(expires_at) = self.expires_at {
-            record.expires_at = expires_at;
-        }
-        if let Some(disabled_at) = self.disabled_at {
-            record.disabled_at = disabled_at;
-        }
-        if let Some(allowed_ips) = &self.allowed_ips {
-            record.allowed_ips = allowed_ips.clone();
-        }
-        if let Some(meta) = &self.meta {
-            record.meta = meta.clone();
-        }
-        if let Some(by) = self.expires_by {
-            record.expires_at = Some(record.expires_at.map_or(by, |e| e.min(by)));
-        }
-        if let Some(to) = self.rotated_to {
-            record.rotated_to = Some(to);
-        }
-        if let Some(rate_limit) = self.rate_limit {
-            record.rate_limit = rate_limit;
-        }
-        record.updated_at = at;
-    }
-}
-
-/// What [`TokenStore::update`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpdateOutcome {
-    /// Changed; the record as it is now.
-    Updated(Box<TokenRecord>),
-    /// Revoked: a revoked token is never changed.
-    Revoked,
-    /// The change names a successor and the token already has one
-    /// (nothing was changed).
-    AlreadyRotated,
-    /// No such token for this account.
-    NotFound,
 }
 
 /// The store could not answer. Whose fault: the store's (or the network's),
@@ -429,77 +250,6 @@ token_store! {
         ) -> Option<tokio::task::JoinHandle<()>> {
             self.inner.watch_revocations(sink)
         }
-    }
-}
-
-/// What a rate limiter counts: one token's requests, or all of an account's
-/// tokens' together (docs/reference/rate-limits.md).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum LimitKey {
-    /// The per-token limit.
-    Token(TokenId),
-    /// A token's own limit: counted apart from the configured one, and
-    /// afresh when it changes (docs/reference/rate-limits.md, "A token's own limit").
-    OwnLimit(TokenId, TokenRateLimit),
-    /// The per-account limit.
-    Account(String),
-}
-
-/// One replica's report on one limiter: what it admitted since its last
-/// report, and the limit's shape (so the store needs no configuration).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LimitReport {
-    /// Which limiter.
-    pub key: LimitKey,
-    /// Requests this replica admitted since its previous report.
-    pub admitted: u64,
-    /// The limit's emission interval (period / requests), in microseconds.
-    pub interval_us: f64,
-    /// How far ahead of now the limiter may run (burst × interval), in
-    /// microseconds.
-    pub tolerance_us: f64,
-    /// The time over which the admissions were made (since this replica's
-    /// previous report), in microseconds.
-    pub window_us: f64,
-}
-
-/// A limiter's fleet-wide state, once a report is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitState {
-    /// How far the fleet's theoretical arrival time is ahead of now, in
-    /// microseconds (0: the limiter has room for its whole burst).
-    pub ahead_us: u64,
-    /// Requests counted on this limiter by the whole fleet since its key was
-    /// created (it expires once the limiter is full again).
-    pub counted: u64,
-}
-
-/// Told when a token is revoked, so it can drop what it cached about it.
-/// The store produces remote revocations ([`TokenStore::watch_revocations`]);
-/// the service (its own revocations) and the Authenticator's cache consume
-/// them.
-pub trait RevocationSink: Send + Sync + 'static {
-    /// `id` was revoked (here, or by another process).
-    fn revoked(&self, id: TokenId);
-    /// `id` changed otherwise (its quota was set): what is cached about it
-    /// must be read again.
-    fn changed(&self, id: TokenId) {
-        let _ = id;
-    }
-    /// The feed of other processes' revocations is down (lost, or not
-    /// answering) until the next [`RevocationSink::caught_up`]: trust what
-    /// is cached for less long.
-    fn unsubscribed(&self) {}
-    /// The feed is up again, and every revocation made meanwhile has been
-    /// delivered: trust the cache as before.
-    fn caught_up(&self) {}
-    /// Revocations may have been lost (the feed's history no longer reaches
-    /// back to where this reader was): the ids of the tokens cached now,
-    /// which the store then checks one by one, calling
-    /// [`RevocationSink::revoked`] for each that is revoked or gone. A
-    /// lookup already in flight must not be trusted after this call.
-    fn recheck(&self) -> Vec<TokenId> {
-        Vec::new()
     }
 }
 
