@@ -46,7 +46,7 @@ pub struct LimitState {
 }
 
 /// Told when a token is revoked, so it can drop what it cached about it.
-/// The store produces remote revocations ([`TokenStore::watch_revocations`]);
+/// The store produces remote revocations ([`TokenStore::watch_revocations`](super::TokenStore::watch_revocations));
 /// the service (its own revocations) and the Authenticator's cache consume
 /// them.
 pub trait RevocationSink: Send + Sync + 'static {

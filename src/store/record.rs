@@ -91,7 +91,7 @@ impl fmt::Debug for TokenRecord {
     }
 }
 
-/// What [`TokenStore::revoke`] found.
+/// What [`TokenStore::revoke`](super::TokenStore::revoke) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeOutcome {
     /// The token was active (or expired) and is now revoked.
@@ -102,7 +102,7 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
-/// One page of an account's tokens ([`TokenStore::list_page`]).
+/// One page of an account's tokens ([`TokenStore::list_page`](super::TokenStore::list_page)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// The records, in id order.
@@ -112,7 +112,7 @@ pub struct Page {
     pub next: Option<TokenId>,
 }
 
-/// Changes to a token's record ([`TokenStore::update`]); `None` leaves a
+/// Changes to a token's record ([`TokenStore::update`](super::TokenStore::update)); `None` leaves a
 /// field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordUpdate {
@@ -173,7 +173,7 @@ impl RecordUpdate {
     }
 }
 
-/// What [`TokenStore::update`] found.
+/// What [`TokenStore::update`](super::TokenStore::update) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateOutcome {
     /// Changed; the record as it is now.
