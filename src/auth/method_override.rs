@@ -72,7 +72,14 @@ impl Named {
                     .windows(6)
                     .any(|w| w.eq_ignore_ascii_case(b"method")))
         {
-            for pair in query.split(['&', ';']) {
+            // A server that takes the query from the last `?` of the target
+            // (`/o?a=b?_method=DELETE`) sees pairs the first reading does
+            // not: that tail is read too.
+            let tail = query.rsplit_once('?').map(|(_, tail)| tail);
+            for pair in std::iter::once(query)
+                .chain(tail)
+                .flat_map(|part| part.split(['&', ';']))
+            {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 if is_override_param(key) {
                     match decode(value) {
@@ -161,8 +168,15 @@ pub(crate) fn strip(headers: &mut HeaderMap, uri: &mut Uri) -> bool {
     let Some(query) = uri.query() else {
         return stripped;
     };
+    // An override after the last `?` (read by some servers, see
+    // `Named::of`) goes with everything after that `?`.
+    let is_override_pair =
+        |pair: &str| is_override_param(pair.split_once('=').map_or(pair, |(k, _)| k));
+    let (query, mut removed) = match query.rsplit_once('?') {
+        Some((head, tail)) if tail.split(['&', ';']).any(is_override_pair) => (head, true),
+        _ => (query, false),
+    };
     let mut kept = String::with_capacity(query.len());
-    let mut removed = false;
     for piece in query.split_inclusive(['&', ';']) {
         let pair = piece.trim_end_matches(['&', ';']);
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
@@ -239,6 +253,9 @@ mod tests {
             // The query of `/o??…` starts with `?`: `URLSearchParams`
             // drops it (found by the walk-around property).
             "/orders/1??_method=DELETE",
+            // After the last `?`, as a server reading from it sees it.
+            "/orders/1?/?_method=DELETE",
+            "/orders/1?a=b?_method=DELETE",
             "/orders/1?_m%65thod=DELETE",
         ] {
             assert_eq!(
@@ -303,6 +320,9 @@ mod tests {
         assert!(strip(&mut headers, &mut uri));
         assert_eq!(headers.len(), 1);
         assert_eq!(uri, "/orders/1?a=1&b=2");
+        let mut tail: Uri = "/orders/1?a=1?_method=DELETE".parse().unwrap();
+        assert!(strip(&mut HeaderMap::new(), &mut tail));
+        assert_eq!(tail, "/orders/1?a=1");
         let mut uri: Uri = "/orders/1?_method=DELETE".parse().unwrap();
         assert!(strip(&mut HeaderMap::new(), &mut uri));
         assert_eq!(uri, "/orders/1");
