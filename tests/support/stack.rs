@@ -124,30 +124,29 @@ impl Stack {
 
     /// `method path` on the admin API with the admin key.
     pub async fn admin(&self, method: &str, path: &str, body: &str) -> HttpReply {
-        let auth = format!("Bearer {ADMIN_KEY}");
-        http(
-            method,
-            &Self::url(self.admin, path),
-            &[("authorization", &auth)],
-            body,
-        )
-        .await
+        self.admin_with(method, path, body, &[]).await
     }
 
     /// `POST /v1/accounts/acme/tokens` with `body` (as JSON), through the
     /// admin API.
     pub async fn create(&self, body: &str) -> HttpReply {
+        let json = [("content-type", "application/json")];
+        self.admin_with("POST", "/v1/accounts/acme/tokens", body, &json)
+            .await
+    }
+
+    /// `method path` on the admin API with the admin key and `headers`.
+    async fn admin_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpReply {
         let auth = format!("Bearer {ADMIN_KEY}");
-        http(
-            "POST",
-            &Self::url(self.admin, "/v1/accounts/acme/tokens"),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
-        .await
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        http(method, &Self::url(self.admin, path), &all, body).await
     }
 
     /// Mints a token of `account` through the admin API: (token, id).
